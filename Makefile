@@ -1,0 +1,41 @@
+# make demo / make test do the whole set-up on a fresh machine, then run.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch is installed first: an unpinned torch would make pip
+# pick a multi-GB CUDA build here. pyproject.toml keeps torch>=2.2 for users.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test demo bench clean system-deps
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# systemd-analyze checks the unit files in the tests; install it when missing
+# (Debian package 'systemd'; needs root, as on CI here).
+system-deps:
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	  echo "installing systemd (for systemd-analyze)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null) \
+	  || echo "warning: could not install systemd-analyze"; }
+
+setup: $(STAMP) system-deps
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/gossip demo
+
+bench: setup
+	$(PY) bench/simulation.py
+	$(PY) bench/wire.py
+	$(PY) bench/daemon.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

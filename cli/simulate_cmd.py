@@ -1,0 +1,108 @@
+"""``gossip simulate``: one seeded experiment, gossip against baselines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.errors import UserError
+from gossipd.simulation import BASELINES, ConfigError, SimulationConfig, simulate as run_simulation
+
+def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise click.BadParameter(f"unknown baseline {', '.join(unknown)}; expected some of {', '.join(BASELINES)}")
+    return names
+
+
+@click.command()
+@click.option("--dataset", default="digits", show_default=True, help="digits | breast_cancer | wine | a .csv/.npz path")
+@click.option("--model", default="logreg", show_default=True, help="logreg | mlp:H1,H2,...")
+@click.option("--nodes", default=100, show_default=True, type=int)
+@click.option("--cycles", default=200, show_default=True, type=int, help="gossip periods (Δ) to simulate")
+@click.option("--partition", default="iid", show_default=True, help="iid | labels | dirichlet:ALPHA")
+@click.option("--merge", default="age", show_default=True, help="age | average | overwrite | limited:L")
+@click.option("--sampler", default="cyclon", show_default=True,
+              help="cyclon | full | ring | kregular:K | smallworld:K,P | random:P")
+@click.option("--drop", default=0.0, show_default=True, type=float, help="message loss probability")
+@click.option("--online", default=1.0, show_default=True, type=float, help="fraction of time a node is online")
+@click.option("--delay", default=0.1, show_default=True, type=float, help="max message delay, in cycles")
+@click.option("--kill", default=None, help="FRACTION@CYCLE: crash that share of nodes at that cycle")
+@click.option("--view-size", default=20, show_default=True, type=int, help="Cyclon view size c")
+@click.option("--shuffle-length", default=8, show_default=True, type=int, help="Cyclon shuffle length ℓ")
+@click.option("--baselines", default="", callback=_baselines, help="comma list of centralised,local,fedavg")
+@click.option("--eval-every", default=10, show_default=True, type=int, help="cycles between evaluations")
+@click.option("--lr", default=SimulationConfig.lr, show_default=True, type=float, help="initial SGD step")
+@click.option("--lr-decay", default=SimulationConfig.lr_decay, show_default=True, type=float,
+              help="age at which the step has halved")
+@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write results here")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG: accuracy against cycles and against bytes")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def simulate(json_path: Path | None, plot_path: Path | None, quiet: bool, **options: Any) -> None:
+    """Simulate gossip learning on one machine, seeded and reproducible.
+
+    \b
+    Example:
+      gossip simulate --dataset digits --model logreg --nodes 100 --cycles 200 \\
+          --partition iid --baselines centralised,local,fedavg --seed 1 \\
+          --json out.json --plot out.png
+    """
+    import torch
+
+    torch.set_num_threads(1)  # tiny per-node models: threads cost more than they give
+    config = SimulationConfig(**options)
+    try:
+        config.validate()
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]simulating"), BarColumn(), TextColumn("cycle {task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
+        task = progress.add_task("sim", total=config.cycles)
+        try:
+            result = run_simulation(config, progress=lambda c: progress.update(task, completed=c))
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
+    Console().print(summary_table(result))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"wrote {json_path}")
+    if plot_path is not None:
+        from gossipd.plot import plot_simulation
+
+        plot_simulation(result, plot_path)
+        console.print(f"wrote {plot_path}")
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    cfg = result["config"]
+    table = Table(title=f"{cfg['dataset']} / {cfg['model']} / {cfg['nodes']} nodes / {cfg['cycles']} cycles / "
+                        f"{cfg['partition']} / seed {cfg['seed']}")
+    for col in ("method", "mean acc", "min acc", "max acc", "messages", "bytes"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    f = result["final"]
+    table.add_row(f"gossip ({cfg['merge']}, {cfg['sampler']})", f"{f['mean_accuracy']:.4f}",
+                  f"{f['min_accuracy']:.4f}", f"{f['max_accuracy']:.4f}", f"{f['messages']:,}", _mb(f["bytes"]))
+    for name, base in result.get("baselines", {}).items():
+        if name == "centralised":
+            table.add_row("centralised", f"{base['accuracy']:.4f}", "", "", "-", "-")
+        else:
+            b = base["final"]
+            table.add_row(name, f"{b['mean_accuracy']:.4f}", f"{b['min_accuracy']:.4f}",
+                          f"{b['max_accuracy']:.4f}", f"{b['messages']:,}", _mb(b["bytes"]))
+    table.caption = f"wall time {result['wall_seconds']:.1f} s; peer sampling: " \
+                    f"{f['sampling_messages']:,} messages, {_mb(f['sampling_bytes'])}"
+    return table
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"

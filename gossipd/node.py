@@ -1,0 +1,153 @@
+"""GossipNode: the sans-IO gossip-learning core.
+
+It is handed the time and its inputs and returns what to send; it never reads
+a clock, never does I/O and never touches global randomness. The simulator and
+the daemon both drive this class, so a result measured in simulation is a claim
+about the daemon.
+
+Drivers call ``on_tick(now)`` once ``now >= next_wakeup()``, deliver received
+messages to ``on_model`` / ``on_shuffle_request`` / ``on_shuffle_reply``, and
+report undeliverable messages with ``on_send_failed``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gossipd.learner import Learner, LocalData
+from gossipd.merge import parse_merge
+from gossipd.messages import Address, ModelMessage, Send, ShuffleReply, ShuffleRequest
+from gossipd.state import ModelState
+from peer_sampling.sampler import PeerSampler
+
+
+@dataclass(frozen=True)
+class GossipConfig:
+    """The gossip-learning protocol's knobs.
+
+    interval: Δ, the mean time between two pushes of this node. Shorter spreads
+        models faster at a proportional cost in bandwidth and CPU (every push
+        triggers a training pass at the receiver).
+    jitter: each period is Δ·(1 ± jitter), uniformly, so nodes drift apart and
+        never push in lock-step; 0 makes runs easier to reason about, not better.
+    merge: ``age`` | ``average`` | ``overwrite`` | ``limited:L`` (see merge.py).
+    """
+
+    interval: float = 5.0
+    jitter: float = 0.1
+    merge: str = "age"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.interval) and self.interval > 0):
+            raise ValueError(f"gossip interval must be > 0, got {self.interval!r}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"gossip jitter must be in [0, 1), got {self.jitter!r}")
+        parse_merge(self.merge)
+
+
+@dataclass
+class Counters:
+    """What a node has done; exported at /v1/status and /metrics."""
+
+    sent: int = 0
+    received: int = 0
+    merged: int = 0
+    rejected: int = 0
+    send_failures: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+class RejectedMessage(ValueError):
+    """A model that passed the wire checks but cannot be merged here."""
+
+
+@dataclass
+class GossipNode:
+    address: Address
+    learner: Learner
+    data: LocalData
+    sampler: PeerSampler
+    config: GossipConfig
+    rng: np.random.Generator
+    state: ModelState | None = None
+    now: float = 0.0
+    counters: Counters = field(default_factory=Counters)
+
+    def __post_init__(self) -> None:
+        self._merge = parse_merge(self.config.merge)
+        if self.state is None:
+            self.state = self.learner.initial_state()
+        self.learner.check(self.state)
+        # Training draws from its own stream: the daemon trains in a worker
+        # thread while the event loop draws timers and peers from ``rng``.
+        self._learn_rng = np.random.default_rng(self.rng.integers(2**63))
+        # First push somewhere in the first period, so nodes started together
+        # do not push together.
+        self.next_gossip = self.now + self.rng.uniform(0.0, self.config.interval)
+
+    # -- timers --------------------------------------------------------------
+
+    def next_wakeup(self) -> float:
+        return min(self.next_gossip, self.sampler.next_wakeup())
+
+    def on_tick(self, now: float) -> list[Send]:
+        """Run whatever timers are due: push the model, start a shuffle."""
+        sends: list[Send] = []
+        if now >= self.next_gossip:
+            j = self.config.jitter
+            self.next_gossip = now + self.config.interval * (1.0 + self.rng.uniform(-j, j))
+            push = self.push()
+            if push is not None:
+                sends.append(push)
+        if now >= self.sampler.next_wakeup():
+            sends.extend(Send(peer, req) for peer, req in self.sampler.on_tick(now))
+        return sends
+
+    def push(self) -> Send | None:
+        """The current model, addressed to a random peer (None if none is known)."""
+        peer = self.sampler.select_peer()
+        if peer is None:
+            return None
+        state = self.state
+        assert state is not None
+        self.counters.sent += 1
+        return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, state.params))
+
+    # -- inputs --------------------------------------------------------------
+
+    def on_model(self, now: float, msg: ModelMessage) -> ModelState:
+        """Merge a received model into ours, then train on the local data.
+
+        CPU-bound: the daemon calls this from one worker thread at a time. The
+        new state replaces ``self.state`` in one assignment at the end, so a
+        reader on another thread sees either the old or the new model.
+        """
+        if msg.arch != self.learner.fingerprint or msg.params.shape != (self.learner.n_params,):
+            self.counters.rejected += 1
+            raise RejectedMessage(
+                f"model from {msg.sender} has architecture {msg.arch} with {msg.params.size} "
+                f"parameters; this node runs {self.learner.fingerprint} with {self.learner.n_params}"
+            )
+        self.counters.received += 1
+        local = self.state
+        assert local is not None
+        merged = self._merge(local, ModelState(msg.params, msg.age))
+        self.state = self.learner.update(merged, self.data, self._learn_rng)
+        self.counters.merged += 1
+        return self.state
+
+    def on_shuffle_request(self, now: float, request: ShuffleRequest) -> ShuffleReply | None:
+        return self.sampler.on_request(now, request)
+
+    def on_shuffle_reply(self, now: float, reply: ShuffleReply) -> None:
+        self.sampler.on_reply(now, reply)
+
+    def on_send_failed(self, now: float, peer: Address) -> None:
+        """A push or shuffle to ``peer`` did not arrive: tell the sampler."""
+        self.counters.send_failures += 1
+        self.sampler.on_peer_failed(now, peer)

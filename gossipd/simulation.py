@@ -1,0 +1,382 @@
+"""The simulator: real GossipNodes on a virtual clock and an in-memory network.
+
+Time is measured in cycles (one cycle = one gossip period Δ = 1.0). Every
+source of randomness is a Generator derived from ``SimulationConfig.seed``, so
+the same config gives the same run, event for event.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from gossipd import wire
+from gossipd.baselines import run_baselines
+from gossipd.data import Dataset, DataError, load_dataset, parse_partition, partition
+from gossipd.learner import Learner, LearnerConfig, LocalData, parse_model_spec
+from gossipd.merge import parse_merge
+from gossipd.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
+from gossipd.node import GossipConfig, GossipNode
+from gossipd.overlay import indegree_stats, overlay_metrics
+from peer_sampling.cyclon import Cyclon, CyclonConfig
+from peer_sampling.topology import StaticSampler, build_overlay, parse_topology
+
+BASELINES = ("centralised", "local", "fedavg")
+
+
+class ConfigError(ValueError):
+    """A simulation setting that cannot be used; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """One experiment. Times are in cycles (Δ = 1)."""
+
+    dataset: str = "digits"
+    model: str = "logreg"
+    nodes: int = 100
+    cycles: int = 200
+    partition: str = "iid"
+    merge: str = "age"
+    sampler: str = "cyclon"  # cyclon | full | ring | kregular:K | smallworld:K,P | random:P
+    drop: float = 0.0  # probability that a message is lost
+    online: float = 1.0  # long-run fraction of time a node is online (churn)
+    session: float = 10.0  # mean cycles between churn re-draws of a node's online state
+    delay: float = 0.1  # message delay, uniform in [0, delay] cycles
+    jitter: float = 0.1  # gossip and shuffle periods are 1 ± jitter cycles
+    kill: str | None = None  # "FRACTION@CYCLE": that share of nodes crash for good then
+    view_size: int = 20
+    shuffle_length: int = 8
+    shuffle_interval: float = 1.0  # cycles between two Cyclon shuffles of a node
+    seeds: int = 3  # bootstrap nodes every Cyclon view starts from
+    eval_every: int = 10
+    baselines: tuple[str, ...] = ()
+    lr: float = LearnerConfig.lr
+    lr_decay: float = LearnerConfig.lr_decay
+    batch_size: int = LearnerConfig.batch_size
+    seed: int = 1
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        for name in ("nodes", "cycles", "eval_every", "view_size", "shuffle_length", "seeds", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.nodes < 2:
+            raise ConfigError("nodes", f"--nodes must be at least 2, got {self.nodes}")
+        for name in ("drop",):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(name, f"--{name} must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.online <= 1.0:
+            raise ConfigError("online", f"--online must be in (0, 1], got {self.online}")
+        for name in ("delay", "session", "shuffle_interval", "lr", "lr_decay"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and (v >= 0 if name == "delay" else v > 0)):
+                raise ConfigError(name, f"--{name.replace('_', '-')} must be a positive number, got {v}")
+        if not 0.0 <= self.jitter < 1.0:
+            raise ConfigError("jitter", f"--jitter must be in [0, 1), got {self.jitter}")
+        checks: list[tuple[str, Callable[[str], object], str]] = [
+            ("partition", parse_partition, self.partition),
+            ("merge", parse_merge, self.merge),
+            ("model", parse_model_spec, self.model),
+        ]
+        if self.sampler != "cyclon":
+            checks.append(("sampler", parse_topology, self.sampler))
+        for name, parse, value in checks:
+            try:
+                parse(value)
+            except ValueError as exc:
+                raise ConfigError(name, f"--{name}: {exc}") from None
+        if self.shuffle_length > self.view_size:
+            raise ConfigError("shuffle_length", "--shuffle-length must be <= --view-size")
+        unknown = set(self.baselines) - set(BASELINES)
+        if unknown:
+            raise ConfigError("baselines", f"--baselines: unknown {', '.join(sorted(unknown))}; expected {', '.join(BASELINES)}")
+        if self.kill is not None:
+            parse_kill(self.kill, self.cycles)
+
+    def learner_config(self) -> LearnerConfig:
+        return LearnerConfig(lr=self.lr, lr_decay=self.lr_decay, batch_size=self.batch_size)
+
+
+def parse_kill(spec: str, cycles: int) -> tuple[float, int]:
+    """``FRACTION@CYCLE`` -> (fraction, cycle)."""
+    try:
+        frac_s, cyc_s = spec.split("@")
+        fraction, cycle = float(frac_s), int(cyc_s)
+    except ValueError:
+        raise ConfigError("kill", f"--kill must look like FRACTION@CYCLE (e.g. 0.5@50), got {spec!r}") from None
+    if not 0.0 < fraction < 1.0 or not 0 <= cycle <= cycles:
+        raise ConfigError("kill", f"--kill needs 0 < FRACTION < 1 and 0 <= CYCLE <= --cycles, got {spec!r}")
+    return fraction, cycle
+
+
+# Event kinds; at equal times a cycle boundary runs first, then deliveries, then ticks.
+_CYCLE, _FAIL, _DELIVER, _TICK = 0, 1, 2, 3
+
+
+@dataclass
+class _Traffic:
+    messages: int = 0
+    bytes: int = 0
+    sampling_messages: int = 0
+    sampling_bytes: int = 0
+
+
+@dataclass
+class Simulation:
+    """Build with :meth:`create`, then :meth:`run`."""
+
+    config: SimulationConfig
+    dataset: Dataset
+    learner: Learner
+    nodes: list[GossipNode]
+    parts: list[np.ndarray]
+    progress: Callable[[int], None] | None = None
+    traffic: _Traffic = field(default_factory=_Traffic)
+
+    @classmethod
+    def create(cls, config: SimulationConfig, dataset: Dataset | None = None) -> Simulation:
+        config.validate()
+        if dataset is None:
+            try:
+                dataset = load_dataset(config.dataset)
+            except DataError as exc:
+                raise ConfigError("dataset", f"--dataset: {exc}") from None
+        root = np.random.SeedSequence(config.seed)
+        part_ss, node_ss, overlay_ss = root.spawn(3)
+        learner = Learner(config.model, dataset.n_features, dataset.n_classes, config.learner_config())
+        parts = partition(dataset.y_train, config.nodes, config.partition, np.random.default_rng(part_ss))
+        addresses = [f"n{i}" for i in range(config.nodes)]
+        node_rngs = [np.random.default_rng(s) for s in node_ss.spawn(config.nodes)]
+        samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
+        gossip = GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge)
+        initial = learner.initial_state()
+        nodes = [
+            GossipNode(
+                address=addresses[i],
+                learner=learner,
+                data=LocalData.from_numpy(dataset.X_train[p], dataset.y_train[p], dataset.n_classes),
+                sampler=samplers[i],
+                config=gossip,
+                rng=node_rngs[i],
+                state=initial,
+            )
+            for i, p in enumerate(parts)
+        ]
+        return cls(config, dataset, learner, nodes, parts)
+
+    # -- the event loop ------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        started = time.perf_counter()
+        n = len(self.nodes)
+        net_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC0FFEE]))
+        churn_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC4A2]))
+        index = {node.address: i for i, node in enumerate(self.nodes)}
+        alive = np.ones(n, dtype=bool)
+        online = churn_rng.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
+        kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
+        X_test = torch.from_numpy(self.dataset.X_test)
+        y_test = torch.from_numpy(self.dataset.y_test)
+        sizes = _MessageSizes(self.learner)
+        traffic = self.traffic
+        series: list[dict[str, Any]] = []
+
+        heap: list[tuple[float, int, int, int, Any]] = []
+        seq = 0
+        scheduled = [math.inf] * n
+
+        def push(t: float, kind: int, target: int, payload: Any) -> None:
+            nonlocal seq
+            seq += 1
+            heapq.heappush(heap, (t, kind, seq, target, payload))
+
+        def schedule_tick(i: int) -> None:
+            t = self.nodes[i].next_wakeup()
+            if t < scheduled[i]:
+                scheduled[i] = t
+                push(t, _TICK, i, None)
+
+        def send_all(src: int, sends: list[Send], now: float) -> None:
+            for s in sends:
+                msg = s.message
+                if isinstance(msg, ModelMessage):
+                    traffic.messages += 1
+                    traffic.bytes += sizes.model
+                else:
+                    traffic.sampling_messages += 1
+                    traffic.sampling_bytes += sizes.shuffle(len(msg.entries))
+                if cfg.drop and net_rng.random() < cfg.drop:
+                    continue
+                target = index.get(s.peer)
+                if target is None:
+                    continue
+                push(now + net_rng.random() * cfg.delay, _DELIVER, target, (src, msg))
+
+        for c in range(cfg.cycles + 1):
+            push(float(c), _CYCLE, c, None)
+        for i in range(n):
+            schedule_tick(i)
+
+        end = float(cfg.cycles)
+        while heap:
+            now, kind, _, target, payload = heapq.heappop(heap)
+            if now > end:
+                break
+            if kind == _TICK:
+                if now != scheduled[target]:
+                    continue  # superseded by an earlier wake-up
+                scheduled[target] = math.inf
+                if not alive[target]:
+                    continue
+                node = self.nodes[target]
+                if online[target]:
+                    send_all(target, node.on_tick(now), now)
+                    schedule_tick(target)
+                else:
+                    scheduled[target] = now + 1.0  # look again next cycle
+                    push(now + 1.0, _TICK, target, None)
+            elif kind == _DELIVER:
+                src, msg = payload
+                if not (alive[target] and online[target]):
+                    if alive[src]:
+                        push(now + net_rng.random() * cfg.delay, _FAIL, src, self.nodes[target].address)
+                    continue
+                node = self.nodes[target]
+                if isinstance(msg, ModelMessage):
+                    node.on_model(now, msg)
+                elif isinstance(msg, ShuffleRequest):
+                    reply = node.on_shuffle_request(now, msg)
+                    if reply is not None:
+                        send_all(target, [Send(msg.sender, reply)], now)
+                elif isinstance(msg, ShuffleReply):
+                    node.on_shuffle_reply(now, msg)
+                schedule_tick(target)
+            elif kind == _FAIL:
+                if alive[target]:
+                    self.nodes[target].on_send_failed(now, payload)
+                    schedule_tick(target)
+            else:  # _CYCLE
+                cycle = target
+                if kill is not None and cycle == kill[1]:
+                    live = np.flatnonzero(alive)
+                    victims = churn_rng.choice(live, size=int(round(kill[0] * len(live))), replace=False)
+                    alive[victims] = False
+                if cfg.online < 1.0 and cycle > 0:
+                    redraw = churn_rng.random(n) < 1.0 / cfg.session
+                    online[redraw] = churn_rng.random(int(redraw.sum())) < cfg.online
+                if cycle % cfg.eval_every == 0 or cycle == cfg.cycles:
+                    series.append(self._measure(cycle, alive, X_test, y_test))
+                if self.progress is not None:
+                    self.progress(cycle)
+
+        final = dict(series[-1])
+        final.update(self._indegree(alive))
+        result: dict[str, Any] = {
+            "config": asdict(self.config),
+            "dataset": {
+                "name": self.dataset.name,
+                "train": int(len(self.dataset.y_train)),
+                "test": int(len(self.dataset.y_test)),
+                "features": self.dataset.n_features,
+                "classes": self.dataset.n_classes,
+            },
+            "model": {"spec": self.learner.spec, "params": self.learner.n_params,
+                      "fingerprint": self.learner.fingerprint, "message_bytes": sizes.model},
+            "series": series,
+            "final": final,
+        }
+        result["gossip_wall_seconds"] = time.perf_counter() - started
+        return result
+
+    # -- measurements -----------------------------------------------------------
+
+    def _measure(self, cycle: int, alive: np.ndarray, X_test: torch.Tensor, y_test: torch.Tensor) -> dict[str, Any]:
+        accs = np.array([self.learner.evaluate(self.nodes[i].state, X_test, y_test)  # type: ignore[arg-type]
+                         for i in np.flatnonzero(alive)])
+        ages = np.array([self.nodes[i].state.age for i in np.flatnonzero(alive)])  # type: ignore[union-attr]
+        entry: dict[str, Any] = {
+            "cycle": cycle,
+            "mean_accuracy": float(accs.mean()),
+            "min_accuracy": float(accs.min()),
+            "max_accuracy": float(accs.max()),
+            "mean_age": float(ages.mean()),
+            "messages": self.traffic.messages,
+            "bytes": self.traffic.bytes,
+            "sampling_messages": self.traffic.sampling_messages,
+            "sampling_bytes": self.traffic.sampling_bytes,
+            "live_nodes": int(alive.sum()),
+        }
+        entry.update(overlay_metrics(self._views(alive), alive))
+        return entry
+
+    def _views(self, alive: np.ndarray) -> list[list[int]] | None:
+        """Out-links of every node as indices, or None for the implicit full graph."""
+        if self.config.sampler == "full":
+            return None
+        index = {node.address: i for i, node in enumerate(self.nodes)}
+        return [[index[a] for a in node.sampler.peers()] if alive[i] else []
+                for i, node in enumerate(self.nodes)]
+
+    def _indegree(self, alive: np.ndarray) -> dict[str, Any]:
+        views = self._views(alive)
+        live = int(alive.sum())
+        if views is None:  # full graph: every live node is in every live view
+            return {"indegree": {"mean": float(live - 1), "std": 0.0, "max": float(live - 1)}}
+        edges = [(i, j) for i in np.flatnonzero(alive) for j in views[i]]
+        return {"indegree": indegree_stats(len(self.nodes), edges, alive)}
+
+
+class _MessageSizes:
+    """Bytes a message would take on the wire, encoded once per shape and cached."""
+
+    def __init__(self, learner: Learner) -> None:
+        probe = ModelMessage("n0000", learner.fingerprint, 1.0, np.zeros(learner.n_params, np.float32))
+        self.model = wire.encoded_size(probe, cluster="sim")
+        self._shuffle: dict[int, int] = {}
+
+    def shuffle(self, entries: int) -> int:
+        size = self._shuffle.get(entries)
+        if size is None:
+            from gossipd.messages import PeerDescriptor
+
+            probe = ShuffleRequest("n0000", tuple(PeerDescriptor(f"n{i:04d}", 1) for i in range(entries)))
+            size = self._shuffle[entries] = wire.encoded_size(probe, cluster="sim")
+        return size
+
+
+def _make_samplers(config: SimulationConfig, addresses: list[str], rngs: list[np.random.Generator],
+                   overlay_rng: np.random.Generator) -> list[Any]:
+    if config.sampler == "cyclon":
+        cyclon = CyclonConfig(view_size=config.view_size, shuffle_length=config.shuffle_length,
+                              interval=config.shuffle_interval, jitter=config.jitter)
+        seeds = addresses[: min(config.seeds, len(addresses))]
+        return [Cyclon(a, seeds, cyclon, np.random.default_rng(r.integers(2**63))) for a, r in zip(addresses, rngs)]
+    overlay = build_overlay(config.sampler, addresses, overlay_rng)
+    return [StaticSampler(a, overlay[a], np.random.default_rng(r.integers(2**63))) for a, r in zip(addresses, rngs)]
+
+
+def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Run gossip learning and the requested baselines on the same split."""
+    started = time.perf_counter()
+    sim = Simulation.create(config)
+    sim.progress = progress
+    result = sim.run()
+    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, sim.parts, result["model"]["message_bytes"])
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
+
+
+__all__ = ["ConfigError", "Simulation", "SimulationConfig", "simulate", "BASELINES", "replace"]

@@ -1,0 +1,501 @@
+"""Wire format v1: the only place bytes become messages and messages become bytes.
+
+One msgpack map per message (never pickle)::
+
+    {"v": 1, "type": "model", "cluster": str, "sender": str,
+     "arch": str, "age": float,
+     "params": {"dtype": "<f4", "shape": [n], "data": <bin, n*4 bytes>}}
+
+    {"v": 1, "type": "shuffle_request" | "shuffle_reply", "cluster": str,
+     "sender": str, "entries": [[address, age], ...]}
+
+:func:`decode` treats its input as hostile. Before msgpack builds any object a
+bounded, non-recursive pre-scan walks the token headers (never the payloads) and
+enforces the nesting depth, the total item count, string lengths, truncation and
+trailing bytes, and it finds where ``params.data`` lies in the body. That binary
+is cut out and the small remainder is handed to ``msgpack.unpackb`` with every
+length limit set explicitly; the parameters become ``np.frombuffer`` over the
+caller's body (no copy, read-only when the body is ``bytes``). Every failure is
+a :class:`WireError` carrying the HTTP status, a short code and a sentence.
+
+See ``docs/protocol.md`` for the field-by-field description and the error table.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from gossipd.messages import Message, ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest
+
+__all__ = [
+    "ALLOWED_DTYPES",
+    "HEADER_SLACK",
+    "MAX_ADDRESS_LEN",
+    "MAX_DEPTH",
+    "MAX_ENTRIES",
+    "MAX_ITEMS",
+    "MAX_STR_LEN",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "WireError",
+    "decode",
+    "encode",
+    "encoded_model_size",
+    "encoded_size",
+    "max_body_bytes",
+]
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+
+#: dtype strings accepted for ``params``. Only little-endian float32: the node's
+#: parameters are float32, and accepting other widths would mean a silent
+#: conversion (a copy, and for ``<f8`` a loss of precision) on every receive.
+ALLOWED_DTYPES: frozenset[str] = frozenset({"<f4"})
+
+MAX_DEPTH = 8  # containers nested in containers (v1 itself needs 3)
+MAX_ITEMS = 1024  # msgpack objects in one message, keys included (v1 needs < 250)
+MAX_STR_LEN = 1024  # bytes in any str, and in any bin or ext other than params.data
+MAX_ADDRESS_LEN = 256  # characters in a sender or a shuffle entry address
+MAX_ENTRIES = 64  # peer descriptors in one shuffle message
+HEADER_SLACK = 64 * 1024  # bytes allowed on top of the parameters in max_body_bytes
+
+MESSAGE_TYPES = ("model", "shuffle_request", "shuffle_reply")
+
+
+class WireError(Exception):
+    """A received body that cannot be accepted.
+
+    ``status`` is the HTTP status to answer with, ``code`` a stable snake_case
+    slug for programs, ``detail`` a sentence for people naming what was wrong.
+    """
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "detail": self.detail}
+        if self.code == "unsupported_version":
+            body["supported"] = list(SUPPORTED_VERSIONS)
+        return body
+
+    def __repr__(self) -> str:
+        return f"WireError({self.status}, {self.code!r}, {self.detail!r})"
+
+
+def _bad(code: str, detail: str, status: int = 400) -> WireError:
+    return WireError(status, code, detail)
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def max_body_bytes(n_params: int) -> int:
+    """Largest body a node expecting ``n_params`` parameters should read.
+
+    The parameters (4 bytes each) plus :data:`HEADER_SLACK` for the header and
+    for shuffle messages (64 entries of 256-character addresses fit easily).
+    Meant for aiohttp's ``client_max_size`` and for ``decode(max_bytes=...)``.
+    """
+    if n_params < 0:
+        raise ValueError(f"n_params must be >= 0, got {n_params}")
+    return int(n_params) * 4 + HEADER_SLACK
+
+
+def encoded_size(message: Message, cluster: str) -> int:
+    """Exact length of ``encode(message, cluster=cluster)``, without copying params."""
+    if isinstance(message, ModelMessage):
+        n = int(np.asarray(message.params).size)
+        return len(_model_header(message.sender, message.arch, message.age, n, cluster)) + 4 * n
+    return len(encode(message, cluster=cluster))
+
+
+def encoded_model_size(n_params: int, sender: str, arch: str, cluster: str) -> int:
+    """Exact encoded length of a model message with ``n_params`` parameters.
+
+    Does not depend on the age (always a float64) nor on the parameter values,
+    so the simulator can compute it once per (node, model size) and cache it.
+    """
+    return len(_model_header(sender, arch, 0.0, int(n_params), cluster)) + 4 * int(n_params)
+
+
+# -------------------------------------------------------------------------- encode
+
+
+def encode(message: Message, *, cluster: str) -> bytes:
+    """Serialise ``message`` for ``cluster``; the parameters are copied exactly once.
+
+    Raises ``TypeError``/``ValueError`` for messages that are not well formed
+    (a programming error on the sending side, not a wire error).
+    """
+    if isinstance(message, ModelMessage):
+        params = np.ascontiguousarray(message.params, dtype="<f4")  # no copy if already <f4
+        if params.ndim != 1:
+            raise ValueError(f"params must be 1-D, got shape {params.shape}")
+        header = _model_header(message.sender, message.arch, message.age, params.shape[0], cluster)
+        return b"".join((header, memoryview(params).cast("B")))
+    if isinstance(message, (ShuffleRequest, ShuffleReply)):
+        kind = "shuffle_request" if isinstance(message, ShuffleRequest) else "shuffle_reply"
+        return msgpack.packb(
+            {
+                "v": PROTOCOL_VERSION,
+                "type": kind,
+                "cluster": cluster,
+                "sender": message.sender,
+                "entries": [[e.address, int(e.age)] for e in message.entries],
+            },
+            use_bin_type=True,
+        )
+    raise TypeError(f"cannot encode {type(message).__name__}")
+
+
+# "params" key, a map of 3, "dtype": "<f4", "shape" key: the fixed middle part.
+_PARAMS_DTYPE_SHAPE = b"".join(
+    (msgpack.packb("params"), b"\x83", msgpack.packb("dtype"), msgpack.packb("<f4"), msgpack.packb("shape"))
+)
+
+
+def _model_header(sender: str, arch: str, age: float, n: int, cluster: str) -> bytes:
+    """Everything of a model message up to and including the params.data bin header.
+
+    ``params`` is the last key of the top map and ``data`` the last key of the
+    params map, so the raw float32 bytes simply follow this header. The headers
+    of ``shape`` and of the ``data`` key (msgpack allows non-minimal widths) are
+    chosen so that the float32 payload starts at a multiple of 4 bytes: decoded
+    with ``np.frombuffer`` over a ``bytes`` body it is then an aligned array.
+    """
+    nbytes = 4 * n
+    if nbytes > 0xFFFFFFFF:
+        raise ValueError(f"{n} parameters do not fit in one msgpack bin")
+    # One packb for the six scalar fields, then its fixmap header 0x86 becomes
+    # 0x87 to make room for "params" (msgpack dicts keep insertion order).
+    scalars = msgpack.packb(
+        {"v": PROTOCOL_VERSION, "type": "model", "cluster": cluster, "sender": sender,
+         "arch": arch, "age": float(age)},  # a Python float packs as float64
+        use_bin_type=True,
+    )
+    head = b"".join((b"\x87", scalars[1:], _PARAMS_DTYPE_SHAPE))
+    shape_val = msgpack.packb(n)
+    if nbytes < 0x100:
+        bin_hdr = b"\xc4" + struct.pack(">B", nbytes)
+    elif nbytes < 0x10000:
+        bin_hdr = b"\xc5" + struct.pack(">H", nbytes)
+    else:
+        bin_hdr = b"\xc6" + struct.pack(">I", nbytes)
+    # shape array header: fixarray (1 byte) or array16 (3); "data" key header:
+    # fixstr (1), str8 (2) or str16 (3). Together they reach every residue mod 4.
+    base = len(head) + len(shape_val) + 4 + len(bin_hdr)  # 4 = len("data")
+    for arr_hdr in (b"\x91", b"\xdc\x00\x01"):
+        for key_hdr in (b"\xa4", b"\xd9\x04", b"\xda\x00\x04"):
+            if (base + len(arr_hdr) + len(key_hdr)) % 4 == 0:
+                return b"".join((head, arr_hdr, shape_val, key_hdr, b"data", bin_hdr))
+    raise AssertionError("unreachable: some header combination aligns")
+
+
+# -------------------------------------------------------------------------- decode
+
+
+def decode(
+    body: bytes | bytearray | memoryview,
+    *,
+    cluster: str,
+    expected_arch: str | None = None,
+    expected_params: int | None = None,
+    max_bytes: int | None = None,
+) -> ModelMessage | ShuffleRequest | ShuffleReply:
+    """Parse and validate one received body; raise :class:`WireError` on any problem.
+
+    ``max_bytes`` defaults to ``max_body_bytes(expected_params)`` when
+    ``expected_params`` is given, and to no size limit otherwise (the body is
+    already in memory; the structural limits still apply). For a model message,
+    ``params`` is a float32 view of ``body`` (no copy; read-only when ``body``
+    is ``bytes``). It is copied only if a foreign encoder left it misaligned.
+    """
+    if max_bytes is None and expected_params is not None:
+        max_bytes = max_body_bytes(expected_params)
+    if max_bytes is not None and len(body) > max_bytes:
+        raise _bad("too_large", f"body is {len(body)} bytes, the limit is {max_bytes}", 413)
+    view = memoryview(body).cast("B") if not isinstance(body, bytes) else body
+
+    data_span = _scan(view)
+    if data_span is not None:
+        hdr_start, payload_start, payload_end = data_span
+        # Cut params.data out (replaced by nil) so that msgpack never copies it.
+        mv = memoryview(view)
+        rest = b"".join((mv[:hdr_start], b"\xc0", mv[payload_end:]))
+    else:
+        rest = view
+    try:
+        obj = msgpack.unpackb(
+            rest,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_str_len=MAX_STR_LEN,
+            max_bin_len=MAX_STR_LEN,
+            max_ext_len=MAX_STR_LEN,
+            max_array_len=MAX_ITEMS,
+            max_map_len=MAX_ITEMS,
+        )
+    except Exception as exc:  # any parser failure on untrusted input is a 400
+        raise _bad("not_msgpack", f"body is not valid msgpack ({exc})") from None
+    if not isinstance(obj, dict):  # _scan already checked; defensive
+        raise _bad("not_a_map", "top level of the message must be a map")
+
+    _check_version(obj)
+    kind = _field(obj, "type", str)
+    if kind not in MESSAGE_TYPES:
+        raise _bad("unknown_type", f"unknown message type {kind[:64]!r}; known: {', '.join(MESSAGE_TYPES)}")
+    their_cluster = _field(obj, "cluster", str)
+    if their_cluster != cluster:
+        raise _bad(
+            "wrong_cluster",
+            f"message is for cluster {their_cluster[:256]!r} but this node is in cluster {cluster!r}",
+            409,
+        )
+    sender = _address(obj.get("sender", _MISSING), "sender", "bad_sender")
+
+    if kind == "model":
+        return _decode_model(obj, sender, view, data_span, expected_arch, expected_params)
+    entries = _decode_entries(obj)
+    if kind == "shuffle_request":
+        return ShuffleRequest(sender=sender, entries=entries)
+    return ShuffleReply(sender=sender, entries=entries)
+
+
+_MISSING = object()
+
+
+def _field(obj: dict, name: str, typ: type, prefix: str = "") -> Any:
+    value = obj.get(name, _MISSING)
+    if value is _MISSING:
+        raise _bad("missing_field", f"missing field {prefix + name!r}")
+    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+        raise _bad("bad_field", f"field {prefix + name!r} must be {typ.__name__}, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "map", list: "array", bytes: "binary", type(None): "nil"}.get(type(value), type(value).__name__)
+
+
+def _check_version(obj: dict) -> None:
+    v = _field(obj, "v", int)
+    if v not in SUPPORTED_VERSIONS:
+        supported = ", ".join(map(str, SUPPORTED_VERSIONS))
+        raise _bad("unsupported_version", f"protocol version {v} is not supported; this node speaks {supported}")
+
+
+def _address(value: Any, what: str, code: str) -> str:
+    if value is _MISSING:
+        raise _bad("missing_field", f"missing field {what!r}")
+    if not isinstance(value, str):
+        raise _bad(code, f"{what} must be a string, got {_kind(value)}")
+    if not value or len(value) > MAX_ADDRESS_LEN:
+        raise _bad(code, f"{what} must be 1 to {MAX_ADDRESS_LEN} characters, got {len(value)}")
+    if not value.isprintable():
+        raise _bad(code, f"{what} contains non-printable characters")
+    return value
+
+
+def _decode_model(
+    obj: dict,
+    sender: str,
+    view: bytes | memoryview,
+    data_span: tuple[int, int, int] | None,
+    expected_arch: str | None,
+    expected_params: int | None,
+) -> ModelMessage:
+    arch = _field(obj, "arch", str)
+    if expected_arch is not None and arch != expected_arch:
+        raise _bad(
+            "wrong_arch",
+            f"model architecture {arch[:128]!r} differs from this node's {expected_arch!r}",
+            409,
+        )
+    age = obj.get("age", _MISSING)
+    if age is _MISSING:
+        raise _bad("missing_field", "missing field 'age'")
+    if isinstance(age, bool) or not isinstance(age, (int, float)):
+        raise _bad("bad_field", f"field 'age' must be a number, got {_kind(age)}")
+    age = float(age)
+    if not math.isfinite(age) or age < 0.0:
+        raise _bad("bad_age", f"age must be finite and >= 0, got {age!r}")
+
+    p = _field(obj, "params", dict)
+    dtype = _field(p, "dtype", str, "params.")
+    shape = _field(p, "shape", list, "params.")
+    if "data" not in p:
+        raise _bad("missing_field", "missing field 'params.data'")
+    if data_span is None:
+        raise _bad("bad_field", f"field 'params.data' must be binary, got {_kind(p['data'])}")
+    if dtype not in ALLOWED_DTYPES:
+        raise _bad("bad_dtype", f"params dtype {dtype[:32]!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_DTYPES))}")
+    if len(shape) != 1 or isinstance(shape[0], bool) or not isinstance(shape[0], int) or shape[0] < 0:
+        raise _bad("bad_shape", f"params shape must be [n] with n >= 0, got {str(shape)[:64]}")
+    n = shape[0]
+    if expected_params is not None and n != expected_params:
+        raise _bad("bad_shape", f"model has {n} parameters, this node expects {expected_params}")
+    _, start, end = data_span
+    itemsize = 4
+    if end - start != n * itemsize:
+        raise _bad("bad_shape", f"params data is {end - start} bytes but shape [{n}] of {dtype} needs {n * itemsize}")
+
+    params = np.frombuffer(view, dtype=dtype, count=n, offset=start)
+    if not params.flags.aligned:  # only from foreign encoders; ours aligns
+        params = params.copy()
+        params.flags.writeable = False
+    if not np.isfinite(params).all():
+        bad = int(params.size - np.count_nonzero(np.isfinite(params)))
+        raise _bad("non_finite", f"params contain {bad} non-finite values (NaN or infinity)")
+    return ModelMessage(sender=sender, arch=arch, age=age, params=params)
+
+
+def _decode_entries(obj: dict) -> tuple[PeerDescriptor, ...]:
+    entries = _field(obj, "entries", list)
+    if len(entries) > MAX_ENTRIES:
+        raise _bad("bad_entries", f"shuffle message has {len(entries)} entries, at most {MAX_ENTRIES} allowed")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise _bad("bad_entries", f"entries[{i}] must be [address, age]")
+        address, age = entry
+        _address(address, f"entries[{i}] address", "bad_entries")
+        if isinstance(age, bool) or not isinstance(age, int) or age < 0:
+            raise _bad("bad_entries", f"entries[{i}] age must be an integer >= 0, got {str(age)[:32]}")
+        out.append(PeerDescriptor(address=address, age=age))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------- pre-scan
+
+# Per first byte: (kind, bytes of length field or fixed payload size).
+# Kinds: "int"/"nil"/"bool"/"float" scalars with a fixed payload, "str"/"bin"/"ext"
+# with a length field, "array"/"map" with a count field, "fix*" with the
+# length/count in the low bits.
+_FIXED = {0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+          0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17}
+_LEN = {0xC4: ("bin", 1), 0xC5: ("bin", 2), 0xC6: ("bin", 4),
+        0xC7: ("ext", 1), 0xC8: ("ext", 2), 0xC9: ("ext", 4),
+        0xD9: ("str", 1), 0xDA: ("str", 2), 0xDB: ("str", 4)}
+_COUNT = {0xDC: ("array", 2), 0xDD: ("array", 4), 0xDE: ("map", 2), 0xDF: ("map", 4)}
+
+_ROOT, _TOP, _PARAMS, _OTHER = 0, 1, 2, 3  # frame tags for finding params.data
+
+
+def _scan(buf: bytes | memoryview) -> tuple[int, int, int] | None:
+    """Walk the token headers once, without recursion and without building objects.
+
+    Enforces :data:`MAX_DEPTH`, :data:`MAX_ITEMS`, :data:`MAX_STR_LEN` and string
+    map keys; detects truncation, the reserved byte 0xc1 and trailing bytes.
+    Returns ``(header_start, payload_start, payload_end)`` of the binary at
+    ``params.data`` in the top-level map (the last one, as msgpack's dict
+    keeps the last of duplicate keys), or ``None``. Cost: O(items), at most
+    :data:`MAX_ITEMS` steps whatever the body size; payloads are skipped.
+    """
+    n = len(buf)
+    if n == 0:
+        raise _bad("truncated", "body is empty")
+    first = buf[0]
+    if not (0x80 <= first <= 0x8F or first in (0xDE, 0xDF)):
+        if first == 0xC1:
+            raise _bad("not_msgpack", "byte 0xc1 at offset 0 is never used in msgpack")
+        raise _bad("not_a_map", "top level of the message must be a map")
+
+    # Stack frames: [remaining tokens, tag, is_map, last key bytes]
+    stack: list[list] = [[1, _ROOT, False, None]]
+    pos = 0
+    items = 0
+    data_span = None
+    while stack:
+        frame = stack[-1]
+        is_key = frame[2] and frame[0] % 2 == 0
+        if pos >= n:
+            raise _bad("truncated", f"body ends at byte {n} inside an unfinished message")
+        start = pos
+        b = buf[pos]
+        pos += 1
+        items += 1
+        if items > MAX_ITEMS:
+            raise _bad("too_many_items", f"message has more than {MAX_ITEMS} msgpack objects")
+        count = -1  # >= 0 for containers
+        is_map = False
+        kind = "scalar"
+        length = 0
+        if b <= 0x7F or b >= 0xE0:
+            pass
+        elif b <= 0x8F:
+            count, is_map = b & 0x0F, True
+        elif b <= 0x9F:
+            count = b & 0x0F
+        elif b <= 0xBF:
+            kind, length = "str", b & 0x1F
+        elif b in _FIXED:
+            length = _FIXED[b]
+        elif b in _LEN:
+            kind, width = _LEN[b]
+            if pos + width > n:
+                raise _bad("truncated", f"body ends inside a {kind} header at byte {start}")
+            length = int.from_bytes(buf[pos : pos + width], "big")
+            pos += width
+            if kind == "ext":
+                length += 1  # the type byte
+        elif b in _COUNT:
+            ckind, width = _COUNT[b]
+            if pos + width > n:
+                raise _bad("truncated", f"body ends inside an {ckind} header at byte {start}")
+            count = int.from_bytes(buf[pos : pos + width], "big")
+            pos += width
+            is_map = ckind == "map"
+        else:  # 0xc1
+            raise _bad("not_msgpack", f"byte 0xc1 at offset {start} is never used in msgpack")
+
+        if is_key and kind != "str":
+            raise _bad("bad_field", f"map keys must be strings (byte {start})")
+        if count >= 0:
+            if count > MAX_ITEMS:
+                what = "map" if is_map else "array"
+                raise _bad("too_many_items", f"{what} at byte {start} declares {count} items, at most {MAX_ITEMS} allowed")
+        else:
+            if kind != "scalar" and length > MAX_STR_LEN and not (
+                kind == "bin" and frame[1] == _PARAMS and frame[3] == b"data"
+            ):
+                raise _bad("too_long", f"{kind} at byte {start} is {length} bytes, at most {MAX_STR_LEN} allowed")
+            if pos + length > n:
+                raise _bad("truncated", f"body ends inside a {length}-byte value at byte {start}")
+            pos += length
+
+        # Track the path top-map -> "params" -> "data".
+        if is_key:
+            frame[3] = bytes(buf[pos - length : pos]) if length <= 16 else None
+        elif frame[1] == _TOP and frame[3] == b"params":
+            data_span = None  # a later "params" replaces an earlier one
+        elif frame[1] == _PARAMS and frame[3] == b"data":
+            data_span = (start, pos - length, pos) if kind == "bin" else None
+
+        frame[0] -= 1
+        if count >= 0:
+            depth = len(stack)  # containers enclosing this one, plus one
+            if depth > MAX_DEPTH:
+                raise _bad("too_deep", f"containers nested more than {MAX_DEPTH} deep")
+            if frame[1] == _ROOT:
+                tag = _TOP
+            elif frame[1] == _TOP and not is_key and frame[3] == b"params" and is_map:
+                tag = _PARAMS
+            else:
+                tag = _OTHER
+            if count > 0:
+                stack.append([count * 2 if is_map else count, tag, is_map, None])
+        while stack and stack[-1][0] == 0:
+            stack.pop()
+    if pos != n:
+        raise _bad("trailing_data", f"message is followed by {n - pos} extra bytes")
+    return data_span

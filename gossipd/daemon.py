@@ -1,0 +1,382 @@
+"""gossipd: the asyncio driver of one GossipNode on the wall clock and HTTP.
+
+The same GossipNode and Cyclon sampler the simulator drives; this module only
+adds time (``loop.time()``), transport (aiohttp), a trainer thread, checkpoints,
+signals and sd_notify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from gossipd import wire
+from gossipd.config import FLAGS, ConfigError, NodeConfig, env_name, load_config
+from gossipd.data import DataError, load_dataset, node_share
+from gossipd.http import Api, PeerClient, PeerError, ip_allowed, make_registry
+from gossipd.learner import Learner, LocalData
+from gossipd.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
+from gossipd.node import GossipNode
+from gossipd.sdnotify import Notifier
+from gossipd.state import ModelState
+from gossipd.store import Checkpoint, Store
+from peer_sampling.cyclon import Cyclon
+
+log = logging.getLogger("gossipd")
+
+try:
+    VERSION = version("gossipd")
+except PackageNotFoundError:  # running from a source tree
+    VERSION = "0+unknown"
+
+
+class StartupError(RuntimeError):
+    """The daemon cannot start; the message is the one line to print."""
+
+
+class Daemon:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.store = Store(config.state_dir)
+        self.started = time.monotonic()
+        self.pending = 0
+        self.evaluation: dict[str, Any] = {"accuracy": None, "at": None}
+        self.notifier = Notifier.from_env()
+        self._trainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipd-train")
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+        self._last_eval = -float("inf")
+        self._saved_marker: tuple[float, int] | None = None
+        self.node: GossipNode = None  # type: ignore[assignment]  # set in start()
+        self.address = ""
+        self.port = 0
+
+    # -- start-up ---------------------------------------------------------------
+
+    def _load_data(self) -> None:
+        cfg = self.config
+        try:
+            dataset = load_dataset(cfg.data.source, label_column=cfg.data.label_column or None)
+            X_tr, y_tr, X_te, y_te = node_share(dataset, cfg.data.partition, cfg.data.split)
+            self.learner = Learner(cfg.model.spec, dataset.n_features, dataset.n_classes,
+                                   cfg.model.learner_config())
+        except (DataError, ValueError) as exc:
+            raise StartupError(f"data.source: {exc}") from None
+        self.local = LocalData.from_numpy(X_tr, y_tr, dataset.n_classes)
+        self.X_test, self.y_test = X_te, y_te
+        self.max_body = wire.max_body_bytes(self.learner.n_params)
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._load_data)  # sklearn + torch set-up, off the loop
+        self.store.ensure()
+        self.node_id = self.store.node_id(self.config.node_id)
+        host, port = self.config.host_port
+        self.metrics_registry = make_registry(self)
+        self._runner = web.AppRunner(Api(self).app(), access_log=None, shutdown_timeout=3.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise StartupError(f"listen: cannot bind {self.config.listen}: {exc.strerror or exc}") from None
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else port
+        self.address = (self.config.advertise or f"http://{_url_host(host)}:{self.port}").rstrip("/")
+        self._build_node(loop.time())
+        self.client = PeerClient(self.config.cluster, self.config.request_timeout, self.max_body)
+        await loop.run_in_executor(self._trainer, self._evaluate, True)
+        for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop()):
+            self._spawn(coro)
+        self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
+        log.info("gossipd %s node %s listening on %s, advertising %s, cluster %s, model %s (%s, %d params), "
+                 "data %s part %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,
+                 self.learner.spec, self.learner.fingerprint, self.learner.n_params, self.config.data.source,
+                 self.config.data.partition)
+
+    def _build_node(self, now: float) -> None:
+        cfg = self.config
+        seed = None if cfg.seed < 0 else cfg.seed
+        root = np.random.SeedSequence(seed)
+        node_ss, sampler_ss = root.spawn(2)
+        sampler = Cyclon(self.address, list(cfg.join), cfg.peer_sampling, np.random.default_rng(sampler_ss), now=now)
+        checkpoint = self.store.load(cluster=cfg.cluster, fingerprint=self.learner.fingerprint)
+        state: ModelState | None = None
+        if checkpoint is not None:
+            state = checkpoint.state
+            try:
+                sampler.load_state_dict(checkpoint.view)
+            except ValueError as exc:
+                log.warning("saved peer view not used: %s", exc)
+            for seed_url in cfg.join:
+                sampler.add_seed(seed_url)
+            log.info("resumed from checkpoint: model age %g, %d peers", state.age, len(sampler.peers()))
+        self.node = GossipNode(address=self.address, learner=self.learner, data=self.local, sampler=sampler,
+                               config=cfg.gossip, rng=np.random.default_rng(node_ss), state=state, now=now)
+        if checkpoint is not None:
+            for key, value in checkpoint.counters.items():
+                if hasattr(self.node.counters, key):
+                    setattr(self.node.counters, key, value)
+            self._saved_marker = self._marker()
+
+    # -- the event loop's side ----------------------------------------------------
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _timer_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            delay = self.node.next_wakeup() - loop.time()
+            if delay > 0:
+                # Wake at least every second: an admin join may make a shuffle due sooner.
+                await asyncio.sleep(min(delay, 1.0))
+                continue
+            for send in self.node.on_tick(loop.time()):
+                self._spawn(self._deliver(send))
+
+    async def _deliver(self, send: Send) -> None:
+        msg = send.message
+        path = "/v1/gossip/model" if isinstance(msg, ModelMessage) else "/v1/gossip/shuffle"
+        try:
+            status, body = await self.client.post(send.peer, path, wire.encode(msg, cluster=self.config.cluster))
+        except PeerError as exc:
+            log.info("peer unreachable, dropped from view: %s", exc)
+            self.node.on_send_failed(self.now(), send.peer)
+            return
+        if status == 503:
+            return  # busy peer: alive, just loaded; the model walks elsewhere next time
+        if status != 200:
+            log.warning("peer %s answered %s to %s: %s", send.peer, status, path, body[:300].decode(errors="replace"))
+            # A peer that refuses our messages (other cluster, architecture or
+            # protocol) is no use as a neighbour.
+            self.node.on_send_failed(self.now(), send.peer)
+            return
+        if isinstance(msg, ShuffleRequest):
+            try:
+                reply = wire.decode(body, cluster=self.config.cluster, max_bytes=self.max_body)
+            except wire.WireError as err:
+                log.warning("bad shuffle reply from %s: %s", send.peer, err.detail)
+                self.node.on_send_failed(self.now(), send.peer)
+                return
+            if isinstance(reply, ShuffleReply):
+                self.node.on_shuffle_reply(self.now(), reply)
+
+    async def apply_model(self, msg: ModelMessage) -> ModelState:
+        """Merge and train in the trainer thread (one at a time); the loop stays free."""
+        self.pending += 1
+        try:
+            now = self.now()
+            return await asyncio.get_running_loop().run_in_executor(self._trainer, self._train, now, msg)
+        finally:
+            self.pending -= 1
+
+    def _train(self, now: float, msg: ModelMessage) -> ModelState:
+        state = self.node.on_model(now, msg)
+        self._evaluate()
+        return state
+
+    def _evaluate(self, force: bool = False) -> None:
+        """Accuracy on the local test share, at most every eval_interval seconds."""
+        t = time.monotonic()
+        if not force and t - self._last_eval < self.config.eval_interval:
+            return
+        self._last_eval = t
+        if len(self.y_test) == 0:
+            return
+        acc = self.learner.evaluate(self.node.state, self.X_test, self.y_test)
+        self.evaluation = {"accuracy": acc, "at": time.time(), "age": self.node.state.age,
+                           "examples": int(len(self.y_test))}
+
+    def join(self, url: str) -> None:
+        self.node.sampler.add_seed(url)
+        log.info("joined seed %s", url)
+
+    def admin_allowed(self, remote: str | None) -> bool:
+        return ip_allowed(remote, self.config.admin_allow)
+
+    def export_onnx_bytes(self, state: ModelState) -> bytes:
+        from gossipd.export import export_onnx_bytes
+
+        return export_onnx_bytes(self.learner, state, metadata={"gossipd.node_id": self.node_id},
+                                 check_X=self.X_test if len(self.X_test) else None)
+
+    # -- reports ------------------------------------------------------------------
+
+    def peer_entries(self) -> list[dict[str, Any]]:
+        sampler = self.node.sampler
+        view = getattr(sampler, "view", None)
+        if view is None:
+            return [{"address": a, "age": None} for a in sampler.peers()]
+        return [{"address": d.address, "age": d.age} for d in view]
+
+    def seeds(self) -> list[str]:
+        return list(getattr(self.node.sampler, "seeds", []))
+
+    def status(self) -> dict[str, Any]:
+        state = self.node.state
+        return {
+            "node_id": self.node_id,
+            "version": VERSION,
+            "protocol": wire.PROTOCOL_VERSION,
+            "cluster": self.config.cluster,
+            "advertise": self.address,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "model": {"spec": self.learner.spec, "fingerprint": self.learner.fingerprint,
+                      "params": self.learner.n_params, "age": state.age},
+            "peers": len(self.node.sampler.peers()),
+            "counters": self.node.counters.as_dict(),
+            "pending": self.pending,
+            "evaluation": self.evaluation,
+            "data": {"source": self.config.data.source, "partition": self.config.data.partition,
+                     "split": self.config.data.split, "train_examples": len(self.local),
+                     "test_examples": int(len(self.y_test))},
+        }
+
+    # -- persistence ---------------------------------------------------------------
+
+    def _marker(self) -> tuple[float, int]:
+        return (self.node.state.age, self.node.counters.merged)
+
+    def checkpoint(self) -> None:
+        """Write model, age, view and counters (thread-safe: reads immutable state)."""
+        marker = self._marker()
+        sampler = self.node.sampler
+        view = sampler.state_dict() if hasattr(sampler, "state_dict") else {}
+        self.store.save(Checkpoint(
+            node_id=self.node_id, cluster=self.config.cluster, fingerprint=self.learner.fingerprint,
+            state=self.node.state, view=view, counters=self.node.counters.as_dict(),
+            meta={"spec": self.learner.spec, "n_features": self.learner.n_features,
+                  "n_classes": self.learner.n_classes, "source": self.config.data.source,
+                  "partition": self.config.data.partition, "split": self.config.data.split,
+                  "label_column": self.config.data.label_column},
+        ))
+        self._saved_marker = marker
+
+    async def _checkpoint_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.config.checkpoint_interval)
+            if self._marker() != self._saved_marker:
+                try:
+                    await loop.run_in_executor(None, self.checkpoint)
+                except OSError as exc:
+                    log.error("checkpoint failed: %s", exc)
+
+    async def _watchdog_loop(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            return
+        while not self._stopping.is_set():
+            self.notifier.watchdog()  # from the loop itself: a hung loop stops the pings
+            await asyncio.sleep(interval)
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        """Stop timers, finish the update in flight, checkpoint, close."""
+        self._stopping.set()
+        self.notifier.stopping("checkpointing")
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._runner.cleanup()  # no new requests; in-flight handlers get a short grace
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._trainer.shutdown, True)  # the update in flight completes
+        await loop.run_in_executor(None, self.checkpoint)
+        await self.client.close()
+        log.info("stopped; checkpoint written (model age %g)", self.node.state.age)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def serve(config: NodeConfig) -> None:
+    daemon = Daemon(config)
+    await daemon.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    await daemon.wait_stopped()
+    await daemon.stop()
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML file (see systemd/gossipd.toml)")
+@click.option("--listen", help="HOST:PORT to bind [127.0.0.1:7070]")
+@click.option("--advertise", help="URL peers use to reach this node [http://LISTEN]")
+@click.option("--join", multiple=True, help="seed peer URL (repeatable)")
+@click.option("--cluster", help="cluster name [default]")
+@click.option("--state-dir", help="checkpoint directory [./gossipd-state]")
+@click.option("--node-id", help="stable node name [generated, kept in state dir]")
+@click.option("--model", help="logreg | mlp:H1,H2 [logreg]")
+@click.option("--data", help="digits | breast_cancer | wine | FILE.csv | FILE.npz [digits]")
+@click.option("--partition", help="K/N: hold part K of N of the training data [1/1]")
+@click.option("--split", help="iid | labels | dirichlet:ALPHA [iid]")
+@click.option("--gossip-interval", type=float, help="seconds between pushes [5.0]")
+@click.option("--merge", help="age | average | overwrite | limited:L [age]")
+@click.option("--shuffle-interval", type=float, help="seconds between Cyclon shuffles [10.0]")
+@click.option("--seed", type=int, help="seed this node's randomness [random]")
+@click.option("--log-level", help="DEBUG | INFO | WARNING | ERROR [INFO]")
+@click.version_option(VERSION, package_name="gossipd")
+def main(config_path: Path | None, **flags: Any) -> None:
+    """gossipd: one gossip-learning node. Settings: flag > GOSSIPD_* env > --config file > default.
+
+    \b
+    Example:
+      gossipd --listen 127.0.0.1:7070 --data digits --partition 1/2 --state-dir /tmp/g1
+      gossipd --listen 127.0.0.1:7071 --data digits --partition 2/2 --state-dir /tmp/g2 \\
+              --join http://127.0.0.1:7070
+    """
+    import os
+
+    overrides = {FLAGS[k]: v for k, v in flags.items() if v is not None and v != ()}
+    try:
+        config = load_config(config_path, env=os.environ, overrides=overrides)
+    except ConfigError as exc:
+        click.echo(f"gossipd: invalid config: {exc}", err=True)
+        sys.exit(2)
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    # One intra-op thread: several daemons often share a machine, and OpenMP
+    # workers spinning against each other cost far more than they give on small models.
+    torch.set_num_threads(1)
+    try:
+        asyncio.run(serve(config))
+    except StartupError as exc:
+        click.echo(f"gossipd: cannot start: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        sys.exit(130)
+
+
+__all__ = ["Daemon", "StartupError", "main", "serve", "env_name"]

@@ -29,7 +29,7 @@ from gossipd.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.node import GossipNode
 from gossipd.sdnotify import Notifier
 from gossipd.state import ModelState
-from gossipd.store import Checkpoint, Store
+from gossipd.store import Checkpoint, Store, atomic_write
 from peer_sampling.cyclon import Cyclon
 
 log = logging.getLogger("gossipd")
@@ -97,6 +97,8 @@ class Daemon:
         self.port = sockets[0].getsockname()[1] if sockets else port
         self.address = (self.config.advertise or f"http://{_url_host(host)}:{self.port}").rstrip("/")
         self._build_node(loop.time())
+        # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
+        atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
         self.client = PeerClient(self.config.cluster, self.config.request_timeout, self.max_body)
         await loop.run_in_executor(self._trainer, self._evaluate, True)
         for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop()):
@@ -310,6 +312,7 @@ class Daemon:
         await loop.run_in_executor(None, self._trainer.shutdown, True)  # the update in flight completes
         await loop.run_in_executor(None, self.checkpoint)
         await self.client.close()
+        (self.store.dir / "endpoint").unlink(missing_ok=True)
         log.info("stopped; checkpoint written (model age %g)", self.node.state.age)
 
 
@@ -319,10 +322,12 @@ def _url_host(host: str) -> str:
 
 async def serve(config: NodeConfig) -> None:
     daemon = Daemon(config)
-    await daemon.start()
     loop = asyncio.get_running_loop()
+    # Before start(): READY=1 goes out from start(), and a SIGTERM right after
+    # it must still get the graceful path.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
+    await daemon.start()
     await daemon.wait_stopped()
     await daemon.stop()
 

@@ -1,0 +1,5 @@
+"""``python -m gossipd`` runs the daemon (same as the ``gossipd`` script)."""
+
+from gossipd.daemon import main
+
+main()

@@ -1,0 +1,307 @@
+"""Real gossipd processes over 127.0.0.1: bad input, restarts, failures, learning."""
+
+from __future__ import annotations
+
+import math
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import FAST, DaemonProc, get_json, post, start_network, stop_all, wait_for  # noqa: E402
+
+from gossipd import wire  # noqa: E402
+from gossipd.messages import ModelMessage  # noqa: E402
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def model_body(status: dict[str, Any], *, age: float = 100.0, params: np.ndarray | None = None,
+               cluster: str | None = None, arch: str | None = None) -> bytes:
+    n = status["model"]["params"]
+    p = params if params is not None else np.full(n, 0.01, dtype=np.float32)
+    msg = ModelMessage("http://127.0.0.1:1", arch or status["model"]["fingerprint"], age, p)
+    return wire.encode(msg, cluster=cluster or status["cluster"])
+
+
+def raw_model(status: dict[str, Any], **override: Any) -> bytes:
+    """A model message as a plain dict, to break one field at a time."""
+    n = status["model"]["params"]
+    msg: dict[str, Any] = {
+        "v": 1, "type": "model", "cluster": status["cluster"], "sender": "http://127.0.0.1:1",
+        "arch": status["model"]["fingerprint"], "age": 10.0,
+        "params": {"dtype": "<f4", "shape": [n], "data": np.zeros(n, np.float32).tobytes()},
+    }
+    for key, value in override.items():
+        if value is None:
+            msg.pop(key)
+        else:
+            msg[key] = value
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+def current_model(url: str) -> tuple[np.ndarray, float]:
+    body = urlread(url + "/v1/model?format=msgpack")
+    msg = wire.decode(body, cluster="default")
+    assert isinstance(msg, ModelMessage)
+    return np.array(msg.params), msg.age
+
+
+def urlread(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read()
+
+
+@pytest.fixture(scope="module")
+def lone(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One daemon with no peers: nothing changes its model but what a test posts."""
+    proc = DaemonProc(tmp_path_factory.mktemp("lone") / "node", ["--partition", "1/4", *FAST]).start()
+    proc.wait_ready()
+    yield proc
+    stop_all([proc])
+
+
+def _bad_cases(status: dict[str, Any]) -> list[tuple[str, bytes, int, str]]:
+    n = status["model"]["params"]
+    good = model_body(status)
+    deep = b"\x81\xa1a" * 10_000 + b"\xc0"
+    nan = np.zeros(n, np.float32)
+    nan[3] = np.nan
+    inf = np.zeros(n, np.float32)
+    inf[-1] = np.inf
+    return [
+        ("not msgpack", b"\xc1\xff garbage", 400, "*"),
+        ("truncated", good[: len(good) // 2], 400, "truncated"),
+        ("nested too deep", deep, 400, "too_deep"),
+        ("missing field", raw_model(status, arch=None), 400, "missing_field"),
+        ("unsupported version", raw_model(status, v=99), 400, "unsupported_version"),
+        ("foreign cluster", model_body(status, cluster="other"), 409, "wrong_cluster"),
+        ("other architecture", model_body(status, arch="0123456789abcdef"), 409, "wrong_arch"),
+        ("dtype not allowed", raw_model(status, params={"dtype": "<f8", "shape": [n],
+                                                          "data": np.zeros(n).tobytes()}), 400, "bad_dtype"),
+        ("shape mismatch", raw_model(status, params={"dtype": "<f4", "shape": [n + 1],
+                                                       "data": np.zeros(n + 1, np.float32).tobytes()}), 400, "bad_shape"),
+        ("byte length mismatch", raw_model(status, params={"dtype": "<f4", "shape": [n],
+                                                             "data": b"\0" * (4 * n - 4)}), 400, "bad_shape"),
+        ("NaN", model_body(status, params=nan), 400, "non_finite"),
+        ("Inf", model_body(status, params=inf), 400, "non_finite"),
+        ("negative age", raw_model(status, age=-1.0), 400, "bad_age"),
+        ("non-finite age", raw_model(status, age=math.inf), 400, "bad_age"),
+        ("over the size limit", b"\0" * (wire.max_body_bytes(n) + 10), 413, "too_large"),
+    ]
+
+
+def test_malformed_input_gets_4xx_and_leaves_model_untouched(lone: DaemonProc) -> None:
+    url = lone.url
+    status = get_json(url + "/v1/status")
+    # Give the model a non-trivial age and parameters first.
+    code, body = post(url + "/v1/gossip/model", model_body(status, age=500.0))
+    assert code == 200, body
+    before = get_json(url + "/v1/status")
+    params_before, age_before = current_model(url)
+    assert age_before >= 500
+    cases = _bad_cases(status)
+    for name, payload, want_status, want_code in cases:
+        code, body = post(url + "/v1/gossip/model", payload)
+        assert code == want_status, (name, code, body[:200])
+        err = __import__("json").loads(body)
+        assert err["detail"], name
+        if want_code != "*":
+            assert err["error"] == want_code, (name, err)
+        if want_code == "unsupported_version":
+            assert err["supported"] == list(wire.SUPPORTED_VERSIONS)
+            assert "1" in err["detail"]
+    after = get_json(url + "/v1/status")
+    params_after, age_after = current_model(url)
+    assert after["model"]["age"] == before["model"]["age"] == age_after
+    assert after["model"]["fingerprint"] == before["model"]["fingerprint"]
+    assert np.array_equal(params_before, params_after)
+    assert after["counters"]["rejected"] - before["counters"]["rejected"] == len(cases)
+    assert after["counters"]["merged"] == before["counters"]["merged"]
+
+
+def test_shuffle_endpoint_rejects_models_and_answers_requests(lone: DaemonProc) -> None:
+    status = get_json(lone.url + "/v1/status")
+    code, body = post(lone.url + "/v1/gossip/shuffle", model_body(status))
+    assert code == 400 and b"wrong_endpoint" in body
+    from gossipd.messages import PeerDescriptor, ShuffleReply, ShuffleRequest
+
+    req = ShuffleRequest("http://127.0.0.1:9", (PeerDescriptor("http://127.0.0.1:9", 0),))
+    code, body = post(lone.url + "/v1/gossip/shuffle", wire.encode(req, cluster="default"))
+    assert code == 200
+    assert isinstance(wire.decode(body, cluster="default"), ShuffleReply)
+    peers = get_json(lone.url + "/v1/peers")["peers"]
+    assert "http://127.0.0.1:9" in [p["address"] for p in peers]
+
+
+def test_admin_join_validates_and_adds(lone: DaemonProc) -> None:
+    code, body = post(lone.url + "/v1/admin/join", b"{not json", "application/json")
+    assert code == 400 and b"bad_json" in body
+    code, body = post(lone.url + "/v1/admin/join", b'{"peer": "ftp://x"}', "application/json")
+    assert code == 400 and b"bad_peer" in body
+    code, body = post(lone.url + "/v1/admin/join", b'{"peer": "http://127.0.0.1:7"}', "application/json")
+    assert code == 200, body
+    assert "http://127.0.0.1:7" in get_json(lone.url + "/v1/peers")["seeds"]
+
+
+def test_probes_and_metrics(lone: DaemonProc) -> None:
+    assert get_json(lone.url + "/healthz")["status"] == "ok"
+    metrics = urlread(lone.url + "/metrics").decode()
+    status = get_json(lone.url + "/v1/status")
+    assert f"gossipd_model_age {float(status['model']['age'])}" in metrics or "gossipd_model_age" in metrics
+    assert "gossipd_rejected_total" in metrics
+    for key in ("node_id", "version", "protocol", "cluster", "advertise", "uptime_s", "model", "peers",
+                "counters", "evaluation"):
+        assert key in status
+    assert set(status["counters"]) >= {"sent", "received", "merged", "rejected", "send_failures"}
+    code, body = post(lone.url + "/v1/nope", b"")
+    assert code == 404 and b'"error"' in body
+
+
+def test_readyz_needs_a_peer(tmp_path: Path) -> None:
+    proc = DaemonProc(tmp_path / "alone", ["--partition", "2/4", *FAST]).start()
+    try:
+        proc.wait_ready()
+        import urllib.error
+
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urlread(proc.url + "/readyz")
+        assert info.value.code == 503
+        post(proc.url + "/v1/admin/join", b'{"peer": "http://127.0.0.1:7"}', "application/json")
+        assert get_json(proc.url + "/readyz")["ready"] is True
+    finally:
+        stop_all([proc])
+
+
+def test_sigterm_then_restart_restores_bit_identical_model(tmp_path: Path) -> None:
+    state_dir = tmp_path / "node"
+    proc = DaemonProc(state_dir, ["--partition", "1/3", *FAST]).start()
+    proc.wait_ready()
+    status = get_json(proc.url + "/v1/status")
+    for age in (50.0, 300.0):
+        assert post(proc.url + "/v1/gossip/model", model_body(status, age=age))[0] == 200
+    params, age = current_model(proc.url)
+    node_id = status["node_id"]
+    assert proc.terminate() == 0
+    assert "checkpoint written" in proc.log()
+    assert not (state_dir / "endpoint").exists()
+    proc2 = DaemonProc(state_dir, ["--partition", "1/3", *FAST]).start()
+    try:
+        proc2.wait_ready()
+        params2, age2 = current_model(proc2.url)
+        assert age2 == age
+        assert params2.tobytes() == params.tobytes()
+        status2 = get_json(proc2.url + "/v1/status")
+        assert status2["node_id"] == node_id
+        assert status2["counters"]["merged"] == 2
+    finally:
+        stop_all([proc2])
+
+
+def test_corrupt_checkpoint_is_set_aside(tmp_path: Path) -> None:
+    state_dir = tmp_path / "node"
+    state_dir.mkdir()
+    (state_dir / "checkpoint.msgpack").write_bytes(b"\x93garbage that is not a checkpoint")
+    proc = DaemonProc(state_dir, ["--partition", "1/3", *FAST]).start()
+    try:
+        proc.wait_ready()
+        assert get_json(proc.url + "/v1/status")["model"]["age"] == 0
+        assert list(state_dir.glob("checkpoint.msgpack.rejected-*"))
+        assert "not used" in proc.log()
+    finally:
+        stop_all([proc])
+
+
+def test_invalid_config_stops_startup_with_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    run = subprocess.run([sys.executable, "-m", "gossipd", "--gossip-interval", "-1", "--state-dir",
+                          str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "gossip.interval" in lines[0], run.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('listen = "127.0.0.1:0"\n[gossip]\nintervall = 3\n')
+    run = subprocess.run([sys.executable, "-m", "gossipd", "--config", str(bad)], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 2 and "gossip.intervall" in run.stderr and "unknown" in run.stderr
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "gossipd", "--listen", f"127.0.0.1:{port}", "--state-dir",
+                              str(tmp_path)], capture_output=True, text=True, timeout=90)
+    assert run.returncode == 1
+    assert "cannot bind" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_sd_notify_ready_and_stopping(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    sock_path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(sock_path)
+        sock.settimeout(90)
+        env = {**os.environ, "NOTIFY_SOCKET": sock_path}
+        proc = subprocess.Popen([sys.executable, "-m", "gossipd", "--listen", "127.0.0.1:0", "--state-dir",
+                                 str(tmp_path / "s"), *FAST], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            first = sock.recv(4096).decode()
+            assert first.startswith("READY=1")
+            assert (tmp_path / "s" / "endpoint").exists()  # ready only once it listens
+            proc.send_signal(signal.SIGTERM)
+            assert sock.recv(4096).decode().startswith("STOPPING=1")
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_five_daemons_learn_and_survive_a_lost_peer(tmp_path: Path) -> None:
+    procs = start_network(tmp_path, 5)
+    try:
+        def mean_accuracy() -> float | None:
+            accs = [get_json(p.url + "/v1/status")["evaluation"]["accuracy"] for p in procs if p.alive()]
+            mean = float(np.mean(accs))
+            return mean if mean > 0.85 else None
+
+        started = time.monotonic()
+        assert wait_for(mean_accuracy, 60, 0.5), "mean accuracy did not pass 0.85 within 60 s"
+        print(f"mean accuracy passed 0.85 after {time.monotonic() - started:.1f} s")
+
+        # Every node should come to know the victim before it goes.
+        victim = procs[-1]
+        wait_for(lambda: all(victim.url in [e["address"] for e in get_json(p.url + "/v1/peers")["peers"]]
+                             for p in procs[:2]), 20)
+        victim.kill()
+        survivors = procs[:-1]
+
+        def victim_dropped() -> bool:
+            return all(victim.url not in [e["address"] for e in get_json(p.url + "/v1/peers")["peers"]]
+                       for p in survivors)
+
+        assert wait_for(victim_dropped, 30), "a dead peer stayed in the views"
+        failures = sum(get_json(p.url + "/v1/status")["counters"]["send_failures"] for p in survivors)
+        assert failures >= 1
+        for p in survivors:
+            assert p.alive(), p.log()[-2000:]
+            assert get_json(p.url + "/healthz")["status"] == "ok"
+    finally:
+        stop_all(procs)
+    assert all(p.proc is not None and p.proc.returncode in (0, -9) for p in procs)

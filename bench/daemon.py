@@ -1,0 +1,106 @@
+"""How many model messages per second one gossipd accepts and merges.
+
+Starts one real daemon (no peers, so it only receives) on 127.0.0.1 and drives
+it with a bounded load generator: C concurrent aiohttp clients posting
+pre-encoded model messages for a fixed time. Baseline in the same run: the
+same decode + merge + train done in-process without HTTP, one after another.
+
+    python bench/daemon.py [--seconds 8] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import torch
+
+from gossipd import wire
+from gossipd.data import load_dataset, node_share
+from gossipd.launcher import DaemonProc, stop_all
+from gossipd.learner import Learner, LocalData
+from gossipd.messages import ModelMessage
+from gossipd.node import GossipConfig, GossipNode
+from peer_sampling.topology import StaticSampler
+
+MODELS = [("small", "logreg"), ("1M", "mlp:1024,960")]
+PARTITION = "1/8"
+
+
+async def load(url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, float]:
+    ok = busy = other = 0
+    deadline = time.monotonic() + seconds
+    async with aiohttp.ClientSession(headers={"Content-Type": "application/msgpack"}) as session:
+        async def worker() -> None:
+            nonlocal ok, busy, other
+            while time.monotonic() < deadline:
+                async with session.post(url + "/v1/gossip/model", data=body) as resp:
+                    await resp.read()
+                    if resp.status == 200:
+                        ok += 1
+                    elif resp.status == 503:
+                        busy += 1
+                    else:
+                        other += 1
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.monotonic() - started
+    return {"merged_per_s": ok / elapsed, "busy_per_s": busy / elapsed, "errors": other, "seconds": elapsed}
+
+
+def in_process_rate(spec: str, body: bytes, fingerprint: str, n_params: int, seconds: float) -> float:
+    """decode + merge + train without HTTP: the ceiling the daemon's overhead is measured against."""
+    ds = load_dataset("digits")
+    X, y, _, _ = node_share(ds, PARTITION, "iid")
+    learner = Learner(spec, ds.n_features, ds.n_classes)
+    assert learner.fingerprint == fingerprint and learner.n_params == n_params
+    node = GossipNode("bench", learner, LocalData.from_numpy(X, y, ds.n_classes),
+                      StaticSampler("bench", [], np.random.default_rng(0)), GossipConfig(), np.random.default_rng(0))
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        msg = wire.decode(body, cluster="default", expected_arch=fingerprint, expected_params=n_params)
+        node.on_model(0.0, msg)  # type: ignore[arg-type]
+        count += 1
+    return count / (time.perf_counter() - started)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    base = Path(tempfile.mkdtemp(prefix="gossipd-bench-"))
+    print(f"one gossipd on 127.0.0.1, digits part {PARTITION}, {args.concurrency} concurrent senders, "
+          f"{args.seconds:g} s per model")
+    print(f"{'model':>6} {'params':>10} {'body':>10} {'HTTP merged/s':>14} {'busy 503/s':>11} "
+          f"{'in-process/s':>13} {'ratio':>6}")
+    for label, spec in MODELS:
+        proc = DaemonProc(base / label, ["--model", spec, "--partition", PARTITION, "--gossip-interval", "3600",
+                                         "--log-level", "WARNING"]).start()
+        try:
+            url = proc.wait_ready()
+            with urllib.request.urlopen(url + "/v1/status") as resp:
+                status = json.loads(resp.read())
+            n, fp = status["model"]["params"], status["model"]["fingerprint"]
+            params = np.random.default_rng(0).normal(0, 0.01, n).astype(np.float32)
+            body = wire.encode(ModelMessage("http://127.0.0.1:1", fp, 1000.0, params), cluster="default")
+            http = asyncio.run(load(url, body, args.seconds, args.concurrency))
+        finally:
+            stop_all([proc])
+        inproc = in_process_rate(spec, body, fp, n, min(args.seconds, 4.0))
+        print(f"{label:>6} {n:>10,} {len(body):>10,} {http['merged_per_s']:>14.1f} {http['busy_per_s']:>11.1f} "
+              f"{inproc:>13.1f} {http['merged_per_s'] / inproc:>6.2f}")
+        if http["errors"]:
+            print(f"  warning: {http['errors']} unexpected answers")
+
+
+if __name__ == "__main__":
+    main()

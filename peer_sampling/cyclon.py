@@ -1,0 +1,304 @@
+"""Cyclon peer sampling as a sans-IO state machine.
+
+Voulgaris, Gavidia and van Steen, "CYCLON: Inexpensive Membership Management
+for Unstructured P2P Overlays" (J. Network and Systems Management, 2005).
+
+Each node keeps a small view of ``view_size`` descriptors. Once per ``interval``
+it ages every entry, removes its *oldest* neighbour Q and sends Q a fresh
+self-descriptor plus ``shuffle_length - 1`` random entries; Q answers with
+``shuffle_length`` random entries of its own and both sides swap the sent
+entries for the received ones. Contacting the oldest entry is what cleans up
+after crashes: a dead Q never answers, and it has already been removed.
+
+The object never reads a clock: the driver passes ``now`` (any monotonic unit,
+as long as ``CyclonConfig.interval`` is in the same unit), calls ``on_tick`` at
+or after ``next_wakeup()``, delivers the returned requests, and feeds back
+replies and delivery failures.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from peer_sampling.messages import Address, PeerDescriptor, ShuffleReply, ShuffleRequest
+from peer_sampling.view import View
+
+__all__ = ["Cyclon", "CyclonConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class CyclonConfig:
+    """Cyclon parameters. Times are in the driver's unit (seconds in the daemon,
+    cycles in the simulator, which passes ``interval=1.0``)."""
+
+    view_size: int = 20
+    """c: neighbours kept. Larger views heal faster and give a better-connected,
+    more random overlay, at the price of more state and older descriptors
+    (a dead peer lingers ~c shuffles before its pointers are all gone)."""
+
+    shuffle_length: int = 8
+    """ℓ (1..view_size): descriptors exchanged per shuffle. Larger mixes the
+    overlay in fewer rounds but costs bigger messages."""
+
+    interval: float = 10.0
+    """Shuffle period. Shorter tracks churn faster but costs one request and one
+    reply per node per period."""
+
+    jitter: float = 0.1
+    """Fraction of ``interval`` (0 <= jitter < 1): each period is drawn uniformly
+    from interval * [1 - jitter, 1 + jitter], so nodes started together drift
+    out of lock-step. 0 gives exact periods."""
+
+    reseed_interval: float = math.inf
+    """How often to shuffle with a random seed in addition to the normal shuffle
+    (inf = never). A finite value lets a partition heal through the seeds, at
+    the cost of extra load on them. Independently of this, a node whose view is
+    empty always contacts a random seed at its next shuffle."""
+
+    pending_timeout: float | None = None
+    """How long to remember an unanswered shuffle (None = one ``interval``). A
+    reply arriving later is still used, but only to fill empty slots, since the
+    entries sent with that request have been forgotten."""
+
+    def __post_init__(self) -> None:
+        def _int(name: str, value: object, low: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"CyclonConfig.{name} must be an integer >= {low}, got {value!r}")
+
+        _int("view_size", self.view_size, 1)
+        _int("shuffle_length", self.shuffle_length, 1)
+        if self.shuffle_length > self.view_size:
+            raise ValueError(
+                f"CyclonConfig.shuffle_length must be <= view_size ({self.view_size}), "
+                f"got {self.shuffle_length}"
+            )
+        if not (isinstance(self.interval, (int, float)) and 0 < self.interval < math.inf):
+            raise ValueError(f"CyclonConfig.interval must be a finite number > 0, got {self.interval!r}")
+        if not (isinstance(self.jitter, (int, float)) and 0 <= self.jitter < 1):
+            raise ValueError(f"CyclonConfig.jitter must be in [0, 1), got {self.jitter!r}")
+        if not (isinstance(self.reseed_interval, (int, float)) and self.reseed_interval > 0):
+            raise ValueError(
+                f"CyclonConfig.reseed_interval must be > 0 (inf = never), got {self.reseed_interval!r}"
+            )
+        pt = self.pending_timeout
+        if pt is not None and not (isinstance(pt, (int, float)) and 0 < pt < math.inf):
+            raise ValueError(
+                f"CyclonConfig.pending_timeout must be a finite number > 0 or None, got {pt!r}"
+            )
+
+    @property
+    def effective_pending_timeout(self) -> float:
+        return self.interval if self.pending_timeout is None else float(self.pending_timeout)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A shuffle waiting for its reply: when it left and which entries went with it."""
+
+    sent_at: float
+    sent: tuple[Address, ...]
+
+
+class Cyclon:
+    """One node's Cyclon state machine; implements :class:`PeerSampler`."""
+
+    def __init__(
+        self,
+        self_address: Address,
+        seeds: Sequence[Address],
+        config: CyclonConfig,
+        rng: np.random.Generator,
+        now: float = 0.0,
+    ) -> None:
+        self.self_address: Address = self_address
+        self.config: CyclonConfig = config
+        self.rng: np.random.Generator = rng
+        self.view: View = View(self_address, self.config.view_size)
+        self.seeds: list[Address] = []
+        for s in seeds:
+            self._remember_seed(s)
+        self._pending: dict[Address, _Pending] = {}
+        # First shuffle somewhere in the first period, so nodes started together
+        # do not all shuffle at once.
+        self._next_shuffle: float = now + float(rng.random()) * self.config.interval
+        ri = self.config.reseed_interval
+        self._next_reseed: float = now + float(rng.random()) * ri if math.isfinite(ri) else math.inf
+
+    # -- PeerSampler ------------------------------------------------------------
+
+    def select_peer(self) -> Address | None:
+        return self.view.random_address(self.rng)
+
+    def peers(self) -> list[Address]:
+        return self.view.addresses()
+
+    def next_wakeup(self) -> float:
+        return min(self._next_shuffle, self._next_reseed)
+
+    def on_tick(self, now: float) -> list[tuple[Address, ShuffleRequest]]:
+        """Run the shuffle (and reseed) timers that are due.
+
+        At most one shuffle per call: a driver that woke late does not get a
+        burst of catch-up shuffles; the next period is counted from ``now``.
+        """
+        self._expire_pending(now)
+        out: list[tuple[Address, ShuffleRequest]] = []
+        if now >= self._next_shuffle:
+            self._next_shuffle = now + self._period(self.config.interval)
+            msg = self._shuffle(now)
+            if msg is not None:
+                out.append(msg)
+        if now >= self._next_reseed:
+            self._next_reseed = now + self._period(self.config.reseed_interval)
+            already = {dest for dest, _ in out}
+            target = self._random_seed(exclude=already)
+            if target is not None:
+                out.append(self._make_request(now, target))
+        return out
+
+    def on_request(self, now: float, request: ShuffleRequest) -> ShuffleReply | None:
+        """Answer with up to ℓ random entries (never the requester), then take in
+        the requester's entries, overwriting the ones just sent back."""
+        sender = request.sender
+        reply = self.view.sample(self.config.shuffle_length, self.rng, exclude=sender)
+        if sender != self.self_address:
+            self._integrate(request.entries, tuple(d.address for d in reply))
+        return ShuffleReply(self.self_address, tuple(reply))
+
+    def on_reply(self, now: float, reply: ShuffleReply) -> None:
+        """Take in Q's entries: fill free slots first, then overwrite what was sent
+        to Q. An unexpected or late reply only fills free slots."""
+        pending = self._pending.pop(reply.sender, None)
+        sent = pending.sent if pending is not None else ()
+        self._integrate(reply.entries, sent)
+
+    def on_peer_failed(self, now: float, address: Address) -> None:
+        """Drop ``address`` from the view and forget any shuffle pending with it.
+        Seeds stay seeds: they are only used when the view runs dry."""
+        self.view.remove(address)
+        self._pending.pop(address, None)
+
+    def add_seed(self, address: Address) -> None:
+        """Remember ``address`` as a seed and, if there is room, as a neighbour
+        (also when it was a seed already: an admin join is a hint to use it now)."""
+        if address == self.self_address:
+            return
+        self._remember_seed(address)
+        self.view.add(PeerDescriptor(address, 0))
+
+    # -- checkpointing ----------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain lists only: ``{"view": [[address, age], ...], "seeds": [...]}``.
+        Timers and pending shuffles are not saved: they are relative to a clock
+        that does not survive a restart."""
+        return {"view": self.view.to_list(), "seeds": list(self.seeds)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore view and seeds from :meth:`state_dict` (ValueError if malformed)."""
+        try:
+            entries: Iterable[Any] = state["view"]
+            seeds: Iterable[Any] = state["seeds"]
+        except (KeyError, TypeError):
+            raise ValueError("Cyclon state must be a mapping with 'view' and 'seeds'") from None
+        view = View.from_list(self.self_address, self.config.view_size, entries)
+        new_seeds = list(seeds)
+        if not all(isinstance(s, str) and s for s in new_seeds):
+            raise ValueError("Cyclon state 'seeds' must be a list of non-empty strings")
+        self.view = view
+        self.seeds = []
+        for s in new_seeds:
+            self._remember_seed(s)
+        self._pending.clear()
+
+    # -- internals ----------------------------------------------------------------
+
+    def _remember_seed(self, address: Address) -> bool:
+        if address == self.self_address or address in self.seeds:
+            return False
+        self.seeds.append(address)
+        return True
+
+    def _period(self, base: float) -> float:
+        if not math.isfinite(base):
+            return math.inf
+        j = self.config.jitter
+        if j == 0:
+            return base
+        return base * (1.0 + j * (2.0 * float(self.rng.random()) - 1.0))
+
+    def _random_seed(self, exclude: Iterable[Address] = ()) -> Address | None:
+        ex = set(exclude)
+        candidates = [s for s in self.seeds if s not in ex]
+        if not candidates:
+            return None
+        return candidates[int(self.rng.random() * len(candidates))]
+
+    def _shuffle(self, now: float) -> tuple[Address, ShuffleRequest] | None:
+        """One Cyclon step: age, pop the oldest neighbour, send it a sample."""
+        view = self.view
+        view.increase_ages()
+        oldest = view.oldest()
+        if oldest is None:
+            return self._bootstrap_request(now)
+        target = oldest.address
+        view.remove(target)
+        return self._make_request(now, target)
+
+    def _make_request(self, now: float, target: Address) -> tuple[Address, ShuffleRequest]:
+        sample = self.view.sample(self.config.shuffle_length - 1, self.rng, exclude=target)
+        self._pending[target] = _Pending(now, tuple(d.address for d in sample))
+        entries = (PeerDescriptor(self.self_address, 0), *sample)
+        return target, ShuffleRequest(self.self_address, entries)
+
+    def _bootstrap_request(self, now: float) -> tuple[Address, ShuffleRequest] | None:
+        """Empty view: ask a random seed, and tell it about (up to ℓ-1 of) the other
+        seeds. Without that, seeds that are not configured to know each other each
+        grow an island of the newcomers that happened to pick them, and the
+        overlay never becomes connected."""
+        target = self._random_seed()
+        if target is None:
+            return None
+        others = [s for s in self.seeds if s != target]
+        k = min(len(others), self.config.shuffle_length - 1)
+        picks = self.rng.permutation(len(others))[:k] if k > 0 else []
+        entries = (
+            PeerDescriptor(self.self_address, 0),
+            *(PeerDescriptor(others[int(i)], 0) for i in picks),
+        )
+        self._pending[target] = _Pending(now, ())
+        return target, ShuffleRequest(self.self_address, entries)
+
+    def _integrate(self, received: Iterable[PeerDescriptor], sent: Sequence[Address]) -> None:
+        """Cyclon's merge: skip self and known entries, fill free slots, then
+        overwrite the entries we sent to the partner (in the order sent)."""
+        view = self.view
+        self_addr = self.self_address
+        j = 0
+        n_sent = len(sent)
+        for desc in received:
+            address = desc.address
+            if address == self_addr or address in view:
+                continue
+            if view.add(desc):
+                continue
+            while j < n_sent:
+                old = sent[j]
+                j += 1
+                if view.replace(old, desc):
+                    break
+            else:
+                return  # full and nothing left to overwrite
+
+    def _expire_pending(self, now: float) -> None:
+        if not self._pending:
+            return
+        limit = now - self.config.effective_pending_timeout
+        stale = [a for a, p in self._pending.items() if p.sent_at < limit]
+        for a in stale:
+            del self._pending[a]

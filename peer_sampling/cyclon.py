@@ -60,6 +60,12 @@ class CyclonConfig:
     the cost of extra load on them. Independently of this, a node whose view is
     empty always contacts a random seed at its next shuffle."""
 
+    fallback_size: int = 100
+    """Addresses remembered beyond the view (seen in past shuffles) and tried,
+    with the seeds, when the view runs empty. This is what lets a node whose
+    whole neighbourhood crashed (e.g. 90% of the network at once, seeds
+    included) find a survivor again. Costs memory only; 0 disables it."""
+
     pending_timeout: float | None = None
     """How long to remember an unanswered shuffle (None = one ``interval``). A
     reply arriving later is still used, but only to fill empty slots, since the
@@ -72,6 +78,7 @@ class CyclonConfig:
 
         _int("view_size", self.view_size, 1)
         _int("shuffle_length", self.shuffle_length, 1)
+        _int("fallback_size", self.fallback_size, 0)
         if self.shuffle_length > self.view_size:
             raise ValueError(
                 f"CyclonConfig.shuffle_length must be <= view_size ({self.view_size}), "
@@ -123,6 +130,8 @@ class Cyclon:
         for s in seeds:
             self._remember_seed(s)
         self._pending: dict[Address, _Pending] = {}
+        # Insertion-ordered: the oldest sighting is evicted first.
+        self.known: dict[Address, None] = {}
         # First shuffle somewhere in the first period, so nodes started together
         # do not all shuffle at once.
         self._next_shuffle: float = now + float(rng.random()) * self.config.interval
@@ -182,6 +191,7 @@ class Cyclon:
         Seeds stay seeds: they are only used when the view runs dry."""
         self.view.remove(address)
         self._pending.pop(address, None)
+        self.known.pop(address, None)
 
     def add_seed(self, address: Address) -> None:
         """Remember ``address`` as a seed and, if there is room, as a neighbour
@@ -197,7 +207,7 @@ class Cyclon:
         """Plain lists only: ``{"view": [[address, age], ...], "seeds": [...]}``.
         Timers and pending shuffles are not saved: they are relative to a clock
         that does not survive a restart."""
-        return {"view": self.view.to_list(), "seeds": list(self.seeds)}
+        return {"view": self.view.to_list(), "seeds": list(self.seeds), "known": list(self.known)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore view and seeds from :meth:`state_dict` (ValueError if malformed)."""
@@ -210,10 +220,15 @@ class Cyclon:
         new_seeds = list(seeds)
         if not all(isinstance(s, str) and s for s in new_seeds):
             raise ValueError("Cyclon state 'seeds' must be a list of non-empty strings")
+        known = state.get("known", [])
+        if not isinstance(known, (list, tuple)) or not all(isinstance(a, str) and a for a in known):
+            raise ValueError("Cyclon state 'known' must be a list of non-empty strings")
         self.view = view
         self.seeds = []
         for s in new_seeds:
             self._remember_seed(s)
+        self.known = {}
+        self._note(known)
         self._pending.clear()
 
     # -- internals ----------------------------------------------------------------
@@ -257,13 +272,15 @@ class Cyclon:
         return target, ShuffleRequest(self.self_address, entries)
 
     def _bootstrap_request(self, now: float) -> tuple[Address, ShuffleRequest] | None:
-        """Empty view: ask a random seed, and tell it about (up to ℓ-1 of) the other
-        seeds. Without that, seeds that are not configured to know each other each
-        grow an island of the newcomers that happened to pick them, and the
-        overlay never becomes connected."""
-        target = self._random_seed()
-        if target is None:
+        """Empty view: ask a random seed or remembered address, and tell it about
+        (up to ℓ-1 of) the other seeds. Without that, seeds that are not
+        configured to know each other each grow an island of the newcomers that
+        happened to pick them, and the overlay never becomes connected.
+        Remembered addresses that fail are forgotten (``on_peer_failed``)."""
+        candidates = self.seeds + [a for a in self.known if a not in self.seeds]
+        if not candidates:
             return None
+        target = candidates[int(self.rng.random() * len(candidates))]
         others = [s for s in self.seeds if s != target]
         k = min(len(others), self.config.shuffle_length - 1)
         picks = self.rng.permutation(len(others))[:k] if k > 0 else []
@@ -274,9 +291,25 @@ class Cyclon:
         self._pending[target] = _Pending(now, ())
         return target, ShuffleRequest(self.self_address, entries)
 
+    def _note(self, addresses: Iterable[Address]) -> None:
+        """Remember addresses for the empty-view fallback (bounded, oldest out)."""
+        cap = self.config.fallback_size
+        if cap == 0:
+            return
+        known = self.known
+        for a in addresses:
+            if a == self.self_address:
+                continue
+            known.pop(a, None)
+            known[a] = None
+        while len(known) > cap:
+            del known[next(iter(known))]
+
     def _integrate(self, received: Iterable[PeerDescriptor], sent: Sequence[Address]) -> None:
         """Cyclon's merge: skip self and known entries, fill free slots, then
         overwrite the entries we sent to the partner (in the order sent)."""
+        received = tuple(received)
+        self._note(d.address for d in received)
         view = self.view
         self_addr = self.self_address
         j = 0

@@ -337,7 +337,7 @@ def test_state_dict_round_trip_and_validation() -> None:
     c = make(view_size=3, shuffle_length=2, seeds=("s1", "s2"))
     fill(c, [("a", 2), ("b", 0)])
     state = c.state_dict()
-    assert state == {"view": [["a", 2], ["b", 0]], "seeds": ["s1", "s2"]}
+    assert state == {"view": [["a", 2], ["b", 0]], "seeds": ["s1", "s2"], "known": []}
     d = make(view_size=3, shuffle_length=2, seeds=())
     d.load_state_dict(state)
     assert d.state_dict() == state
@@ -345,6 +345,30 @@ def test_state_dict_round_trip_and_validation() -> None:
         with pytest.raises(ValueError):
             d.load_state_dict(bad)  # type: ignore[arg-type]
     assert d.state_dict() == state  # a failed load changes nothing
+
+
+def test_empty_view_falls_back_to_remembered_addresses_when_seeds_are_dead() -> None:
+    """A node whose neighbours and seeds all crashed tries addresses it saw earlier."""
+    c = make(view_size=1, shuffle_length=1, seeds=("dead-seed",))
+    c.on_reply(0.0, ShuffleReply("x", (PeerDescriptor("a", 0), PeerDescriptor("b", 0), PeerDescriptor("c", 0))))
+    assert c.peers() == ["a"] and set(c.known) == {"a", "b", "c"}
+    c.on_peer_failed(0.0, "a")
+    assert c.peers() == [] and "a" not in c.known
+    targets = []
+    for t in range(1, 40):
+        for dest, _ in c.on_tick(float(t)):
+            targets.append(dest)
+            if dest == "dead-seed":
+                c.on_peer_failed(float(t), dest)
+    assert {"b", "c"} & set(targets), targets
+    assert "dead-seed" in c.seeds  # seeds are never forgotten: they may come back
+
+
+def test_remembered_addresses_are_bounded() -> None:
+    c = make(view_size=2, shuffle_length=2, fallback_size=5)
+    for i in range(20):
+        c.on_reply(0.0, ShuffleReply("x", (PeerDescriptor(f"p{i}", 0),)))
+    assert len(c.known) == 5 and list(c.known) == [f"p{i}" for i in range(15, 20)]
 
 
 # -- many nodes --------------------------------------------------------------------------

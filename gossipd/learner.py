@@ -198,7 +198,7 @@ class Learner:
         if not np.isfinite(params).all():
             # A diverged step must not poison the network; keep the input model.
             return state
-        return ModelState(params, age)
+        return ModelState.owned(params, age)
 
     def _sgd_step(self, x: torch.Tensor, onehot: torch.Tensor, lr: float) -> None:
         """One step on the mean cross-entropy, back-propagated by hand.

@@ -29,13 +29,13 @@ def merge_age(local: ModelState, remote: ModelState) -> ModelState:
         return merge_average(local, remote)
     a = np.float32(local.age / total)
     params = local.params * a + remote.params * (np.float32(1.0) - a)
-    return ModelState(params, max(local.age, remote.age))
+    return ModelState.owned(params, max(local.age, remote.age))
 
 
 def merge_average(local: ModelState, remote: ModelState) -> ModelState:
     """Plain mean of the two parameter vectors; age = max."""
     params = (local.params + remote.params) * np.float32(0.5)
-    return ModelState(params, max(local.age, remote.age))
+    return ModelState.owned(params, max(local.age, remote.age))
 
 
 def merge_overwrite(local: ModelState, remote: ModelState) -> ModelState:

@@ -34,6 +34,19 @@ class ModelState:
             raise ValueError(f"age must be finite and >= 0, got {self.age!r}")
         object.__setattr__(self, "age", age)
 
+    @classmethod
+    def owned(cls, params: np.ndarray, age: float) -> ModelState:
+        """Wrap a fresh 1-D float32 array nobody else holds, without copying it.
+
+        For the hot path (merge, update), where the array was just computed;
+        it is frozen in place.
+        """
+        params.flags.writeable = False
+        state = object.__new__(cls)
+        object.__setattr__(state, "params", params)
+        object.__setattr__(state, "age", float(age))
+        return state
+
     @property
     def size(self) -> int:
         return int(self.params.shape[0])

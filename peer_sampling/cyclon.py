@@ -297,13 +297,14 @@ class Cyclon:
         if cap == 0:
             return
         known = self.known
+        me = self.self_address
         for a in addresses:
-            if a == self.self_address:
-                continue
-            known.pop(a, None)
-            known[a] = None
-        while len(known) > cap:
-            del known[next(iter(known))]
+            # First sighting only (no move-to-end): cheaper, and an evicted
+            # address that is still around is soon seen, and added, again.
+            if a not in known and a != me:
+                known[a] = None
+                if len(known) > cap:
+                    del known[next(iter(known))]
 
     def _integrate(self, received: Iterable[PeerDescriptor], sent: Sequence[Address]) -> None:
         """Cyclon's merge: skip self and known entries, fill free slots, then

@@ -6,13 +6,9 @@ No logic of its own: options map onto config objects, and the work is done by
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import click
 
-from cli import simulate_cmd
+from cli import crawl, demo_cmd, inspect_cmd, simulate_cmd
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -31,10 +27,9 @@ def cli() -> None:
 
 
 cli.add_command(simulate_cmd.simulate)
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n")
+cli.add_command(demo_cmd.demo)
+for _command in (inspect_cmd.status, inspect_cmd.peers, inspect_cmd.join, crawl.crawl_cmd, inspect_cmd.export):
+    cli.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,7 +11,7 @@ import heapq
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -379,4 +379,4 @@ def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = 
     return result
 
 
-__all__ = ["ConfigError", "Simulation", "SimulationConfig", "simulate", "BASELINES", "replace"]
+__all__ = ["BASELINES", "ConfigError", "Simulation", "SimulationConfig", "simulate"]

@@ -56,7 +56,11 @@ def _load_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
         rows = list(csv.reader(fh))
     if len(rows) < 2:
         raise DataError(f"{path}: expected a header row and at least one data row")
-    header, body = rows[0], rows[1:]
+    header = rows[0]
+    body = [r for r in rows[1:] if r]  # csv gives [] for blank lines (e.g. a trailing one)
+    for i, r in enumerate(rows[1:], start=2):
+        if r and len(r) != len(header):
+            raise DataError(f"{path}: line {i} has {len(r)} columns, the header has {len(header)}")
     if label_column is None:
         for candidate in ("label", "target", "y", "class"):
             if candidate in header:

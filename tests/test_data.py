@@ -1,0 +1,363 @@
+"""Data: bundled sets, the stratified split, standardisation, partitioners,
+user files and node shares."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gossipd.data import (
+    Dataset,
+    DataError,
+    load_dataset,
+    load_raw,
+    node_share,
+    parse_partition,
+    parse_share,
+    partition,
+)
+
+BUNDLED_SHAPES = {"digits": (1797, 64, 10), "breast_cancer": (569, 30, 2), "wine": (178, 13, 3)}
+
+
+def class_counts(y: np.ndarray, n_classes: int) -> np.ndarray:
+    return np.bincount(y, minlength=n_classes)
+
+
+# ------------------------------------------------------------------ bundled sets and split
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_SHAPES))
+def test_bundled_sets_load_with_right_shapes(name):
+    n, d, c = BUNDLED_SHAPES[name]
+    ds = load_dataset(name)
+    assert ds.name == name
+    assert ds.n_features == d and ds.n_classes == c
+    assert ds.X_train.shape[1] == ds.X_test.shape[1] == d
+    assert len(ds.X_train) == len(ds.y_train) and len(ds.X_test) == len(ds.y_test)
+    assert len(ds.y_train) + len(ds.y_test) == n
+    assert len(ds.y_test) == math.ceil(0.25 * n)
+    assert ds.X_train.dtype == np.float32 and ds.X_test.dtype == np.float32
+    assert ds.y_train.dtype == np.int64 and ds.y_test.dtype == np.int64
+    assert set(np.unique(ds.y_train)) == set(range(c)) == set(np.unique(ds.y_test))
+    assert np.isfinite(ds.X_train).all() and np.isfinite(ds.X_test).all()
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED_SHAPES))
+def test_split_is_stratified(name):
+    ds = load_dataset(name)
+    _, y_all = load_raw(name)[1:]
+    overall = np.bincount(np.unique(y_all, return_inverse=True)[1]) / len(y_all)
+    p_train = class_counts(ds.y_train, ds.n_classes) / len(ds.y_train)
+    p_test = class_counts(ds.y_test, ds.n_classes) / len(ds.y_test)
+    # Stratification: each class within about one test example of its overall share.
+    assert np.abs(p_test - overall).max() <= 1.5 / len(ds.y_test)
+    assert np.abs(p_train - overall).max() <= 1.5 / len(ds.y_train) + 1e-9
+
+
+def test_standardised_on_train_only(digits):
+    mean, std = digits.X_train.mean(axis=0), digits.X_train.std(axis=0)
+    varying = std > 1e-6
+    assert varying.sum() > 50  # digits has a few always-blank pixels, most are not
+    np.testing.assert_allclose(mean, 0.0, atol=1e-5)
+    np.testing.assert_allclose(std[varying], 1.0, atol=1e-4)
+    # Fitted on train only: the test part is not exactly centred.
+    assert np.abs(digits.X_test.mean(axis=0)).max() > 1e-2
+
+
+def test_scaler_uses_training_statistics_only(tmp_path):
+    """Feature = row number: recover the affine map and check it is the training mean/std."""
+    n = 200
+    ids = np.arange(n, dtype=np.float64)
+    labels = np.arange(n) % 2
+    path = tmp_path / "ids.csv"
+    path.write_text("id,label\n" + "".join(f"{int(i)},{lab}\n" for i, lab in zip(ids, labels)))
+    ds = load_dataset(str(path), seed=3)
+    z_train, z_test = ds.X_train[:, 0].astype(np.float64), ds.X_test[:, 0].astype(np.float64)
+    # z = (id - mu) / sd is increasing in id, and train+test ids are exactly 0..n-1.
+    z_all = np.sort(np.concatenate([z_train, z_test]))
+    sd_inv, offset = np.polyfit(ids, z_all, 1)
+    raw_train = z_train / sd_inv - offset / sd_inv
+    raw_train = np.round(raw_train)
+    assert set(raw_train.astype(int)) < set(range(n))
+    mu, sd = -offset / sd_inv, 1.0 / sd_inv
+    assert mu == pytest.approx(raw_train.mean(), abs=1e-3)
+    assert sd == pytest.approx(raw_train.std(), rel=1e-4)
+    assert abs(raw_train.mean() - ids.mean()) > 1e-6 or abs(raw_train.std() - ids.std()) > 1e-6
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    a, b, c = load_dataset("wine", seed=5), load_dataset("wine", seed=5), load_dataset("wine", seed=6)
+    for field in ("X_train", "y_train", "X_test", "y_test"):
+        assert np.array_equal(getattr(a, field), getattr(b, field))
+    assert not np.array_equal(a.X_test, c.X_test)
+
+
+@pytest.mark.parametrize("size", [0.1, 0.5])
+def test_test_size(size):
+    ds = load_dataset("wine", test_size=size)
+    assert len(ds.y_test) == math.ceil(size * 178)
+
+
+# ------------------------------------------------------------------ partitions
+
+
+@pytest.mark.parametrize("spec", ["iid", "labels", "dirichlet:0.5", "dirichlet:100"])
+@pytest.mark.parametrize("n_parts", [1, 7, 100])
+def test_partitions_cover_all_indices_disjointly(digits, spec, n_parts):
+    y = digits.y_train
+    parts = partition(y, n_parts, spec, np.random.default_rng(4))
+    assert len(parts) == n_parts
+    joined = np.concatenate(parts)
+    assert len(joined) == len(y)
+    assert np.array_equal(np.sort(joined), np.arange(len(y)))
+    for p in parts:
+        assert np.array_equal(p, np.sort(p))
+
+
+@pytest.mark.parametrize("spec", ["iid", "labels"])
+def test_iid_and_labels_parts_are_balanced(digits, spec):
+    sizes = [len(p) for p in partition(digits.y_train, 100, spec, np.random.default_rng(0))]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_partition_is_deterministic_by_rng(digits):
+    for spec in ("iid", "labels", "dirichlet:0.5"):
+        a = partition(digits.y_train, 20, spec, np.random.default_rng(8))
+        b = partition(digits.y_train, 20, spec, np.random.default_rng(8))
+        c = partition(digits.y_train, 20, spec, np.random.default_rng(9))
+        assert all(np.array_equal(x, z) for x, z in zip(a, b))
+        assert not all(np.array_equal(x, z) for x, z in zip(a, c))
+
+
+def test_labels_partition_gives_one_or_two_classes_per_part(digits):
+    parts = partition(digits.y_train, 100, "labels", np.random.default_rng(0))
+    n_classes = [len(np.unique(digits.y_train[p])) for p in parts]
+    assert np.mean(np.array(n_classes) <= 2) >= 0.8
+    # ...whereas iid parts of the same size mix many classes.
+    iid = partition(digits.y_train, 100, "iid", np.random.default_rng(0))
+    assert np.mean([len(np.unique(digits.y_train[p])) for p in iid]) > 6
+
+
+def skew(y: np.ndarray, parts: list[np.ndarray], n_classes: int) -> float:
+    """Size-weighted total-variation distance of each part's label mix from the global mix."""
+    overall = class_counts(y, n_classes) / len(y)
+    tv = [0.5 * np.abs(class_counts(y[p], n_classes) / len(p) - overall).sum() * len(p) for p in parts if len(p)]
+    return float(np.sum(tv) / len(y))
+
+
+def test_dirichlet_small_alpha_is_more_skewed(digits):
+    y, c = digits.y_train, digits.n_classes
+    rng = np.random.default_rng(0)
+    small = np.mean([skew(y, partition(y, 20, "dirichlet:0.1", rng), c) for _ in range(3)])
+    large = np.mean([skew(y, partition(y, 20, "dirichlet:100", rng), c) for _ in range(3)])
+    assert small > 0.5
+    assert large < 0.25
+    assert small > large + 0.3
+
+
+@pytest.mark.parametrize(
+    ("spec", "parsed"),
+    [("iid", ("iid", None)), ("labels", ("labels", None)), ("dirichlet:0.5", ("dirichlet", 0.5)),
+     (" dirichlet:2 ", ("dirichlet", 2.0))],
+)
+def test_parse_partition_accepts(spec, parsed):
+    assert parse_partition(spec) == parsed
+
+
+@pytest.mark.parametrize(
+    "spec", ["dirichlet:", "dirichlet:-1", "dirichlet:0", "dirichlet:nan", "dirichlet:inf", "dirichlet:x",
+             "dirichlet", "foo", "iid:3", "labels:2", ""],
+)
+def test_parse_partition_rejects(spec):
+    with pytest.raises(DataError):
+        parse_partition(spec)
+    with pytest.raises(DataError):
+        partition(np.arange(10) % 2, 2, spec, np.random.default_rng(0))
+
+
+def test_partition_rejects_zero_parts():
+    with pytest.raises(DataError):
+        partition(np.arange(10) % 2, 0, "iid", np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------ user files
+
+
+def write_csv(path, header, rows):
+    path.write_text(",".join(header) + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows))
+
+
+def test_csv_loader_with_label_column(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 40
+    feats = rng.standard_normal((n, 3)).round(4)
+    labels = np.array(["cat", "dog", "emu", "dog"] * 10)
+    path = tmp_path / "animals.csv"
+    # the label column in the middle: it must be found by name, not position
+    write_csv(path, ["f1", "label", "f2", "f3"], [[f[0], lab, f[1], f[2]] for f, lab in zip(feats, labels)])
+
+    name, X, y = load_raw(str(path))
+    assert name == "animals"
+    np.testing.assert_allclose(X, feats)
+    assert list(y) == list(labels)
+
+    ds = load_dataset(str(path))
+    assert ds.n_features == 3 and ds.n_classes == 3
+    assert len(ds.y_train) + len(ds.y_test) == n == 30 + 10
+    # labels map to 0..k-1 in sorted order: dog is the middle one and the most common
+    counts = class_counts(np.concatenate([ds.y_train, ds.y_test]), 3)
+    assert list(counts) == [10, 20, 10]
+
+
+def test_csv_loader_label_column_override_and_fallback(tmp_path):
+    path = tmp_path / "t.csv"
+    write_csv(path, ["a", "b", "c"], [[i, i % 2, i % 3] for i in range(12)])
+    _, X, y = load_raw(str(path))  # no known label name: the last column
+    assert X.shape == (12, 2) and list(y) == [str(i % 3) for i in range(12)]
+    _, X, y = load_raw(str(path), label_column="b")
+    assert X.shape == (12, 2) and list(y) == [str(i % 2) for i in range(12)]
+    np.testing.assert_array_equal(X[:, 1], [i % 3 for i in range(12)])
+
+
+def test_npz_loader(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((60, 5))
+    y = np.repeat([3, 7, 9], 20)
+    path = tmp_path / "data.npz"
+    np.savez(path, X=X, y=y)
+    name, X2, y2 = load_raw(str(path))
+    assert name == "data"
+    np.testing.assert_array_equal(X2, X)
+    np.testing.assert_array_equal(y2, y)
+    ds = load_dataset(str(path))
+    assert ds.n_features == 5 and ds.n_classes == 3
+    assert set(np.unique(ds.y_train)) == {0, 1, 2}
+    assert len(ds.y_test) == 15
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+def test_missing_file_names_the_path(tmp_path, suffix):
+    path = tmp_path / f"nowhere{suffix}"
+    with pytest.raises(DataError, match="nowhere"):
+        load_dataset(str(path))
+
+
+def test_missing_label_column_names_the_path(tmp_path):
+    path = tmp_path / "cols.csv"
+    write_csv(path, ["a", "b"], [[1, 0], [2, 1]])
+    with pytest.raises(DataError) as exc:
+        load_raw(str(path), label_column="target")
+    assert str(path) in str(exc.value) and "target" in str(exc.value)
+
+
+def test_npz_missing_arrays_names_the_path(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, X=np.zeros((4, 2)))
+    with pytest.raises(DataError) as exc:
+        load_dataset(str(path))
+    assert str(path) in str(exc.value) and "y" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("a,label\n", "header"),
+        ("a,label\nx,1\n1,0\n", "non-numeric"),
+        ("a,b,label\n1,2,0\n3,4,1,9\n", ""),  # a row too long
+        ("a,b,label\n1,2,0\n3,1\n", ""),  # a row too short (the label cell is missing)
+    ],
+    ids=["header-only", "non-numeric", "long-row", "short-row"],
+)
+def test_malformed_csv_raises_data_error_with_path(tmp_path, content, fragment):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError) as exc:
+        load_raw(str(path))
+    assert str(path) in str(exc.value) and fragment in str(exc.value)
+
+
+def test_csv_with_trailing_blank_line_loads(tmp_path):
+    """Editors often leave an empty last line; it is not a data row."""
+    path = tmp_path / "blank.csv"
+    path.write_text("a,label\n1,0\n2,1\n3,0\n4,1\n\n")
+    _, X, y = load_raw(str(path))
+    assert X.shape == (4, 1) and list(y) == ["0", "1", "0", "1"]
+
+
+def test_mismatched_npz_shapes(tmp_path):
+    path = tmp_path / "shape.npz"
+    np.savez(path, X=np.zeros((4, 2)), y=np.zeros(5))
+    with pytest.raises(DataError, match="shape"):
+        load_raw(str(path))
+
+
+def test_single_class_and_non_finite_rejected(tmp_path):
+    one = tmp_path / "one.npz"
+    np.savez(one, X=np.zeros((8, 2)), y=np.zeros(8))
+    with pytest.raises(DataError, match="two classes"):
+        load_dataset(str(one))
+    nan = tmp_path / "nan.npz"
+    np.savez(nan, X=np.array([[np.nan, 1.0]] * 8), y=np.arange(8) % 2)
+    with pytest.raises(DataError, match="NaN"):
+        load_dataset(str(nan))
+
+
+@pytest.mark.parametrize("source", ["nope", "data.txt", "digits.json"])
+def test_unknown_source(source):
+    with pytest.raises(DataError, match="unknown data set"):
+        load_raw(source)
+
+
+# ------------------------------------------------------------------ node shares
+
+
+@pytest.fixture(scope="module")
+def id_dataset() -> Dataset:
+    """A data set whose first feature is a unique row id, so shares can be compared by id."""
+    rng = np.random.default_rng(0)
+    n_train, n_test = 300, 100
+    y_train, y_test = rng.integers(0, 4, n_train), rng.integers(0, 4, n_test)
+    X_train = np.column_stack([np.arange(n_train), rng.standard_normal(n_train)]).astype(np.float32)
+    X_test = np.column_stack([np.arange(n_test) + 10_000, rng.standard_normal(n_test)]).astype(np.float32)
+    return Dataset("ids", X_train, y_train.astype(np.int64), X_test, y_test.astype(np.int64), 4)
+
+
+@pytest.mark.parametrize("split", ["iid", "labels", "dirichlet:0.5"])
+def test_node_shares_are_disjoint_and_cover(id_dataset, split):
+    n = 7
+    shares = [node_share(id_dataset, f"{k}/{n}", split) for k in range(1, n + 1)]
+    train_ids = np.concatenate([s[0][:, 0] for s in shares])
+    test_ids = np.concatenate([s[2][:, 0] for s in shares])
+    assert np.array_equal(np.sort(train_ids), np.arange(300))
+    assert np.array_equal(np.sort(test_ids), np.arange(100) + 10_000)
+    for X_tr, y_tr, X_te, y_te in shares:
+        assert len(X_tr) == len(y_tr) and len(X_te) == len(y_te)
+        np.testing.assert_array_equal(y_tr, id_dataset.y_train[X_tr[:, 0].astype(int)])  # labels stay with rows
+    # test shares are cut iid whatever the training split: near-equal sizes
+    test_sizes = [len(s[3]) for s in shares]
+    assert max(test_sizes) - min(test_sizes) <= 1
+
+
+def test_node_share_is_reproducible_without_coordination(id_dataset):
+    """Two daemons computing their shares independently (same seed) agree."""
+    a = node_share(id_dataset, "2/5", "labels", seed=4)
+    b = node_share(id_dataset, "2/5", "labels", seed=4)
+    c = node_share(id_dataset, "2/5", "labels", seed=5)
+    assert all(np.array_equal(x, z) for x, z in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize("share", ["0/3", "4/3", "x", "1/0", "-1/3", "1/2/3", "", "1/", "/3", "a/b"])
+def test_bad_shares_rejected(id_dataset, share):
+    with pytest.raises(DataError):
+        parse_share(share)
+    with pytest.raises(DataError):
+        node_share(id_dataset, share, "iid")
+
+
+@pytest.mark.parametrize(("share", "parsed"), [("1/1", (1, 1)), ("3/10", (3, 10)), ("10/10", (10, 10))])
+def test_good_shares(share, parsed):
+    assert parse_share(share) == parsed

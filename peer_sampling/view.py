@@ -152,13 +152,15 @@ class View:
         A partial Fisher-Yates shuffle driven by a single ``rng.random(k)`` call:
         one numpy call per sample keeps this cheap for the small views we use.
         """
-        if isinstance(exclude, str):
-            exclude = (exclude,)
         addrs, ages = self._addrs, self._ages
-        if exclude:
+        idx = list(range(len(addrs)))
+        if isinstance(exclude, str):  # the common case (Cyclon's partner): O(1) via the index
+            j = self._index.get(exclude)
+            if j is not None:
+                idx[j] = idx[-1]
+                idx.pop()
+        elif exclude:
             idx = [i for i, a in enumerate(addrs) if a not in exclude]
-        else:
-            idx = list(range(len(addrs)))
         m = len(idx)
         k = min(k, m)
         if k <= 0:

@@ -55,7 +55,6 @@ class Daemon:
         self._trainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipd-train")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
-        self._last_eval = -float("inf")
         self._saved_marker: tuple[float, int] | None = None
         self.node: GossipNode = None  # type: ignore[assignment]  # set in start()
         self.address = ""
@@ -100,8 +99,8 @@ class Daemon:
         # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
         atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
         self.client = PeerClient(self.config.cluster, self.config.request_timeout, self.max_body)
-        await loop.run_in_executor(self._trainer, self._evaluate, True)
-        for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop()):
+        await loop.run_in_executor(self._trainer, self._evaluate)
+        for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop()):
             self._spawn(coro)
         self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
         log.info("gossipd %s node %s listening on %s, advertising %s, cluster %s, model %s (%s, %d params), "
@@ -193,21 +192,25 @@ class Daemon:
             self.pending -= 1
 
     def _train(self, now: float, msg: ModelMessage) -> ModelState:
-        state = self.node.on_model(now, msg)
-        self._evaluate()
-        return state
+        return self.node.on_model(now, msg)
 
-    def _evaluate(self, force: bool = False) -> None:
-        """Accuracy on the local test share, at most every eval_interval seconds."""
-        t = time.monotonic()
-        if not force and t - self._last_eval < self.config.eval_interval:
-            return
-        self._last_eval = t
+    def _evaluate(self) -> None:
+        """Accuracy of the current model on the local test share (trainer thread)."""
         if len(self.y_test) == 0:
             return
-        acc = self.learner.evaluate(self.node.state, self.X_test, self.y_test)
-        self.evaluation = {"accuracy": acc, "at": time.time(), "age": self.node.state.age,
+        state = self.node.state
+        acc = self.learner.evaluate(state, self.X_test, self.y_test)
+        self.evaluation = {"accuracy": acc, "at": time.time(), "age": state.age,
                            "examples": int(len(self.y_test))}
+
+    async def _eval_loop(self) -> None:
+        """Re-evaluate when the model has changed, at most every eval_interval seconds,
+        so /v1/status is never more than that behind the model it describes."""
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.config.eval_interval)
+            if self.evaluation.get("age") != self.node.state.age:
+                await loop.run_in_executor(self._trainer, self._evaluate)
 
     def join(self, url: str) -> None:
         self.node.sampler.add_seed(url)

@@ -305,3 +305,29 @@ def test_five_daemons_learn_and_survive_a_lost_peer(tmp_path: Path) -> None:
     finally:
         stop_all(procs)
     assert all(p.proc is not None and p.proc.returncode in (0, -9) for p in procs)
+
+
+def test_onnx_from_http_scores_like_the_node(lone: DaemonProc) -> None:
+    """The served ONNX file, in a fresh onnxruntime session, matches the node's own accuracy."""
+    from gossipd.data import load_dataset, node_share
+    from gossipd.export import read_metadata, score_onnx
+
+    status = get_json(lone.url + "/v1/status")
+    assert post(lone.url + "/v1/gossip/model", model_body(status, age=2000.0))[0] == 200
+    age = get_json(lone.url + "/v1/status")["model"]["age"]
+    status = wait_for(lambda: (s := get_json(lone.url + "/v1/status"))["evaluation"]["age"] == age and s, 15)
+    assert status, "evaluation did not catch up with the model"
+    onnx_bytes = urlread(lone.url + "/v1/model?format=onnx")
+    meta = read_metadata(onnx_bytes)
+    assert float(meta["gossipd.age"]) == age
+    assert meta["gossipd.fingerprint"] == status["model"]["fingerprint"]
+    assert meta["gossipd.node_id"] == status["node_id"]
+    _, _, X_test, y_test = node_share(load_dataset("digits"), "1/4", "iid")
+    assert abs(score_onnx(onnx_bytes, X_test, y_test) - status["evaluation"]["accuracy"]) <= 0.005
+    code, body = post(lone.url + "/v1/model?format=pickle", b"")
+    assert code == 405  # GET only
+    import urllib.error
+
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urlread(lone.url + "/v1/model?format=pickle")
+    assert info.value.code == 400

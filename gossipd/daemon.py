@@ -213,7 +213,8 @@ class Daemon:
                 await loop.run_in_executor(self._trainer, self._evaluate)
 
     def join(self, url: str) -> None:
-        self.node.sampler.add_seed(url)
+        for send in self.node.join(self.now(), url):
+            self._spawn(self._deliver(send))
         log.info("joined seed %s", url)
 
     def admin_allowed(self, remote: str | None) -> bool:

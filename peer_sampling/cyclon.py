@@ -185,6 +185,11 @@ class Cyclon:
         pending = self._pending.pop(reply.sender, None)
         sent = pending.sent if pending is not None else ()
         self._integrate(reply.entries, sent)
+        # The partner just proved it is alive: keep it if a slot is free. With
+        # full views (any network larger than c) this changes nothing; in a
+        # small network it stops a link from flipping away on every shuffle
+        # (two nodes would otherwise forget each other half of the time).
+        self.view.add(PeerDescriptor(reply.sender, 0))
 
     def on_peer_failed(self, now: float, address: Address) -> None:
         """Drop ``address`` from the view and forget any shuffle pending with it.
@@ -200,6 +205,14 @@ class Cyclon:
             return
         self._remember_seed(address)
         self.view.add(PeerDescriptor(address, 0))
+
+    def introduce(self, now: float, address: Address) -> list[tuple[Address, ShuffleRequest]]:
+        """An admin join: remember ``address`` as a seed and shuffle with it now,
+        so both sides know each other at once instead of after a period."""
+        if address == self.self_address:
+            return []
+        self.add_seed(address)
+        return [self._make_request(now, address)]
 
     # -- checkpointing ----------------------------------------------------------
 

@@ -355,3 +355,19 @@ def test_node_modules_do_not_import_aiohttp():
     code = "import gossipd.node, gossipd.merge, peer_sampling, sys; assert 'aiohttp' not in sys.modules, 'aiohttp imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_join_introduces_the_peer_through_cyclon() -> None:
+    from gossipd.learner import Learner, LocalData
+    from gossipd.node import GossipConfig, GossipNode
+    from gossipd.messages import ShuffleRequest
+    from peer_sampling import Cyclon, CyclonConfig
+
+    learner = Learner("logreg", 3, 2)
+    rng = np.random.default_rng(4)
+    data = LocalData.from_numpy(rng.normal(size=(6, 3)).astype(np.float32), np.array([0, 1] * 3), 2)
+    node = GossipNode("me", learner, data, Cyclon("me", [], CyclonConfig(interval=1.0), np.random.default_rng(1)),
+                      GossipConfig(interval=1.0), np.random.default_rng(2))
+    sends = node.join(0.0, "peer")
+    assert len(sends) == 1 and sends[0].peer == "peer" and isinstance(sends[0].message, ShuffleRequest)
+    assert node.sampler.peers() == ["peer"]

@@ -183,7 +183,21 @@ def test_empty_view_contacts_a_seed_with_its_self_descriptor() -> None:
     assert req == ShuffleRequest("me", (PeerDescriptor("me", 0), PeerDescriptor(other, 0)))
     assert c.next_wakeup() == pytest.approx(t + 1.0)  # jitter 0: exact period
     c.on_reply(t, ShuffleReply(dest, (PeerDescriptor("x", 3), PeerDescriptor("me", 0))))
-    assert c.peers() == ["x"]
+    assert c.peers() == ["x", dest]  # the seed answered, so it is alive: kept while there is room
+
+
+def test_a_partner_that_answers_is_kept_only_if_there_is_room() -> None:
+    c = make(view_size=2, shuffle_length=2)
+    fill(c, [("a", 5), ("b", 1)])
+    [(dest, req)] = c.on_tick(c.next_wakeup())
+    assert dest == "a" and c.peers() == ["b"]
+    c.on_reply(1.0, ShuffleReply("a", (PeerDescriptor("y", 0),)))
+    assert sorted(c.peers()) == ["b", "y"]  # full again: the partner is not forced in
+    c2 = make(view_size=3, shuffle_length=2)
+    fill(c2, [("a", 5)])
+    c2.on_tick(c2.next_wakeup())
+    c2.on_reply(1.0, ShuffleReply("a", ()))
+    assert c2.peers() == ["a"]  # two-node network: the link does not flip away
 
 
 def test_no_seeds_and_empty_view_sends_nothing() -> None:
@@ -459,4 +473,16 @@ def test_seeds_learn_each_other_from_newcomers() -> None:
     assert reply is not None and len(reply.entries) == 2
     assert {"me", other} <= set(seed.peers()) and len(seed.view) == 4
     newcomer.on_reply(0.0, reply)
-    assert set(newcomer.peers()) == {d.address for d in reply.entries}
+    # what the seed sent, plus the seed itself (it answered, and there is room)
+    assert set(newcomer.peers()) == {d.address for d in reply.entries} | {dest}
+
+
+def test_introduce_shuffles_with_the_new_seed_at_once() -> None:
+    c = make(view_size=4, shuffle_length=3, seeds=())
+    fill(c, [("a", 1), ("b", 2)])
+    out = c.introduce(5.0, "new")
+    assert [dest for dest, _ in out] == ["new"]
+    req = out[0][1]
+    assert req.entries[0] == PeerDescriptor("me", 0) and "new" not in [d.address for d in req.entries]
+    assert "new" in c.seeds and "new" in c.peers()
+    assert c.introduce(5.0, "me") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import socket
@@ -64,7 +65,9 @@ def urlread(url: str) -> bytes:
 @pytest.fixture(scope="module")
 def lone(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One daemon with no peers: nothing changes its model but what a test posts."""
-    proc = DaemonProc(tmp_path_factory.mktemp("lone") / "node", ["--partition", "1/4", *FAST]).start()
+    # Hour-long periods: it never contacts anyone by itself, so nothing races the tests.
+    proc = DaemonProc(tmp_path_factory.mktemp("lone") / "node",
+                      ["--partition", "1/4", "--gossip-interval", "3600", "--shuffle-interval", "3600"]).start()
     proc.wait_ready()
     yield proc
     stop_all([proc])
@@ -113,7 +116,7 @@ def test_malformed_input_gets_4xx_and_leaves_model_untouched(lone: DaemonProc) -
     for name, payload, want_status, want_code in cases:
         code, body = post(url + "/v1/gossip/model", payload)
         assert code == want_status, (name, code, body[:200])
-        err = __import__("json").loads(body)
+        err = json.loads(body)
         assert err["detail"], name
         if want_code != "*":
             assert err["error"] == want_code, (name, err)
@@ -168,18 +171,23 @@ def test_probes_and_metrics(lone: DaemonProc) -> None:
 
 
 def test_readyz_needs_a_peer(tmp_path: Path) -> None:
-    proc = DaemonProc(tmp_path / "alone", ["--partition", "2/4", *FAST]).start()
+    procs = [DaemonProc(tmp_path / name, ["--partition", f"{k}/4", *FAST]).start() for k, name in ((2, "a"), (3, "b"))]
     try:
-        proc.wait_ready()
+        a, b = procs
+        a.wait_ready()
+        b.wait_ready()
         import urllib.error
 
         with pytest.raises(urllib.error.HTTPError) as info:
-            urlread(proc.url + "/readyz")
+            urlread(a.url + "/readyz")
         assert info.value.code == 503
-        post(proc.url + "/v1/admin/join", b'{"peer": "http://127.0.0.1:7"}', "application/json")
-        assert get_json(proc.url + "/readyz")["ready"] is True
+        assert json.loads(info.value.read())["ready"] is False
+        assert post(a.url + "/v1/admin/join", json.dumps({"peer": b.url}).encode(), "application/json")[0] == 200
+        assert get_json(a.url + "/readyz")["ready"] is True
+        # The join shuffled with b at once, so b knows a without waiting for a period.
+        assert wait_for(lambda: a.url in [e["address"] for e in get_json(b.url + "/v1/peers")["peers"]], 5)
     finally:
-        stop_all([proc])
+        stop_all(procs)
 
 
 def test_sigterm_then_restart_restores_bit_identical_model(tmp_path: Path) -> None:

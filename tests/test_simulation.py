@@ -307,3 +307,20 @@ def test_acceptance_cyclon_1000_nodes():
     assert all(e["largest_component_fraction"] == 1.0 for e in after_bootstrap)
     assert all(e["dead_link_fraction"] == 0.0 for e in r["series"])
     assert _final(r) > 0.9
+
+
+@pytest.mark.slow
+def test_acceptance_cyclon_heals_after_half_the_nodes_crash():
+    """1000 nodes, c = 20, --kill 0.5@50: dead links < 1% within 3c cycles, gone within 5c,
+    and the live overlay stays one component throughout."""
+    c = 20
+    r = simulate(SimulationConfig(nodes=1000, cycles=150, view_size=c, kill="0.5@50", eval_every=5, seed=1))
+    after = [e for e in r["series"] if e["cycle"] > 50]
+    assert after[0]["dead_link_fraction"] > 0.3  # the crash did cut half of the links
+    below = [e["cycle"] for e in after if e["dead_link_fraction"] < 0.01]
+    assert below and below[0] - 50 <= 3 * c, below[:1]
+    zero_from = next(e["cycle"] for e in after if all(x["dead_link_fraction"] == 0 for x in after
+                                                      if x["cycle"] >= e["cycle"]))
+    assert zero_from - 50 <= 5 * c
+    assert all(e["largest_component_fraction"] == 1.0 for e in r["series"] if e["cycle"] >= 5)
+    assert r["final"]["live_nodes"] == 500

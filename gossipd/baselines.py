@@ -54,7 +54,7 @@ def local(dataset: Dataset, learner: Learner, parts: list[np.ndarray], cycles: i
         if cycle > 0:
             states = [learner.update(s, d, rng) for s, d in zip(states, datas)]
         if cycle in points:
-            accs = np.array([learner.evaluate(s, X_test, y_test) for s in states])
+            accs = learner.evaluate_many(states, X_test, y_test)
             series.append({"cycle": cycle, "mean_accuracy": float(accs.mean()),
                            "min_accuracy": float(accs.min()), "max_accuracy": float(accs.max()),
                            "messages": 0, "bytes": 0})

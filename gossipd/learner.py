@@ -238,6 +238,35 @@ class Learner:
         with torch.no_grad():
             return self._forward(x, self._views(params))
 
+    def evaluate_many(self, states: list[ModelState], X: torch.Tensor | np.ndarray,
+                      y: torch.Tensor | np.ndarray, chunk: int = 256) -> np.ndarray:
+        """Accuracy of each state on (X, y), batched over models (simulator measurements).
+
+        One batched matmul per layer for ``chunk`` models at a time instead of
+        one forward pass per model: ~10x faster for a thousand small models.
+        """
+        x = torch.as_tensor(X, dtype=torch.float32)
+        y_t = torch.as_tensor(y)
+        out = np.empty(len(states))
+        with torch.no_grad():
+            for start in range(0, len(states), chunk):
+                batch = states[start: start + chunk]
+                for s in batch:
+                    self.check(s)
+                params = torch.from_numpy(np.stack([s.params for s in batch]))
+                h = x.expand(len(batch), *x.shape)
+                pos = 0
+                for j, ((o, i), _) in enumerate(self.layer_shapes):
+                    w = params[:, pos: pos + o * i].view(len(batch), o, i)
+                    pos += o * i
+                    b = params[:, pos: pos + o].unsqueeze(1)
+                    pos += o
+                    h = torch.baddbmm(b, h, w.transpose(1, 2))
+                    if j < len(self.layer_shapes) - 1:
+                        h = torch.relu(h)
+                out[start: start + len(batch)] = (h.argmax(dim=2) == y_t).float().mean(dim=1).numpy()
+        return out
+
     def evaluate(self, state: ModelState, X: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray) -> float:
         """Accuracy of ``state`` on (X, y)."""
         y_t = torch.as_tensor(y)

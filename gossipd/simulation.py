@@ -304,8 +304,8 @@ class Simulation:
     # -- measurements -----------------------------------------------------------
 
     def _measure(self, cycle: int, alive: np.ndarray, X_test: torch.Tensor, y_test: torch.Tensor) -> dict[str, Any]:
-        accs = np.array([self.learner.evaluate(self.nodes[i].state, X_test, y_test)  # type: ignore[arg-type]
-                         for i in np.flatnonzero(alive)])
+        accs = self.learner.evaluate_many([self.nodes[i].state for i in np.flatnonzero(alive)],  # type: ignore[misc]
+                                          X_test, y_test)
         ages = np.array([self.nodes[i].state.age for i in np.flatnonzero(alive)])  # type: ignore[union-attr]
         entry: dict[str, Any] = {
             "cycle": cycle,

@@ -321,18 +321,26 @@ class Cyclon:
 
     def _integrate(self, received: Iterable[PeerDescriptor], sent: Sequence[Address]) -> None:
         """Cyclon's merge: skip self and known entries, fill free slots, then
-        overwrite the entries we sent to the partner (in the order sent)."""
-        received = tuple(received)
-        self._note(d.address for d in received)
+        overwrite the entries we sent to the partner (in the order sent).
+        Every address received is also noted for the empty-view fallback
+        (inlined here rather than calling ``_note``: this is the hottest loop of
+        a large simulation)."""
         view = self.view
         self_addr = self.self_address
+        known = self.known
+        cap = self.config.fallback_size
         j = 0
         n_sent = len(sent)
+        overwrite = True
         for desc in received:
             address = desc.address
-            if address == self_addr or address in view:
+            if address == self_addr:
                 continue
-            if view.add(desc):
+            if cap and address not in known:
+                known[address] = None
+                if len(known) > cap:
+                    del known[next(iter(known))]
+            if not overwrite or address in view or view.add(desc):
                 continue
             while j < n_sent:
                 old = sent[j]
@@ -340,7 +348,7 @@ class Cyclon:
                 if view.replace(old, desc):
                     break
             else:
-                return  # full and nothing left to overwrite
+                overwrite = False  # full and nothing left to overwrite
 
     def _expire_pending(self, now: float) -> None:
         if not self._pending:

@@ -341,3 +341,18 @@ def test_update_does_not_modify_its_input(spec, make_local_data):
     snapshot = new.params.copy()
     learner.update(new, make_local_data(20, 4, 3, seed=2), np.random.default_rng(1))
     assert np.array_equal(new.params, snapshot)
+
+
+@pytest.mark.parametrize("spec", ["logreg", "mlp:16,8"])
+def test_evaluate_many_matches_evaluate_one_by_one(digits, spec):
+    learner = Learner(spec, digits.n_features, digits.n_classes)
+    rng = np.random.default_rng(11)
+    data = LocalData.from_numpy(digits.X_train[:300], digits.y_train[:300], digits.n_classes)
+    states = [learner.initial_state()]
+    for _ in range(6):
+        states.append(learner.update(states[-1], data, rng))
+    states += [ModelState(rng.normal(0, 0.3, learner.n_params).astype(np.float32), 1.0) for _ in range(5)]
+    many = learner.evaluate_many(states, digits.X_test, digits.y_test, chunk=4)
+    one = [learner.evaluate(s, digits.X_test, digits.y_test) for s in states]
+    np.testing.assert_allclose(many, one, atol=1e-6)
+    assert len(set(np.round(many, 4))) > 3  # the states really differ

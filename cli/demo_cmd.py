@@ -97,6 +97,7 @@ def demo(nodes: int, dataset: str, target: float, time_limit: float, gossip_inte
                 if time.monotonic() - started > time_limit:
                     break
                 time.sleep(0.5)
+        console.print()  # Live leaves its last line open when stdout is not a terminal
         elapsed = time.monotonic() - started
         mean = sum(accs) / len(accs) if accs else float("nan")
         if reached:

@@ -76,10 +76,14 @@ class Api:
         except web.HTTPRequestEntityTooLarge:
             raise wire.WireError(413, "too_large", f"body exceeds the limit of {limit} bytes") from None
 
-    async def _decode(self, request: web.Request) -> wire.Message:
+    async def _decode(self, request: web.Request, expected: type[Any]) -> Any:
+        """The posted message if it decodes and is of the type this endpoint takes."""
         body = await self._body(request)
-        return wire.decode(body, cluster=self.d.config.cluster, expected_arch=self.d.learner.fingerprint,
-                           expected_params=self.d.learner.n_params, max_bytes=self.d.max_body)
+        msg = wire.decode(body, cluster=self.d.config.cluster, expected_arch=self.d.learner.fingerprint,
+                          expected_params=self.d.learner.n_params, max_bytes=self.d.max_body)
+        if not isinstance(msg, expected):
+            raise wire.WireError(400, "wrong_endpoint", f"a {type(msg).__name__} was posted to {request.path}")
+        return msg
 
     def _reject(self, request: web.Request, err: wire.WireError) -> web.Response:
         self.d.node.counters.rejected += 1
@@ -90,9 +94,7 @@ class Api:
 
     async def post_model(self, request: web.Request) -> web.Response:
         try:
-            msg = await self._decode(request)
-            if not isinstance(msg, ModelMessage):
-                raise wire.WireError(400, "wrong_endpoint", f"a {type(msg).__name__} was posted to /v1/gossip/model")
+            msg = await self._decode(request, ModelMessage)
         except wire.WireError as err:
             return self._reject(request, err)
         if self.d.pending >= self.d.config.max_pending:
@@ -102,9 +104,7 @@ class Api:
 
     async def post_shuffle(self, request: web.Request) -> web.Response:
         try:
-            msg = await self._decode(request)
-            if not isinstance(msg, ShuffleRequest):
-                raise wire.WireError(400, "wrong_endpoint", f"a {type(msg).__name__} was posted to /v1/gossip/shuffle")
+            msg = await self._decode(request, ShuffleRequest)
         except wire.WireError as err:
             return self._reject(request, err)
         reply = self.d.node.on_shuffle_request(self.d.now(), msg) or ShuffleReply(self.d.address, ())

@@ -33,27 +33,25 @@ def components(n: int, edges: Sequence[tuple[int, int]] | np.ndarray, members: n
     return sorted(counts.tolist(), reverse=True)
 
 
-def overlay_metrics(views: list[list[int]] | None, alive: np.ndarray) -> dict[str, float]:
+def overlay_metrics(edges: list[tuple[int, int]] | None, alive: np.ndarray) -> dict[str, float]:
     """``dead_link_fraction`` and ``largest_component_fraction`` of the live overlay.
 
-    dead_link_fraction: share of the entries in live nodes' views that point at
-    dead nodes. largest_component_fraction: live nodes in the largest connected
-    component of the overlay among live nodes, over all live nodes. ``views``
-    None stands for the implicit full graph (every node links to every other).
+    ``edges`` are the view entries of live nodes as (holder, target) indices.
+    dead_link_fraction: share of them that point at dead nodes.
+    largest_component_fraction: live nodes in the largest connected component
+    of the overlay among live nodes, over all live nodes. ``edges`` None stands
+    for the implicit full graph (every node links to every other).
     """
     live = int(alive.sum())
     n = len(alive)
     if live == 0:
         return {"dead_link_fraction": 0.0, "largest_component_fraction": 0.0}
-    if views is None:
+    if edges is None:
         return {"dead_link_fraction": (n - live) / max(n - 1, 1), "largest_component_fraction": 1.0}
-    edges = [(i, j) for i in np.flatnonzero(alive) for j in views[i]]
-    total = len(edges)
     dead = sum(1 for _, j in edges if not alive[j])
-    largest = components(n, edges, alive)[0]
     return {
-        "dead_link_fraction": dead / total if total else 0.0,
-        "largest_component_fraction": largest / live,
+        "dead_link_fraction": dead / len(edges) if edges else 0.0,
+        "largest_component_fraction": components(n, edges, alive)[0] / live,
     }
 
 

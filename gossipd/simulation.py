@@ -22,7 +22,7 @@ from gossipd.baselines import run_baselines
 from gossipd.data import Dataset, DataError, load_dataset, parse_partition, partition
 from gossipd.learner import Learner, LearnerConfig, LocalData, parse_model_spec
 from gossipd.merge import parse_merge
-from gossipd.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
+from gossipd.messages import ModelMessage, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
 from gossipd.node import GossipConfig, GossipNode
 from gossipd.overlay import indegree_stats, overlay_metrics
 from peer_sampling.cyclon import Cyclon, CyclonConfig
@@ -144,6 +144,10 @@ class Simulation:
     parts: list[np.ndarray]
     progress: Callable[[int], None] | None = None
     traffic: _Traffic = field(default_factory=_Traffic)
+    index: dict[str, int] = field(init=False)  # address -> position in ``nodes``
+
+    def __post_init__(self) -> None:
+        self.index = {node.address: i for i, node in enumerate(self.nodes)}
 
     @classmethod
     def create(cls, config: SimulationConfig, dataset: Dataset | None = None) -> Simulation:
@@ -184,7 +188,7 @@ class Simulation:
         n = len(self.nodes)
         net_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC0FFEE]))
         churn_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC4A2]))
-        index = {node.address: i for i, node in enumerate(self.nodes)}
+        index = self.index
         alive = np.ones(n, dtype=bool)
         online = churn_rng.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
         kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
@@ -304,38 +308,35 @@ class Simulation:
     # -- measurements -----------------------------------------------------------
 
     def _measure(self, cycle: int, alive: np.ndarray, X_test: torch.Tensor, y_test: torch.Tensor) -> dict[str, Any]:
-        accs = self.learner.evaluate_many([self.nodes[i].state for i in np.flatnonzero(alive)],  # type: ignore[misc]
-                                          X_test, y_test)
-        ages = np.array([self.nodes[i].state.age for i in np.flatnonzero(alive)])  # type: ignore[union-attr]
+        states = [self.nodes[i].state for i in np.flatnonzero(alive)]
+        accs = self.learner.evaluate_many(states, X_test, y_test)  # type: ignore[arg-type]
         entry: dict[str, Any] = {
             "cycle": cycle,
             "mean_accuracy": float(accs.mean()),
             "min_accuracy": float(accs.min()),
             "max_accuracy": float(accs.max()),
-            "mean_age": float(ages.mean()),
+            "mean_age": float(np.mean([s.age for s in states])),  # type: ignore[union-attr]
             "messages": self.traffic.messages,
             "bytes": self.traffic.bytes,
             "sampling_messages": self.traffic.sampling_messages,
             "sampling_bytes": self.traffic.sampling_bytes,
             "live_nodes": int(alive.sum()),
         }
-        entry.update(overlay_metrics(self._views(alive), alive))
+        entry.update(overlay_metrics(self._edges(alive), alive))
         return entry
 
-    def _views(self, alive: np.ndarray) -> list[list[int]] | None:
-        """Out-links of every node as indices, or None for the implicit full graph."""
+    def _edges(self, alive: np.ndarray) -> list[tuple[int, int]] | None:
+        """Live nodes' view entries as (holder, target) indices; None for the implicit full graph."""
         if self.config.sampler == "full":
             return None
-        index = {node.address: i for i, node in enumerate(self.nodes)}
-        return [[index[a] for a in node.sampler.peers()] if alive[i] else []
-                for i, node in enumerate(self.nodes)]
+        index = self.index
+        return [(i, index[a]) for i in np.flatnonzero(alive) for a in self.nodes[i].sampler.peers()]
 
     def _indegree(self, alive: np.ndarray) -> dict[str, Any]:
-        views = self._views(alive)
-        live = int(alive.sum())
-        if views is None:  # full graph: every live node is in every live view
+        edges = self._edges(alive)
+        if edges is None:  # full graph: every live node is in every live view
+            live = int(alive.sum())
             return {"indegree": {"mean": float(live - 1), "std": 0.0, "max": float(live - 1)}}
-        edges = [(i, j) for i in np.flatnonzero(alive) for j in views[i]]
         return {"indegree": indegree_stats(len(self.nodes), edges, alive)}
 
 
@@ -350,8 +351,6 @@ class _MessageSizes:
     def shuffle(self, entries: int) -> int:
         size = self._shuffle.get(entries)
         if size is None:
-            from gossipd.messages import PeerDescriptor
-
             probe = ShuffleRequest("n0000", tuple(PeerDescriptor(f"n{i:04d}", 1) for i in range(entries)))
             size = self._shuffle[entries] = wire.encoded_size(probe, cluster="sim")
         return size

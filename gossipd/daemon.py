@@ -56,9 +56,10 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._saved_marker: tuple[float, int] | None = None
-        self.node: GossipNode = None  # type: ignore[assignment]  # set in start()
+        # Set in start(); until then the HTTP side answers 503 "starting".
+        self.node: GossipNode | None = None
+        self.sampler: Cyclon = None  # type: ignore[assignment]
         self.address = ""
-        self.port = 0
 
     # -- start-up ---------------------------------------------------------------
 
@@ -92,9 +93,8 @@ class Daemon:
         except OSError as exc:
             await self._runner.cleanup()
             raise StartupError(f"listen: cannot bind {self.config.listen}: {exc.strerror or exc}") from None
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1] if sockets else port
-        self.address = (self.config.advertise or f"http://{_url_host(host)}:{self.port}").rstrip("/")
+        bound_port = self._runner.addresses[0][1]  # the real port when listening on port 0
+        self.address = (self.config.advertise or f"http://{_url_host(host)}:{bound_port}").rstrip("/")
         self._build_node(loop.time())
         # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
         atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
@@ -125,6 +125,7 @@ class Daemon:
             for seed_url in cfg.join:
                 sampler.add_seed(seed_url)
             log.info("resumed from checkpoint: model age %g, %d peers", state.age, len(sampler.peers()))
+        self.sampler = sampler
         self.node = GossipNode(address=self.address, learner=self.learner, data=self.local, sampler=sampler,
                                config=cfg.gossip, rng=np.random.default_rng(node_ss), state=state, now=now)
         if checkpoint is not None:
@@ -147,10 +148,10 @@ class Daemon:
     async def _timer_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            # Only on_tick moves the node's timers, so sleeping until the next one is safe.
             delay = self.node.next_wakeup() - loop.time()
             if delay > 0:
-                # Wake at least every second: an admin join may make a shuffle due sooner.
-                await asyncio.sleep(min(delay, 1.0))
+                await asyncio.sleep(delay)
                 continue
             for send in self.node.on_tick(loop.time()):
                 self._spawn(self._deliver(send))
@@ -229,14 +230,10 @@ class Daemon:
     # -- reports ------------------------------------------------------------------
 
     def peer_entries(self) -> list[dict[str, Any]]:
-        sampler = self.node.sampler
-        view = getattr(sampler, "view", None)
-        if view is None:
-            return [{"address": a, "age": None} for a in sampler.peers()]
-        return [{"address": d.address, "age": d.age} for d in view]
+        return [{"address": d.address, "age": d.age} for d in self.sampler.view]
 
     def seeds(self) -> list[str]:
-        return list(getattr(self.node.sampler, "seeds", []))
+        return list(self.sampler.seeds)
 
     def status(self) -> dict[str, Any]:
         state = self.node.state
@@ -266,11 +263,9 @@ class Daemon:
     def checkpoint(self) -> None:
         """Write model, age, view and counters (thread-safe: reads immutable state)."""
         marker = self._marker()
-        sampler = self.node.sampler
-        view = sampler.state_dict() if hasattr(sampler, "state_dict") else {}
         self.store.save(Checkpoint(
             node_id=self.node_id, cluster=self.config.cluster, fingerprint=self.learner.fingerprint,
-            state=self.node.state, view=view, counters=self.node.counters.as_dict(),
+            state=self.node.state, view=self.sampler.state_dict(), counters=self.node.counters.as_dict(),
             meta={"spec": self.learner.spec, "n_features": self.learner.n_features,
                   "n_classes": self.learner.n_classes, "source": self.config.data.source,
                   "partition": self.config.data.partition, "split": self.config.data.split,

@@ -51,8 +51,15 @@ class Api:
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
 
+    @web.middleware
+    async def starting(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """The socket is bound before the node exists (its URL needs the port): 503 until then."""
+        if self.d.node is None:
+            return json_error(503, "starting", "the node is still starting; try again in a moment")
+        return await handler(request)
+
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.d.max_body, middlewares=[json_errors])
+        app = web.Application(client_max_size=self.d.max_body, middlewares=[json_errors, self.starting])
         app.add_routes([
             web.post("/v1/gossip/model", self.post_model),
             web.post("/v1/gossip/shuffle", self.post_shuffle),

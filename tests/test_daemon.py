@@ -339,3 +339,20 @@ def test_onnx_from_http_scores_like_the_node(lone: DaemonProc) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         urlread(lone.url + "/v1/model?format=pickle")
     assert info.value.code == 400
+
+
+async def test_requests_before_the_node_exists_get_503_starting(tmp_path: Path) -> None:
+    """The socket is bound before the node is built; that window answers 503, not 500."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gossipd.config import load_config
+    from gossipd.daemon import Daemon
+    from gossipd.http import Api
+
+    daemon = Daemon(load_config(overrides={"state_dir": str(tmp_path)}))
+    daemon.max_body = wire.max_body_bytes(650)
+    async with TestClient(TestServer(Api(daemon).app())) as client:
+        for method, path in (("GET", "/v1/status"), ("POST", "/v1/gossip/model"), ("GET", "/readyz")):
+            resp = await client.request(method, path)
+            assert resp.status == 503
+            assert (await resp.json())["error"] == "starting"

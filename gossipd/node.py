@@ -149,11 +149,7 @@ class GossipNode:
 
     def join(self, now: float, peer: Address) -> list[Send]:
         """Add a seed peer (admin join); a dynamic sampler also shuffles with it now."""
-        introduce = getattr(self.sampler, "introduce", None)
-        if introduce is None:
-            self.sampler.add_seed(peer)
-            return []
-        return [Send(p, req) for p, req in introduce(now, peer)]
+        return [Send(p, req) for p, req in self.sampler.introduce(now, peer)]
 
     def on_send_failed(self, now: float, peer: Address) -> None:
         """A push or shuffle to ``peer`` did not arrive: tell the sampler."""

@@ -37,4 +37,7 @@ class PeerSampler(Protocol):
         """A message to ``address`` could not be delivered."""
 
     def add_seed(self, address: Address) -> None:
-        """Learn a new bootstrap address (admin join)."""
+        """Learn a new bootstrap address (configured seeds, restored state)."""
+
+    def introduce(self, now: float, address: Address) -> list[tuple[Address, ShuffleRequest]]:
+        """An admin join: add ``address`` as a seed; return any shuffle to start with it now."""

@@ -382,6 +382,11 @@ class StaticSampler:
             return
         self._added.append(address)
 
+    def introduce(self, now: float, address: Address) -> list[tuple[Address, ShuffleRequest]]:
+        """An admin join adds a neighbour; a static overlay has no shuffle to start."""
+        self.add_seed(address)
+        return []
+
     def state_dict(self) -> dict[str, Any]:
         """Only what is not derived from the topology: peers added by ``add_seed``."""
         return {"added": list(self._added)}

@@ -215,3 +215,9 @@ def test_samplers_from_an_overlay_are_deterministic() -> None:
         return [s.select_peer() for _ in range(20)]
 
     assert picks(1) == picks(1)
+
+
+def test_introduce_on_a_static_sampler_adds_a_neighbour_and_sends_nothing() -> None:
+    s = StaticSampler("me", ["a"], np.random.default_rng(0))
+    assert s.introduce(0.0, "b") == []
+    assert sorted(s.peers()) == ["a", "b"]

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from rich.table import Table
 
 from cli.client import Client, CommandFailed, check_url, run
 from cli.errors import UserError
+from gossipd.files import atomic_write
 
 TIMEOUT_HELP = "seconds to wait for the node's answer"
 
@@ -284,19 +283,6 @@ def _verify_onnx(data: bytes, what: str) -> tuple[dict[str, str], str]:
     return meta, f"loads; input [batch, {n_features}] -> logits {list(out.shape[1:])}"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _export_online(url: str, output: Path, timeout: float) -> dict[str, Any]:
     async def fetch() -> tuple[dict[str, Any], bytes]:
         async with Client(timeout, max_bytes=1 << 30) as c:
@@ -306,7 +292,7 @@ def _export_online(url: str, output: Path, timeout: float) -> dict[str, Any]:
     st, data = run(fetch())
     meta, check = _verify_onnx(data, f"the model from {url}")
     try:
-        _atomic_write(output, data)
+        atomic_write(output, data, mode=0o644)
     except OSError as exc:
         raise UserError(f"-o/--output: cannot write {output}: {exc.strerror or exc}") from None
     return _report(output, data, meta, source=url, check=check, node_id=meta.get("gossipd.node_id", st["node_id"]))

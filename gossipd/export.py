@@ -28,7 +28,6 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Mapping
@@ -40,6 +39,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from gossipd.files import atomic_write
 from gossipd.learner import Learner
 from gossipd.state import ModelState
 
@@ -209,34 +209,6 @@ def export_onnx_bytes(learner: Learner, state: ModelState, *,
     return _build(learner, state, metadata, check_X, opset).data
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is not a secret
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
 def export_onnx(learner: Learner, state: ModelState, path: Path | str, *,
                 metadata: Mapping[str, str] | None = None,
                 check_X: np.ndarray | None = None,
@@ -250,7 +222,7 @@ def export_onnx(learner: Learner, state: ModelState, path: Path | str, *,
     """
     path = Path(path)
     built = _build(learner, state, metadata, check_X, opset)
-    _atomic_write(path, built.data)
+    atomic_write(path, built.data, mode=0o644)  # a model file is not a secret
     return ExportReport(path=path, bytes=len(built.data), max_abs_diff=built.max_abs_diff,
                         n_checked=built.n_checked, opset=built.opset, metadata=dict(built.metadata))
 

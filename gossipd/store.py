@@ -20,6 +20,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from gossipd.files import atomic_write
 from gossipd.state import ModelState
 
 log = logging.getLogger(__name__)
@@ -45,20 +46,6 @@ class Checkpoint:
     saved_at: float = 0.0
     # How to rebuild the learner offline: spec, n_features, n_classes, data source/partition/split.
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def encode_checkpoint(cp: Checkpoint) -> bytes:

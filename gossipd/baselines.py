@@ -43,11 +43,10 @@ def centralised(dataset: Dataset, learner: Learner, rng: np.random.Generator,
     return {"accuracy": series[-1]["accuracy"], "epochs": epochs, "series": series}
 
 
-def local(dataset: Dataset, learner: Learner, parts: list[np.ndarray], cycles: int, every: int,
+def local(dataset: Dataset, learner: Learner, datas: list[LocalData], cycles: int, every: int,
           rng: np.random.Generator) -> dict[str, Any]:
-    datas = [LocalData.from_numpy(dataset.X_train[p], dataset.y_train[p], dataset.n_classes) for p in parts]
     X_test, y_test = torch.from_numpy(dataset.X_test), torch.from_numpy(dataset.y_test)
-    states = [learner.initial_state()] * len(parts)
+    states = [learner.initial_state()] * len(datas)
     points = _eval_points(cycles, every)
     series = []
     for cycle in range(cycles + 1):
@@ -61,10 +60,9 @@ def local(dataset: Dataset, learner: Learner, parts: list[np.ndarray], cycles: i
     return {"series": series, "final": series[-1]}
 
 
-def fedavg(dataset: Dataset, learner: Learner, parts: list[np.ndarray], rounds: int, every: int,
+def fedavg(dataset: Dataset, learner: Learner, datas: list[LocalData], rounds: int, every: int,
            participation: float, message_bytes: int, rng: np.random.Generator) -> dict[str, Any]:
-    datas = [LocalData.from_numpy(dataset.X_train[p], dataset.y_train[p], dataset.n_classes) for p in parts]
-    sizes = np.array([len(p) for p in parts], dtype=np.float64)
+    sizes = np.array([len(d) for d in datas], dtype=np.float64)
     X_test, y_test = torch.from_numpy(dataset.X_test), torch.from_numpy(dataset.y_test)
     state = learner.initial_state()
     points = _eval_points(rounds, every)
@@ -72,9 +70,9 @@ def fedavg(dataset: Dataset, learner: Learner, parts: list[np.ndarray], rounds: 
     series = []
     for rnd in range(rounds + 1):
         if rnd > 0:
-            chosen = np.flatnonzero(rng.random(len(parts)) < participation)
+            chosen = np.flatnonzero(rng.random(len(datas)) < participation)
             if chosen.size == 0:
-                chosen = np.array([rng.integers(len(parts))])
+                chosen = np.array([rng.integers(len(datas))])
             updated = [learner.update(state, datas[i], rng) for i in chosen]
             weights = sizes[chosen] / sizes[chosen].sum()
             params = np.einsum("k,kp->p", weights.astype(np.float32), np.stack([u.params for u in updated]))
@@ -87,7 +85,7 @@ def fedavg(dataset: Dataset, learner: Learner, parts: list[np.ndarray], rounds: 
     return {"series": series, "final": series[-1]}
 
 
-def run_baselines(config: SimulationConfig, dataset: Dataset, learner: Learner, parts: list[np.ndarray],
+def run_baselines(config: SimulationConfig, dataset: Dataset, learner: Learner, datas: list[LocalData],
                   message_bytes: int) -> dict[str, Any]:
     root = np.random.SeedSequence([config.seed, 0xBA5E])
     rngs = {name: np.random.default_rng(s) for name, s in zip(("centralised", "local", "fedavg"), root.spawn(3))}
@@ -96,8 +94,8 @@ def run_baselines(config: SimulationConfig, dataset: Dataset, learner: Learner, 
         if name == "centralised":
             out[name] = centralised(dataset, learner, rngs[name])
         elif name == "local":
-            out[name] = local(dataset, learner, parts, config.cycles, config.eval_every, rngs[name])
+            out[name] = local(dataset, learner, datas, config.cycles, config.eval_every, rngs[name])
         elif name == "fedavg":
-            out[name] = fedavg(dataset, learner, parts, config.cycles, config.eval_every, config.online,
+            out[name] = fedavg(dataset, learner, datas, config.cycles, config.eval_every, config.online,
                                message_bytes, rngs[name])
     return out

@@ -141,7 +141,6 @@ class Simulation:
     dataset: Dataset
     learner: Learner
     nodes: list[GossipNode]
-    parts: list[np.ndarray]
     progress: Callable[[int], None] | None = None
     traffic: _Traffic = field(default_factory=_Traffic)
     index: dict[str, int] = field(init=False)  # address -> position in ``nodes``
@@ -178,7 +177,7 @@ class Simulation:
             )
             for i, p in enumerate(parts)
         ]
-        return cls(config, dataset, learner, nodes, parts)
+        return cls(config, dataset, learner, nodes)
 
     # -- the event loop ------------------------------------------------------
 
@@ -373,7 +372,9 @@ def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = 
     sim = Simulation.create(config)
     sim.progress = progress
     result = sim.run()
-    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, sim.parts, result["model"]["message_bytes"])
+    # The nodes' own data, so that baselines train on exactly the gossip split.
+    datas = [node.data for node in sim.nodes]
+    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, datas, result["model"]["message_bytes"])
     result["wall_seconds"] = time.perf_counter() - started
     return result
 

@@ -101,12 +101,13 @@ def test_fedavg_costs_two_messages_per_participant_per_round(full_result):
 def test_fedavg_partial_participation(digits):
     from gossipd.baselines import fedavg
     from gossipd.data import partition
-    from gossipd.learner import Learner
+    from gossipd.learner import Learner, LocalData
 
     n, rounds = 40, 30
     learner = Learner("logreg", digits.n_features, digits.n_classes)
     parts = partition(digits.y_train, n, "iid", np.random.default_rng(0))
-    out = fedavg(digits, learner, parts, rounds, 1, 0.5, 1000, np.random.default_rng(0))
+    datas = [LocalData.from_numpy(digits.X_train[p], digits.y_train[p], digits.n_classes) for p in parts]
+    out = fedavg(digits, learner, datas, rounds, 1, 0.5, 1000, np.random.default_rng(0))
     per_round = np.diff([e["messages"] for e in out["series"]])
     assert len(per_round) == rounds
     assert (per_round % 2 == 0).all()

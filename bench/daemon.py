@@ -24,10 +24,10 @@ import torch
 
 from gossipd import wire
 from gossipd.data import load_dataset, node_share
-from gossipd.launcher import DaemonProc, stop_all
-from gossipd.learner import Learner, LocalData
-from gossipd.messages import ModelMessage
-from gossipd.node import GossipConfig, GossipNode
+from gossipd.testing import DaemonProc, stop_all
+from gossipd.core.learner import Learner, LocalData
+from gossipd.core.messages import ModelMessage
+from gossipd.core.node import GossipConfig, GossipNode
 from peer_sampling.topology import StaticSampler
 
 MODELS = [("small", "logreg"), ("1M", "mlp:1024,960")]

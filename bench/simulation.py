@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gossipd.merge import merge_age  # noqa: E402
-from gossipd.simulation import Simulation, SimulationConfig  # noqa: E402
+from gossipd.core.merge import merge_age  # noqa: E402
+from gossipd.sim.simulation import Simulation, SimulationConfig  # noqa: E402
 
 
 def main() -> None:

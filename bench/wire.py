@@ -16,7 +16,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gossipd import wire  # noqa: E402
-from gossipd.messages import ModelMessage  # noqa: E402
+from gossipd.core.messages import ModelMessage  # noqa: E402
 
 N_PARAMS = 1_000_000
 BUDGET_S = 2.0  # per measurement; five measurements stay well under 20 s

@@ -66,7 +66,7 @@ def demo(nodes: int, dataset: str, target: float, time_limit: float, gossip_inte
     """
     from gossipd.data import DataError, load_dataset
     from gossipd.export import read_metadata, score_onnx
-    from gossipd.launcher import start_network, stop_all
+    from gossipd.testing import start_network, stop_all
 
     console = Console()
     try:

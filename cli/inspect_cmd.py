@@ -299,7 +299,7 @@ def _export_online(url: str, output: Path, timeout: float) -> dict[str, Any]:
 
 
 def _export_offline(state_dir: Path, output: Path) -> dict[str, Any]:
-    from gossipd.store import CheckpointError, Store
+    from gossipd.daemon.store import CheckpointError, Store
 
     if not state_dir.is_dir():
         raise UserError(f"--state-dir: {state_dir} is not a directory")
@@ -322,7 +322,7 @@ def _export_offline(state_dir: Path, output: Path) -> dict[str, Any]:
     import torch
 
     from gossipd.export import ExportError, export_onnx
-    from gossipd.learner import Learner
+    from gossipd.core.learner import Learner
 
     torch.set_num_threads(1)
     try:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli.errors import UserError
-from gossipd.simulation import BASELINES, ConfigError, SimulationConfig, simulate as run_simulation
+from gossipd.sim.simulation import BASELINES, ConfigError, SimulationConfig, simulate as run_simulation
 
 def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
@@ -77,7 +77,7 @@ def simulate(json_path: Path | None, plot_path: Path | None, quiet: bool, **opti
         json_path.write_text(json.dumps(result, indent=2) + "\n")
         console.print(f"wrote {json_path}")
     if plot_path is not None:
-        from gossipd.plot import plot_simulation
+        from gossipd.sim.plot import plot_simulation
 
         plot_simulation(result, plot_path)
         console.print(f"wrote {plot_path}")

@@ -40,8 +40,8 @@ import onnxruntime as ort
 import torch
 
 from gossipd.files import atomic_write
-from gossipd.learner import Learner
-from gossipd.state import ModelState
+from gossipd.core.learner import Learner
+from gossipd.core.state import ModelState
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -30,7 +30,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from gossipd.messages import Message, ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest
+from gossipd.core.messages import Message, ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest
 
 __all__ = [
     "ALLOWED_DTYPES",

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from gossipd.data import Dataset, load_dataset
-from gossipd.learner import Learner, LearnerConfig, LocalData
+from gossipd.core.learner import Learner, LearnerConfig, LocalData
 
 torch.set_num_threads(1)
 

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gossipd.launcher import DaemonProc, start_network as _start_network, stop_all
+from gossipd.testing import DaemonProc, start_network as _start_network, stop_all
 
 # Short periods so that tests see many rounds in a few seconds.
 FAST = ["--gossip-interval", "0.3", "--shuffle-interval", "0.5"]

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import FAST, DaemonProc, get_json, post, start_network, stop_all, wait_for  # noqa: E402
 
 from gossipd import wire  # noqa: E402
-from gossipd.messages import ModelMessage  # noqa: E402
+from gossipd.core.messages import ModelMessage  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -136,7 +136,7 @@ def test_shuffle_endpoint_rejects_models_and_answers_requests(lone: DaemonProc) 
     status = get_json(lone.url + "/v1/status")
     code, body = post(lone.url + "/v1/gossip/shuffle", model_body(status))
     assert code == 400 and b"wrong_endpoint" in body
-    from gossipd.messages import PeerDescriptor, ShuffleReply, ShuffleRequest
+    from gossipd.core.messages import PeerDescriptor, ShuffleReply, ShuffleRequest
 
     req = ShuffleRequest("http://127.0.0.1:9", (PeerDescriptor("http://127.0.0.1:9", 0),))
     code, body = post(lone.url + "/v1/gossip/shuffle", wire.encode(req, cluster="default"))
@@ -345,9 +345,9 @@ async def test_requests_before_the_node_exists_get_503_starting(tmp_path: Path) 
     """The socket is bound before the node is built; that window answers 503, not 500."""
     from aiohttp.test_utils import TestClient, TestServer
 
-    from gossipd.config import load_config
-    from gossipd.daemon import Daemon
-    from gossipd.http import Api
+    from gossipd.daemon.config import load_config
+    from gossipd.daemon.driver import Daemon
+    from gossipd.daemon.http import Api
 
     daemon = Daemon(load_config(overrides={"state_dir": str(tmp_path)}))
     daemon.max_body = wire.max_body_bytes(650)

@@ -21,8 +21,8 @@ from gossipd.export import (
     read_metadata,
     score_onnx,
 )
-from gossipd.learner import Learner, LocalData
-from gossipd.state import ModelState
+from gossipd.core.learner import Learner, LocalData
+from gossipd.core.state import ModelState
 
 SPECS = ("logreg", "mlp:32,16")
 PASSES = 3

@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gossipd.learner import Learner, LearnerConfig, LocalData, parse_model_spec
-from gossipd.state import ModelState
+from gossipd.core.learner import Learner, LearnerConfig, LocalData, parse_model_spec
+from gossipd.core.state import ModelState
 
 SPECS = ["logreg", "mlp:16,8"]
 
@@ -91,7 +91,7 @@ def test_fingerprint_is_stable():
     assert a.fingerprint == b.fingerprint
     assert isinstance(a.fingerprint, str) and len(a.fingerprint) >= 8
     # ... and the same in a fresh interpreter with different hash randomisation.
-    code = "from gossipd.learner import Learner; print(Learner('mlp:16,8', 64, 10).fingerprint)"
+    code = "from gossipd.core.learner import Learner; print(Learner('mlp:16,8', 64, 10).fingerprint)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONHASHSEED": "12345"})
     assert out.stdout.strip() == a.fingerprint

@@ -11,8 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gossipd.merge import merge_age, merge_average, merge_limited, merge_overwrite, parse_merge
-from gossipd.state import ModelState
+from gossipd.core.merge import merge_age, merge_average, merge_limited, merge_overwrite, parse_merge
+from gossipd.core.state import ModelState
 
 SEEDED = settings(derandomize=True, deadline=None, max_examples=200)
 

@@ -12,11 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-from gossipd.learner import Learner, LearnerConfig, LocalData
-from gossipd.merge import parse_merge
-from gossipd.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
-from gossipd.node import GossipConfig, GossipNode, RejectedMessage
-from gossipd.state import ModelState
+from gossipd.core.learner import Learner, LearnerConfig, LocalData
+from gossipd.core.merge import parse_merge
+from gossipd.core.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.node import GossipConfig, GossipNode, RejectedMessage
+from gossipd.core.state import ModelState
 from peer_sampling.cyclon import Cyclon, CyclonConfig
 from peer_sampling.topology import StaticSampler
 
@@ -352,15 +352,15 @@ def test_core_does_not_touch_global_randomness(small_learner, make_local_data):
 
 
 def test_node_modules_do_not_import_aiohttp():
-    code = "import gossipd.node, gossipd.merge, peer_sampling, sys; assert 'aiohttp' not in sys.modules, 'aiohttp imported'"
+    code = "import gossipd.core.node, gossipd.core.merge, peer_sampling, sys; assert 'aiohttp' not in sys.modules, 'aiohttp imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
 def test_join_introduces_the_peer_through_cyclon() -> None:
-    from gossipd.learner import Learner, LocalData
-    from gossipd.node import GossipConfig, GossipNode
-    from gossipd.messages import ShuffleRequest
+    from gossipd.core.learner import Learner, LocalData
+    from gossipd.core.node import GossipConfig, GossipNode
+    from gossipd.core.messages import ShuffleRequest
     from peer_sampling import Cyclon, CyclonConfig
 
     learner = Learner("logreg", 3, 2)

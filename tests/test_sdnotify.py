@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gossipd.sdnotify import Notifier
+from gossipd.daemon.sdnotify import Notifier
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_unset_is_a_noop(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCapt
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
     n = Notifier.from_env()
     assert not n.enabled
-    with caplog.at_level(logging.DEBUG, logger="gossipd.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="gossipd.daemon.sdnotify"):
         assert n.ready("x") is False
         assert n.watchdog() is False
         assert n.status("x") is False
@@ -161,7 +161,7 @@ def test_vanished_socket_does_not_raise(
 
     sock.close()
     path.unlink()
-    with caplog.at_level(logging.DEBUG, logger="gossipd.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="gossipd.daemon.sdnotify"):
         assert n.watchdog() is False
         assert n.watchdog() is False
         assert n.stopping() is False

@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from gossipd.simulation import BASELINES, ConfigError, Simulation, SimulationConfig, simulate
+from gossipd.sim.simulation import BASELINES, ConfigError, Simulation, SimulationConfig, simulate
 
 SERIES_KEYS = {
     "cycle", "mean_accuracy", "min_accuracy", "max_accuracy", "messages", "bytes", "sampling_messages",
@@ -99,9 +99,9 @@ def test_fedavg_costs_two_messages_per_participant_per_round(full_result):
 
 
 def test_fedavg_partial_participation(digits):
-    from gossipd.baselines import fedavg
+    from gossipd.sim.baselines import fedavg
     from gossipd.data import partition
-    from gossipd.learner import Learner, LocalData
+    from gossipd.core.learner import Learner, LocalData
 
     n, rounds = 40, 30
     learner = Learner("logreg", digits.n_features, digits.n_classes)

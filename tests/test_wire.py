@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gossipd import wire
-from gossipd.messages import ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest
+from gossipd.core.messages import ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest
 from gossipd.wire import WireError, decode, encode
 
 CLUSTER = "test-cluster"

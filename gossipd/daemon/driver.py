@@ -21,15 +21,15 @@ import click
 import numpy as np
 
 from gossipd import wire
-from gossipd.config import FLAGS, ConfigError, NodeConfig, env_name, load_config
+from gossipd.daemon.config import FLAGS, ConfigError, NodeConfig, env_name, load_config
 from gossipd.data import DataError, load_dataset, node_share
-from gossipd.http import Api, PeerClient, PeerError, ip_allowed, make_registry
-from gossipd.learner import Learner, LocalData
-from gossipd.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
-from gossipd.node import GossipNode
-from gossipd.sdnotify import Notifier
-from gossipd.state import ModelState
-from gossipd.store import Checkpoint, Store, atomic_write
+from gossipd.daemon.http import Api, PeerClient, PeerError, ip_allowed, make_registry
+from gossipd.core.learner import Learner, LocalData
+from gossipd.core.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.node import GossipNode
+from gossipd.daemon.sdnotify import Notifier
+from gossipd.core.state import ModelState
+from gossipd.daemon.store import Checkpoint, Store, atomic_write
 from peer_sampling.cyclon import Cyclon
 
 log = logging.getLogger("gossipd")

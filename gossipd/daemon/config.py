@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gossipd.data import DataError, parse_partition, parse_share
-from gossipd.learner import LearnerConfig, parse_model_spec
-from gossipd.node import GossipConfig
+from gossipd.core.learner import LearnerConfig, parse_model_spec
+from gossipd.core.node import GossipConfig
 from peer_sampling.cyclon import CyclonConfig
 
 ENV_PREFIX = "GOSSIPD_"

@@ -21,7 +21,7 @@ import msgpack
 import numpy as np
 
 from gossipd.files import atomic_write
-from gossipd.state import ModelState
+from gossipd.core.state import ModelState
 
 log = logging.getLogger(__name__)
 

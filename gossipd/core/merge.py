@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from gossipd.state import ModelState
+from gossipd.core.state import ModelState
 
 MergeRule = Callable[[ModelState, ModelState], ModelState]
 

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from gossipd import wire
-from gossipd.baselines import run_baselines
+from gossipd.sim.baselines import run_baselines
 from gossipd.data import Dataset, DataError, load_dataset, parse_partition, partition
-from gossipd.learner import Learner, LearnerConfig, LocalData, parse_model_spec
-from gossipd.merge import parse_merge
-from gossipd.messages import ModelMessage, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
-from gossipd.node import GossipConfig, GossipNode
+from gossipd.core.learner import Learner, LearnerConfig, LocalData, parse_model_spec
+from gossipd.core.merge import parse_merge
+from gossipd.core.messages import ModelMessage, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.node import GossipConfig, GossipNode
 from gossipd.overlay import indegree_stats, overlay_metrics
 from peer_sampling.cyclon import Cyclon, CyclonConfig
 from peer_sampling.topology import StaticSampler, build_overlay, parse_topology

@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gossipd import wire
-from gossipd.config import ConfigError, check_peer_url
-from gossipd.messages import ModelMessage, ShuffleReply, ShuffleRequest
+from gossipd.daemon.config import ConfigError, check_peer_url
+from gossipd.core.messages import ModelMessage, ShuffleReply, ShuffleRequest
 
 if TYPE_CHECKING:
-    from gossipd.daemon import Daemon
+    from gossipd.daemon.driver import Daemon
 
 log = logging.getLogger(__name__)
 

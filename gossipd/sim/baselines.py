@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from gossipd.data import Dataset
-from gossipd.learner import Learner, LocalData
-from gossipd.state import ModelState
+from gossipd.core.learner import Learner, LocalData
+from gossipd.core.state import ModelState
 
 if TYPE_CHECKING:
-    from gossipd.simulation import SimulationConfig
+    from gossipd.sim.simulation import SimulationConfig
 
 CENTRALISED_EPOCHS = 30
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gossipd.learner import Learner, LocalData
-from gossipd.merge import parse_merge
-from gossipd.messages import Address, ModelMessage, Send, ShuffleReply, ShuffleRequest
-from gossipd.state import ModelState
+from gossipd.core.learner import Learner, LocalData
+from gossipd.core.merge import parse_merge
+from gossipd.core.messages import Address, ModelMessage, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.state import ModelState
 from peer_sampling.sampler import PeerSampler
 
 

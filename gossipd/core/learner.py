@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gossipd.state import ModelState
+from gossipd.core.state import ModelState
 
 MODEL_SPECS = ("logreg", "mlp:H1[,H2...]")
 

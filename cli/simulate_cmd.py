@@ -12,7 +12,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli.errors import UserError
-from gossipd.sim.simulation import BASELINES, ConfigError, SimulationConfig, simulate as run_simulation
+from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig
+
 
 def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
     names = tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
@@ -57,6 +58,8 @@ def simulate(json_path: Path | None, plot_path: Path | None, quiet: bool, **opti
           --json out.json --plot out.png
     """
     import torch
+
+    from gossipd.sim.simulation import simulate as run_simulation
 
     torch.set_num_threads(1)  # tiny per-node models: threads cost more than they give
     config = SimulationConfig(**options)

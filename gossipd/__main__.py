@@ -1,5 +1,5 @@
 """``python -m gossipd`` runs the daemon (same as the ``gossipd`` script)."""
 
-from gossipd.daemon.driver import main
+from gossipd.daemon.main import main
 
 main()

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gossipd.data import DataError, parse_partition, parse_share
-from gossipd.core.learner import LearnerConfig, parse_model_spec
+from gossipd.core.spec import LearnerConfig, parse_model_spec
 from gossipd.core.node import GossipConfig
 from peer_sampling.cyclon import CyclonConfig
 

@@ -10,26 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from gossipd import wire
-from gossipd.daemon.config import FLAGS, ConfigError, NodeConfig, env_name, load_config
-from gossipd.data import DataError, load_dataset, node_share
-from gossipd.daemon.http import Api, PeerClient, PeerError, ip_allowed, make_registry
 from gossipd.core.learner import Learner, LocalData
-from gossipd.core.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.messages import Message, ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipNode
-from gossipd.daemon.sdnotify import Notifier
 from gossipd.core.state import ModelState
+from gossipd.daemon.config import NodeConfig
+from gossipd.daemon.http import Api, PeerClient, PeerError, ip_allowed
+from gossipd.daemon.metrics import Metrics, MetricsSnapshot
+from gossipd.daemon.sdnotify import Notifier
 from gossipd.daemon.store import Checkpoint, Store, atomic_write
+from gossipd.data import DataError, load_dataset, node_share
 from peer_sampling.cyclon import Cyclon
 
 log = logging.getLogger("gossipd")
@@ -45,6 +43,8 @@ class StartupError(RuntimeError):
 
 
 class Daemon:
+    """One node on the wall clock; implements the HTTP API's ``NodeService``."""
+
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.store = Store(config.state_dir)
@@ -84,7 +84,7 @@ class Daemon:
         self.store.ensure()
         self.node_id = self.store.node_id(self.config.node_id)
         host, port = self.config.host_port
-        self.metrics_registry = make_registry(self)
+        self.metrics = Metrics(self.metrics_snapshot)
         self._runner = web.AppRunner(Api(self).app(), access_log=None, shutdown_timeout=3.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
@@ -98,7 +98,7 @@ class Daemon:
         self._build_node(loop.time())
         # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
         atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
-        self.client = PeerClient(self.config.cluster, self.config.request_timeout, self.max_body)
+        self.client = PeerClient(self.config.request_timeout, self.max_body)
         await loop.run_in_executor(self._trainer, self._evaluate)
         for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop()):
             self._spawn(coro)
@@ -183,12 +183,13 @@ class Daemon:
             if isinstance(reply, ShuffleReply):
                 self.node.on_shuffle_reply(self.now(), reply)
 
-    async def apply_model(self, msg: ModelMessage) -> ModelState:
-        """Merge and train in the trainer thread (one at a time); the loop stays free."""
+    async def apply_model(self, msg: ModelMessage) -> float:
+        """Merge and train in the trainer thread (one at a time); the loop stays free. The new age."""
         self.pending += 1
         try:
             now = self.now()
-            return await asyncio.get_running_loop().run_in_executor(self._trainer, self._train, now, msg)
+            state = await asyncio.get_running_loop().run_in_executor(self._trainer, self._train, now, msg)
+            return state.age
         finally:
             self.pending -= 1
 
@@ -213,27 +214,74 @@ class Daemon:
             if self.evaluation.get("age") != self.node.state.age:
                 await loop.run_in_executor(self._trainer, self._evaluate)
 
-    def join(self, url: str) -> None:
+    # -- NodeService (what the HTTP API calls) -------------------------------------
+
+    def is_starting(self) -> bool:
+        return self.node is None
+
+    def decode(self, body: bytes) -> Message:
+        return wire.decode(body, cluster=self.config.cluster, expected_arch=self.learner.fingerprint,
+                           expected_params=self.learner.n_params, max_bytes=self.max_body)
+
+    def count_rejected(self, code: str) -> None:
+        self.node.counters.rejected += 1
+
+    def busy_reason(self) -> str | None:
+        if self.pending >= self.config.max_pending:
+            return f"{self.pending} models already wait for training; try later"
+        return None
+
+    def answer_shuffle(self, msg: ShuffleRequest) -> bytes:
+        reply = self.node.on_shuffle_request(self.now(), msg) or ShuffleReply(self.address, ())
+        return wire.encode(reply, cluster=self.config.cluster)
+
+    def peers_report(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "advertise": self.address,
+                "peers": [{"address": d.address, "age": d.age} for d in self.sampler.view],
+                "seeds": list(self.sampler.seeds)}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        peers = len(self.node.sampler.peers())
+        loaded = self.node.state is not None
+        return loaded and peers > 0, {"model_loaded": loaded, "peers": peers}
+
+    def metrics_text(self) -> bytes:
+        return self.metrics.text()
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        node = self.node
+        return MetricsSnapshot(
+            counters=node.counters.as_dict(), model_age=node.state.age, model_params=node.state.size,
+            peers=len(node.sampler.peers()), pending_updates=self.pending,
+            uptime_seconds=time.monotonic() - self.started, accuracy=self.evaluation.get("accuracy"))
+
+    def model_msgpack(self) -> bytes:
+        state = self.node.state
+        msg = ModelMessage(self.address, self.learner.fingerprint, state.age, state.params)
+        return wire.encode(msg, cluster=self.config.cluster)
+
+    def model_onnx(self) -> tuple[bytes, str]:
+        from gossipd.export import export_onnx_bytes
+
+        data = export_onnx_bytes(self.learner, self.node.state, metadata={"gossipd.node_id": self.node_id},
+                                 check_X=self.X_test if len(self.X_test) else None)
+        return data, f"gossipd-{self.node_id}.onnx"
+
+    def admin_denied(self, remote: str | None) -> str | None:
+        if ip_allowed(remote, self.config.admin_allow):
+            return None
+        return f"admin calls are not allowed from {remote} (admin_allow: {', '.join(self.config.admin_allow)})"
+
+    def own_address(self) -> str:
+        return self.address
+
+    def join(self, url: str) -> dict[str, Any]:
         for send in self.node.join(self.now(), url):
             self._spawn(self._deliver(send))
         log.info("joined seed %s", url)
-
-    def admin_allowed(self, remote: str | None) -> bool:
-        return ip_allowed(remote, self.config.admin_allow)
-
-    def export_onnx_bytes(self, state: ModelState) -> bytes:
-        from gossipd.export import export_onnx_bytes
-
-        return export_onnx_bytes(self.learner, state, metadata={"gossipd.node_id": self.node_id},
-                                 check_X=self.X_test if len(self.X_test) else None)
+        return {"joined": url, "peers": len(self.node.sampler.peers())}
 
     # -- reports ------------------------------------------------------------------
-
-    def peer_entries(self) -> list[dict[str, Any]]:
-        return [{"address": d.address, "age": d.age} for d in self.sampler.view]
-
-    def seeds(self) -> list[str]:
-        return list(self.sampler.seeds)
 
     def status(self) -> dict[str, Any]:
         state = self.node.state
@@ -331,56 +379,4 @@ async def serve(config: NodeConfig) -> None:
     await daemon.stop()
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="TOML file (see systemd/gossipd.toml)")
-@click.option("--listen", help="HOST:PORT to bind [127.0.0.1:7070]")
-@click.option("--advertise", help="URL peers use to reach this node [http://LISTEN]")
-@click.option("--join", multiple=True, help="seed peer URL (repeatable)")
-@click.option("--cluster", help="cluster name [default]")
-@click.option("--state-dir", help="checkpoint directory [./gossipd-state]")
-@click.option("--node-id", help="stable node name [generated, kept in state dir]")
-@click.option("--model", help="logreg | mlp:H1,H2 [logreg]")
-@click.option("--data", help="digits | breast_cancer | wine | FILE.csv | FILE.npz [digits]")
-@click.option("--partition", help="K/N: hold part K of N of the training data [1/1]")
-@click.option("--split", help="iid | labels | dirichlet:ALPHA [iid]")
-@click.option("--gossip-interval", type=float, help="seconds between pushes [5.0]")
-@click.option("--merge", help="age | average | overwrite | limited:L [age]")
-@click.option("--shuffle-interval", type=float, help="seconds between Cyclon shuffles [10.0]")
-@click.option("--seed", type=int, help="seed this node's randomness [random]")
-@click.option("--log-level", help="DEBUG | INFO | WARNING | ERROR [INFO]")
-@click.version_option(VERSION, package_name="gossipd")
-def main(config_path: Path | None, **flags: Any) -> None:
-    """gossipd: one gossip-learning node. Settings: flag > GOSSIPD_* env > --config file > default.
-
-    \b
-    Example:
-      gossipd --listen 127.0.0.1:7070 --data digits --partition 1/2 --state-dir /tmp/g1
-      gossipd --listen 127.0.0.1:7071 --data digits --partition 2/2 --state-dir /tmp/g2 \\
-              --join http://127.0.0.1:7070
-    """
-    import os
-
-    overrides = {FLAGS[k]: v for k, v in flags.items() if v is not None and v != ()}
-    try:
-        config = load_config(config_path, env=os.environ, overrides=overrides)
-    except ConfigError as exc:
-        click.echo(f"gossipd: invalid config: {exc}", err=True)
-        sys.exit(2)
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
-
-    # One intra-op thread: several daemons often share a machine, and OpenMP
-    # workers spinning against each other cost far more than they give on small models.
-    torch.set_num_threads(1)
-    try:
-        asyncio.run(serve(config))
-    except StartupError as exc:
-        click.echo(f"gossipd: cannot start: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        sys.exit(130)
-
-
-__all__ = ["Daemon", "StartupError", "main", "serve", "env_name"]
+__all__ = ["Daemon", "StartupError", "VERSION", "serve"]

@@ -1,6 +1,9 @@
 """The daemon's HTTP API (aiohttp server routes) and its peer client.
 
-Every error answer is JSON: ``{"error": code, "detail": sentence}``.
+The routes know nothing of the driver: they talk to a :class:`NodeService`,
+a small protocol that ``gossipd.daemon.driver.Daemon`` implements (and that a
+test can implement with a fake). Every error answer is JSON:
+``{"error": code, "detail": sentence}``.
 """
 
 from __future__ import annotations
@@ -9,24 +12,66 @@ import asyncio
 import ipaddress
 import json
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gossipd import wire
+from gossipd.core.messages import Message, ModelMessage, ShuffleRequest
 from gossipd.daemon.config import ConfigError, check_peer_url
-from gossipd.core.messages import ModelMessage, ShuffleReply, ShuffleRequest
-
-if TYPE_CHECKING:
-    from gossipd.daemon.driver import Daemon
 
 log = logging.getLogger(__name__)
 
 MSGPACK = "application/msgpack"
+
+
+class NodeService(Protocol):
+    """What the HTTP API needs from the node it serves."""
+
+    #: largest request body read from a peer (bytes)
+    max_body: int
+
+    def is_starting(self) -> bool:
+        """True until the node exists (the socket is bound before the model is loaded)."""
+
+    def decode(self, body: bytes) -> Message:
+        """A peer message checked against this node (cluster, architecture, size); WireError otherwise."""
+
+    def count_rejected(self, code: str) -> None:
+        """A peer message was refused with ``code``."""
+
+    def busy_reason(self) -> str | None:
+        """Why a model cannot be taken now (e.g. a full queue), or None."""
+
+    async def apply_model(self, msg: ModelMessage) -> float:
+        """Merge and train on ``msg``; the new model age."""
+
+    def answer_shuffle(self, msg: ShuffleRequest) -> bytes:
+        """The encoded shuffle reply."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    def peers_report(self) -> dict[str, Any]: ...
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, details) for /readyz."""
+
+    def metrics_text(self) -> bytes:
+        """Prometheus text exposition."""
+
+    def model_msgpack(self) -> bytes: ...
+
+    def model_onnx(self) -> tuple[bytes, str]:
+        """(ONNX bytes, file name); blocking, run in an executor."""
+
+    def admin_denied(self, remote: str | None) -> str | None:
+        """Why ``remote`` may not call admin endpoints, or None if it may."""
+
+    def own_address(self) -> str: ...
+
+    def join(self, url: str) -> dict[str, Any]:
+        """Admin join of ``url``; the JSON answer."""
 
 
 def json_error(status: int, code: str, detail: str, **extra: Any) -> web.Response:
@@ -46,20 +91,20 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 class Api:
-    """Route handlers; all state lives in the Daemon."""
+    """Route handlers; all state lives behind the NodeService."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, service: NodeService) -> None:
+        self.s = service
 
     @web.middleware
     async def starting(self, request: web.Request, handler: Any) -> web.StreamResponse:
         """The socket is bound before the node exists (its URL needs the port): 503 until then."""
-        if self.d.node is None:
+        if self.s.is_starting():
             return json_error(503, "starting", "the node is still starting; try again in a moment")
         return await handler(request)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.d.max_body, middlewares=[json_errors, self.starting])
+        app = web.Application(client_max_size=self.s.max_body, middlewares=[json_errors, self.starting])
         app.add_routes([
             web.post("/v1/gossip/model", self.post_model),
             web.post("/v1/gossip/shuffle", self.post_shuffle),
@@ -75,7 +120,7 @@ class Api:
 
     async def _body(self, request: web.Request) -> bytes:
         """The request body within the size limit, else a WireError(413)."""
-        limit = self.d.max_body
+        limit = self.s.max_body
         if request.content_length is not None and request.content_length > limit:
             raise wire.WireError(413, "too_large", f"body of {request.content_length} bytes exceeds the limit of {limit}")
         try:
@@ -85,15 +130,13 @@ class Api:
 
     async def _decode(self, request: web.Request, expected: type[Any]) -> Any:
         """The posted message if it decodes and is of the type this endpoint takes."""
-        body = await self._body(request)
-        msg = wire.decode(body, cluster=self.d.config.cluster, expected_arch=self.d.learner.fingerprint,
-                          expected_params=self.d.learner.n_params, max_bytes=self.d.max_body)
+        msg = self.s.decode(await self._body(request))
         if not isinstance(msg, expected):
             raise wire.WireError(400, "wrong_endpoint", f"a {type(msg).__name__} was posted to {request.path}")
         return msg
 
     def _reject(self, request: web.Request, err: wire.WireError) -> web.Response:
-        self.d.node.counters.rejected += 1
+        self.s.count_rejected(err.code)
         log.warning("rejected %s from %s: %s (%s)", request.path, request.remote, err.code, err.detail)
         return web.json_response(err.to_json(), status=err.status)
 
@@ -104,59 +147,54 @@ class Api:
             msg = await self._decode(request, ModelMessage)
         except wire.WireError as err:
             return self._reject(request, err)
-        if self.d.pending >= self.d.config.max_pending:
-            return json_error(503, "busy", f"{self.d.pending} models already wait for training; try later")
-        state = await self.d.apply_model(msg)
-        return web.json_response({"merged": True, "age": state.age})
+        busy = self.s.busy_reason()
+        if busy is not None:
+            return json_error(503, "busy", busy)
+        age = await self.s.apply_model(msg)
+        return web.json_response({"merged": True, "age": age})
 
     async def post_shuffle(self, request: web.Request) -> web.Response:
         try:
             msg = await self._decode(request, ShuffleRequest)
         except wire.WireError as err:
             return self._reject(request, err)
-        reply = self.d.node.on_shuffle_request(self.d.now(), msg) or ShuffleReply(self.d.address, ())
-        return web.Response(body=wire.encode(reply, cluster=self.d.config.cluster), content_type=MSGPACK)
+        return web.Response(body=self.s.answer_shuffle(msg), content_type=MSGPACK)
 
     # -- inspection -------------------------------------------------------
 
     async def get_status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.d.status())
+        return web.json_response(self.s.status())
 
     async def get_peers(self, request: web.Request) -> web.Response:
-        return web.json_response({"node_id": self.d.node_id, "advertise": self.d.address,
-                                  "peers": self.d.peer_entries(), "seeds": self.d.seeds()})
+        return web.json_response(self.s.peers_report())
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        peers = len(self.d.node.sampler.peers())
-        ready = self.d.node.state is not None and peers > 0
-        return web.json_response({"ready": ready, "model_loaded": self.d.node.state is not None, "peers": peers},
-                                 status=200 if ready else 503)
+        ready, details = self.s.readiness()
+        return web.json_response({"ready": ready, **details}, status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.d.metrics_registry)
-        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=self.s.metrics_text(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def get_model(self, request: web.Request) -> web.Response:
         fmt = request.query.get("format", "msgpack")
-        state = self.d.node.state
         if fmt == "msgpack":
-            msg = ModelMessage(self.d.address, self.d.learner.fingerprint, state.age, state.params)
-            return web.Response(body=wire.encode(msg, cluster=self.d.config.cluster), content_type=MSGPACK)
+            return web.Response(body=self.s.model_msgpack(), content_type=MSGPACK)
         if fmt == "onnx":
-            data = await asyncio.get_running_loop().run_in_executor(None, self.d.export_onnx_bytes, state)
+            data, filename = await asyncio.get_running_loop().run_in_executor(None, self.s.model_onnx)
             return web.Response(body=data, content_type="application/octet-stream", headers={
-                "Content-Disposition": f'attachment; filename="gossipd-{self.d.node_id}.onnx"'})
+                "Content-Disposition": f'attachment; filename="{filename}"'})
         return json_error(400, "bad_format", f"format must be onnx or msgpack, got {fmt!r}")
 
     # -- admin ------------------------------------------------------------
 
     async def post_join(self, request: web.Request) -> web.Response:
-        if not self.d.admin_allowed(request.remote):
-            return json_error(403, "forbidden", f"admin calls are not allowed from {request.remote} "
-                                                f"(admin_allow: {', '.join(self.d.config.admin_allow)})")
+        denied = self.s.admin_denied(request.remote)
+        if denied is not None:
+            return json_error(403, "forbidden", denied)
         try:
             payload = json.loads(await request.read() or b"null")
         except (ValueError, UnicodeDecodeError):
@@ -167,17 +205,15 @@ class Api:
             url = check_peer_url(payload["peer"], "peer")
         except ConfigError as exc:
             return json_error(400, "bad_peer", str(exc))
-        if url == self.d.address:
+        if url == self.s.own_address():
             return json_error(400, "bad_peer", "peer: that is this node's own address")
-        self.d.join(url)
-        return web.json_response({"joined": url, "peers": len(self.d.node.sampler.peers())})
+        return web.json_response(self.s.join(url))
 
 
 class PeerClient:
     """Sends messages to peers over HTTP; failures come back as ``PeerError``."""
 
-    def __init__(self, cluster: str, timeout: float, max_body: int) -> None:
-        self.cluster = cluster
+    def __init__(self, timeout: float, max_body: int) -> None:
         self.max_body = max_body
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=timeout),
@@ -198,46 +234,6 @@ class PeerClient:
 
 class PeerError(Exception):
     """The peer could not be reached or did not answer in time."""
-
-
-class DaemonCollector:
-    """Prometheus metrics read from the daemon at scrape time (no double bookkeeping)."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
-
-    def collect(self) -> Any:
-        node = self.d.node
-        counters = node.counters.as_dict()
-        for name, help_text in (("sent", "models pushed to peers"), ("received", "models received and accepted"),
-                                ("merged", "models merged and trained on"),
-                                ("rejected", "messages rejected as malformed or foreign"),
-                                ("send_failures", "messages that did not reach their peer")):
-            c = CounterMetricFamily(f"gossipd_{name}", help_text)
-            c.add_metric([], counters[name])
-            yield c
-        state = node.state
-        for name, help_text, value in (
-            ("gossipd_model_age", "examples the local model has seen (merges take the max)", state.age),
-            ("gossipd_model_params", "parameters in the model", state.size),
-            ("gossipd_peers", "entries in the peer-sampling view", len(node.sampler.peers())),
-            ("gossipd_pending_updates", "received models waiting for the trainer", self.d.pending),
-            ("gossipd_uptime_seconds", "seconds since start", time.monotonic() - self.d.started),
-        ):
-            g = GaugeMetricFamily(name, help_text)
-            g.add_metric([], value)
-            yield g
-        acc = self.d.evaluation.get("accuracy")
-        if acc is not None:
-            g = GaugeMetricFamily("gossipd_accuracy", "accuracy on this node's held-out test share")
-            g.add_metric([], acc)
-            yield g
-
-
-def make_registry(daemon: Daemon) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(DaemonCollector(daemon))
-    return registry
 
 
 def ip_allowed(remote: str | None, allow: tuple[str, ...]) -> bool:

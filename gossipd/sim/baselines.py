@@ -12,7 +12,7 @@ as the chance that a client takes part in a round.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +20,7 @@ import torch
 from gossipd.data import Dataset
 from gossipd.core.learner import Learner, LocalData
 from gossipd.core.state import ModelState
-
-if TYPE_CHECKING:
-    from gossipd.sim.simulation import SimulationConfig
+from gossipd.sim.config import SimulationConfig
 
 CENTRALISED_EPOCHS = 30
 

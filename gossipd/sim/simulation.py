@@ -18,108 +18,15 @@ import numpy as np
 import torch
 
 from gossipd import wire
-from gossipd.sim.baselines import run_baselines
-from gossipd.data import Dataset, DataError, load_dataset, parse_partition, partition
-from gossipd.core.learner import Learner, LearnerConfig, LocalData, parse_model_spec
-from gossipd.core.merge import parse_merge
+from gossipd.core.learner import Learner, LocalData
 from gossipd.core.messages import ModelMessage, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipConfig, GossipNode
+from gossipd.data import Dataset, DataError, load_dataset, partition
 from gossipd.overlay import indegree_stats, overlay_metrics
+from gossipd.sim.baselines import run_baselines
+from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_kill
 from peer_sampling.cyclon import Cyclon, CyclonConfig
-from peer_sampling.topology import StaticSampler, build_overlay, parse_topology
-
-BASELINES = ("centralised", "local", "fedavg")
-
-
-class ConfigError(ValueError):
-    """A simulation setting that cannot be used; ``field`` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    """One experiment. Times are in cycles (Δ = 1)."""
-
-    dataset: str = "digits"
-    model: str = "logreg"
-    nodes: int = 100
-    cycles: int = 200
-    partition: str = "iid"
-    merge: str = "age"
-    sampler: str = "cyclon"  # cyclon | full | ring | kregular:K | smallworld:K,P | random:P
-    drop: float = 0.0  # probability that a message is lost
-    online: float = 1.0  # long-run fraction of time a node is online (churn)
-    session: float = 10.0  # mean cycles between churn re-draws of a node's online state
-    delay: float = 0.1  # message delay, uniform in [0, delay] cycles
-    jitter: float = 0.1  # gossip and shuffle periods are 1 ± jitter cycles
-    kill: str | None = None  # "FRACTION@CYCLE": that share of nodes crash for good then
-    view_size: int = 20
-    shuffle_length: int = 8
-    shuffle_interval: float = 1.0  # cycles between two Cyclon shuffles of a node
-    seeds: int = 3  # bootstrap nodes every Cyclon view starts from
-    eval_every: int = 10
-    baselines: tuple[str, ...] = ()
-    lr: float = LearnerConfig.lr
-    lr_decay: float = LearnerConfig.lr_decay
-    batch_size: int = LearnerConfig.batch_size
-    seed: int = 1
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the first bad field."""
-        for name in ("nodes", "cycles", "eval_every", "view_size", "shuffle_length", "seeds", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
-        if self.nodes < 2:
-            raise ConfigError("nodes", f"--nodes must be at least 2, got {self.nodes}")
-        for name in ("drop",):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(name, f"--{name} must be in [0, 1), got {getattr(self, name)}")
-        if not 0.0 < self.online <= 1.0:
-            raise ConfigError("online", f"--online must be in (0, 1], got {self.online}")
-        for name in ("delay", "session", "shuffle_interval", "lr", "lr_decay"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and (v >= 0 if name == "delay" else v > 0)):
-                raise ConfigError(name, f"--{name.replace('_', '-')} must be a positive number, got {v}")
-        if not 0.0 <= self.jitter < 1.0:
-            raise ConfigError("jitter", f"--jitter must be in [0, 1), got {self.jitter}")
-        checks: list[tuple[str, Callable[[str], object], str]] = [
-            ("partition", parse_partition, self.partition),
-            ("merge", parse_merge, self.merge),
-            ("model", parse_model_spec, self.model),
-        ]
-        if self.sampler != "cyclon":
-            checks.append(("sampler", parse_topology, self.sampler))
-        for name, parse, value in checks:
-            try:
-                parse(value)
-            except ValueError as exc:
-                raise ConfigError(name, f"--{name}: {exc}") from None
-        if self.shuffle_length > self.view_size:
-            raise ConfigError("shuffle_length", "--shuffle-length must be <= --view-size")
-        unknown = set(self.baselines) - set(BASELINES)
-        if unknown:
-            raise ConfigError("baselines", f"--baselines: unknown {', '.join(sorted(unknown))}; expected {', '.join(BASELINES)}")
-        if self.kill is not None:
-            parse_kill(self.kill, self.cycles)
-
-    def learner_config(self) -> LearnerConfig:
-        return LearnerConfig(lr=self.lr, lr_decay=self.lr_decay, batch_size=self.batch_size)
-
-
-def parse_kill(spec: str, cycles: int) -> tuple[float, int]:
-    """``FRACTION@CYCLE`` -> (fraction, cycle)."""
-    try:
-        frac_s, cyc_s = spec.split("@")
-        fraction, cycle = float(frac_s), int(cyc_s)
-    except ValueError:
-        raise ConfigError("kill", f"--kill must look like FRACTION@CYCLE (e.g. 0.5@50), got {spec!r}") from None
-    if not 0.0 < fraction < 1.0 or not 0 <= cycle <= cycles:
-        raise ConfigError("kill", f"--kill needs 0 < FRACTION < 1 and 0 <= CYCLE <= --cycles, got {spec!r}")
-    return fraction, cycle
-
+from peer_sampling.topology import StaticSampler, build_overlay
 
 # Event kinds; at equal times a cycle boundary runs first, then deliveries, then ticks.
 _CYCLE, _FAIL, _DELIVER, _TICK = 0, 1, 2, 3

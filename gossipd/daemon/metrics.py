@@ -1,0 +1,70 @@
+"""Prometheus metrics of a daemon, read at scrape time from a snapshot function.
+
+The collector holds no counters of its own (no double bookkeeping): every
+scrape asks the driver for a :class:`MetricsSnapshot` of what it already keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+COUNTER_HELP = {
+    "sent": "models pushed to peers",
+    "received": "models received and accepted",
+    "merged": "models merged and trained on",
+    "rejected": "messages rejected as malformed or foreign",
+    "send_failures": "messages that did not reach their peer",
+}
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    counters: dict[str, int]
+    model_age: float
+    model_params: int
+    peers: int
+    pending_updates: int
+    uptime_seconds: float
+    accuracy: float | None = None
+
+
+class _Collector:
+    def __init__(self, snapshot: Callable[[], MetricsSnapshot]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        snap = self.snapshot()
+        for name, value in snap.counters.items():
+            c = CounterMetricFamily(f"gossipd_{name}", COUNTER_HELP.get(name, name.replace("_", " ")))
+            c.add_metric([], value)
+            yield c
+        for name, help_text, value in (
+            ("gossipd_model_age", "examples the local model has seen (merges take the max)", snap.model_age),
+            ("gossipd_model_params", "parameters in the model", snap.model_params),
+            ("gossipd_peers", "entries in the peer-sampling view", snap.peers),
+            ("gossipd_pending_updates", "received models waiting for the trainer", snap.pending_updates),
+            ("gossipd_uptime_seconds", "seconds since start", snap.uptime_seconds),
+        ):
+            g = GaugeMetricFamily(name, help_text)
+            g.add_metric([], value)
+            yield g
+        if snap.accuracy is not None:
+            g = GaugeMetricFamily("gossipd_accuracy", "accuracy on this node's held-out test share")
+            g.add_metric([], snap.accuracy)
+            yield g
+
+
+class Metrics:
+    """A private registry (not the process-global one) around one snapshot function."""
+
+    def __init__(self, snapshot: Callable[[], MetricsSnapshot]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(snapshot))
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)

@@ -29,13 +29,17 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--nodes", default=100, show_default=True, type=int)
 @click.option("--cycles", default=200, show_default=True, type=int, help="gossip periods (Δ) to simulate")
 @click.option("--partition", default="iid", show_default=True, help="iid | labels | dirichlet:ALPHA")
-@click.option("--merge", default="age", show_default=True, help="age | average | overwrite | limited:L")
+@click.option("--merge", default=SimulationConfig.merge, show_default=True,
+              help="robust | age | average | overwrite | limited:L")
 @click.option("--sampler", default="cyclon", show_default=True,
               help="cyclon | full | ring | kregular:K | smallworld:K,P | random:P")
 @click.option("--drop", default=0.0, show_default=True, type=float, help="message loss probability")
 @click.option("--online", default=1.0, show_default=True, type=float, help="fraction of time a node is online")
 @click.option("--delay", default=0.1, show_default=True, type=float, help="max message delay, in cycles")
 @click.option("--kill", default=None, help="FRACTION@CYCLE: crash that share of nodes at that cycle")
+@click.option("--cut", default=None, help="FRACTION@START-END: that share of nodes cannot reach the rest meanwhile")
+@click.option("--attackers", default=None,
+              help="FRACTION:KIND, KIND = age | age:zero | scale:S | signflip | noise:SIGMA | zero")
 @click.option("--view-size", default=20, show_default=True, type=int, help="Cyclon view size c")
 @click.option("--shuffle-length", default=8, show_default=True, type=int, help="Cyclon shuffle length ℓ")
 @click.option("--baselines", default="", callback=_baselines, help="comma list of centralised,local,fedavg")
@@ -93,7 +97,8 @@ def summary_table(result: dict[str, Any]) -> Table:
     for col in ("method", "mean acc", "min acc", "max acc", "messages", "bytes"):
         table.add_column(col, justify="left" if col == "method" else "right")
     f = result["final"]
-    table.add_row(f"gossip ({cfg['merge']}, {cfg['sampler']})", f"{f['mean_accuracy']:.4f}",
+    attack = f", honest {result['honest_nodes']} of {cfg['nodes']}" if cfg.get("attackers") else ""
+    table.add_row(f"gossip ({cfg['merge']}, {cfg['sampler']}{attack})", f"{f['mean_accuracy']:.4f}",
                   f"{f['min_accuracy']:.4f}", f"{f['max_accuracy']:.4f}", f"{f['messages']:,}", _mb(f["bytes"]))
     for name, base in result.get("baselines", {}).items():
         if name == "centralised":
@@ -104,6 +109,9 @@ def summary_table(result: dict[str, Any]) -> Table:
                           f"{b['max_accuracy']:.4f}", f"{b['messages']:,}", _mb(b["bytes"]))
     table.caption = f"wall time {result['wall_seconds']:.1f} s; peer sampling: " \
                     f"{f['sampling_messages']:,} messages, {_mb(f['sampling_bytes'])}"
+    if cfg.get("attackers"):
+        table.caption += (f"\nattackers {cfg['attackers']}: accuracies are honest nodes'; attackers hold "
+                          f"{f['attacker_view_share']:.1%} of honest views")
     return table
 
 

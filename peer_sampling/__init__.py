@@ -8,6 +8,7 @@ self-healing random overlay) and static overlays for experiments. Both drivers
 
 from peer_sampling.cyclon import Cyclon, CyclonConfig
 from peer_sampling.messages import Address, PeerDescriptor, ShuffleReply, ShuffleRequest
+from peer_sampling.outcome import Outcome
 from peer_sampling.sampler import PeerSampler
 from peer_sampling.topology import (
     TOPOLOGIES,
@@ -30,6 +31,7 @@ __all__ = [
     "CyclonConfig",
     "FullOverlay",
     "FullSampler",
+    "Outcome",
     "PeerDescriptor",
     "PeerSampler",
     "ShuffleReply",

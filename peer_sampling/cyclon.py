@@ -13,7 +13,18 @@ after crashes: a dead Q never answers, and it has already been removed.
 The object never reads a clock: the driver passes ``now`` (any monotonic unit,
 as long as ``CyclonConfig.interval`` is in the same unit), calls ``on_tick`` at
 or after ``next_wakeup()``, delivers the returned requests, and feeds back
-replies and delivery failures.
+replies and, for requests that got none, an :class:`Outcome`.
+
+Beyond the paper, three defences (see ``docs/architecture.md``):
+
+- *eclipse*: one message puts at most ``max_from_one`` entries into the view
+  (ℓ, and never all of it), however many it carries;
+- *unvouched entries age faster*: an address that never answered a request of
+  ours ages by ``unvouched_age_step`` per shuffle instead of 1, so it is
+  contacted (and dropped, if it is not there) before the ones we know exist;
+- *reseeding*: every ``reseed_interval`` (default: 5 shuffle periods) the node
+  also shuffles with a seed or a remembered address that is not in its view,
+  so a network that was split in two merges again once the cut is gone.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from peer_sampling.messages import Address, PeerDescriptor, ShuffleReply, ShuffleRequest
+from peer_sampling.outcome import Outcome
 from peer_sampling.view import View
 
 __all__ = ["Cyclon", "CyclonConfig"]
@@ -54,11 +66,15 @@ class CyclonConfig:
     from interval * [1 - jitter, 1 + jitter], so nodes started together drift
     out of lock-step. 0 gives exact periods."""
 
-    reseed_interval: float = math.inf
-    """How often to shuffle with a random seed in addition to the normal shuffle
-    (inf = never). A finite value lets a partition heal through the seeds, at
-    the cost of extra load on them. Independently of this, a node whose view is
-    empty always contacts a random seed at its next shuffle."""
+    reseed_interval: float | None = None
+    """How often to shuffle, in addition to the normal shuffle, with a seed or a
+    remembered address that is not in the view (None = 5 shuffle intervals;
+    inf = never). This is what heals a partition: once a network has been cut
+    in two for longer than it takes Cyclon to forget the other side, no view
+    points across any more and nothing else would ever reconnect the halves.
+    Costs one extra shuffle per node per reseed interval, half of them on the
+    seeds. Independently of this, a node whose view is empty always contacts a
+    seed or remembered address at its next shuffle."""
 
     fallback_size: int = 100
     """Addresses remembered beyond the view (seen in past shuffles) and tried,
@@ -71,6 +87,17 @@ class CyclonConfig:
     reply arriving later is still used, but only to fill empty slots, since the
     entries sent with that request have been forgotten."""
 
+    max_timeouts: int = 2
+    """Timeouts (or lost replies) in a row after which a peer counts as
+    unreachable and is dropped. 1 drops a peer for one lost packet or one slow
+    answer; larger keeps dead peers around longer (each costs a push that
+    goes nowhere). Busy answers never count."""
+
+    unvouched_age_step: int = 2
+    """How much older per shuffle an entry gets when its address never answered
+    a request of ours (entries that did age by 1). Larger evicts addresses an
+    attacker or a stale view made up faster; 1 is plain Cyclon."""
+
     def __post_init__(self) -> None:
         def _int(name: str, value: object, low: int) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -79,6 +106,8 @@ class CyclonConfig:
         _int("view_size", self.view_size, 1)
         _int("shuffle_length", self.shuffle_length, 1)
         _int("fallback_size", self.fallback_size, 0)
+        _int("max_timeouts", self.max_timeouts, 1)
+        _int("unvouched_age_step", self.unvouched_age_step, 1)
         if self.shuffle_length > self.view_size:
             raise ValueError(
                 f"CyclonConfig.shuffle_length must be <= view_size ({self.view_size}), "
@@ -88,9 +117,10 @@ class CyclonConfig:
             raise ValueError(f"CyclonConfig.interval must be a finite number > 0, got {self.interval!r}")
         if not (isinstance(self.jitter, (int, float)) and 0 <= self.jitter < 1):
             raise ValueError(f"CyclonConfig.jitter must be in [0, 1), got {self.jitter!r}")
-        if not (isinstance(self.reseed_interval, (int, float)) and self.reseed_interval > 0):
+        ri = self.reseed_interval
+        if ri is not None and not (isinstance(ri, (int, float)) and ri > 0):
             raise ValueError(
-                f"CyclonConfig.reseed_interval must be > 0 (inf = never), got {self.reseed_interval!r}"
+                f"CyclonConfig.reseed_interval must be > 0 (inf = never) or None, got {ri!r}"
             )
         pt = self.pending_timeout
         if pt is not None and not (isinstance(pt, (int, float)) and 0 < pt < math.inf):
@@ -101,6 +131,17 @@ class CyclonConfig:
     @property
     def effective_pending_timeout(self) -> float:
         return self.interval if self.pending_timeout is None else float(self.pending_timeout)
+
+    @property
+    def effective_reseed_interval(self) -> float:
+        return 5.0 * self.interval if self.reseed_interval is None else float(self.reseed_interval)
+
+    @property
+    def max_from_one(self) -> int:
+        """Entries one shuffle message may put into the view: ℓ (what an honest
+        partner sends), and never the whole view, so no single message (a forged
+        64-entry one included) can replace a node's every neighbour."""
+        return max(1, min(self.shuffle_length, self.view_size - 1))
 
 
 @dataclass(slots=True)
@@ -132,10 +173,15 @@ class Cyclon:
         self._pending: dict[Address, _Pending] = {}
         # Insertion-ordered: the oldest sighting is evicted first.
         self.known: dict[Address, None] = {}
+        # Addresses that answered a request of ours (bounded, oldest out), and
+        # timeouts in a row per address; both feed on_outcome's decisions.
+        self.vouched: dict[Address, None] = {}
+        self._strikes: dict[Address, int] = {}
+        self._memory = max(2 * self.config.view_size, self.config.view_size + self.config.fallback_size)
         # First shuffle somewhere in the first period, so nodes started together
         # do not all shuffle at once.
         self._next_shuffle: float = now + float(rng.random()) * self.config.interval
-        ri = self.config.reseed_interval
+        ri = self.config.effective_reseed_interval
         self._next_reseed: float = now + float(rng.random()) * ri if math.isfinite(ri) else math.inf
 
     # -- PeerSampler ------------------------------------------------------------
@@ -163,9 +209,8 @@ class Cyclon:
             if msg is not None:
                 out.append(msg)
         if now >= self._next_reseed:
-            self._next_reseed = now + self._period(self.config.reseed_interval)
-            already = {dest for dest, _ in out}
-            target = self._random_seed(exclude=already)
+            self._next_reseed = now + self._period(self.config.effective_reseed_interval)
+            target = self._reseed_target(exclude={dest for dest, _ in out})
             if target is not None:
                 out.append(self._make_request(now, target))
         return out
@@ -184,19 +229,36 @@ class Cyclon:
         to Q. An unexpected or late reply only fills free slots."""
         pending = self._pending.pop(reply.sender, None)
         sent = pending.sent if pending is not None else ()
-        self._integrate(reply.entries, sent)
-        # The partner just proved it is alive: keep it if a slot is free. With
-        # full views (any network larger than c) this changes nothing; in a
-        # small network it stops a link from flipping away on every shuffle
-        # (two nodes would otherwise forget each other half of the time).
-        self.view.add(PeerDescriptor(reply.sender, 0))
+        placed = self.config.max_from_one - self._integrate(reply.entries, sent)
+        self._vouch(reply.sender)
+        # The partner just proved it is alive: keep it if a slot is free (and
+        # it would not make its own message fill the whole view). With full
+        # views (any network larger than c) this changes nothing; in a small
+        # network it stops a link from flipping away on every shuffle (two
+        # nodes would otherwise forget each other half of the time).
+        if placed < self.config.view_size - 1:
+            self.view.add(PeerDescriptor(reply.sender, 0))
 
-    def on_peer_failed(self, now: float, address: Address) -> None:
-        """Drop ``address`` from the view and forget any shuffle pending with it.
-        Seeds stay seeds: they are only used when the view runs dry."""
+    def on_outcome(self, now: float, address: Address, outcome: Outcome) -> None:
+        """Act on what became of a request to ``address`` (see :class:`Outcome`):
+        answered -> vouched for; refused or unreachable -> dropped from the view
+        and the fallback book; timeouts -> dropped after ``max_timeouts`` in a
+        row. Seeds stay seeds whatever happens: they are the way back after a
+        partition."""
+        if outcome.alive:
+            self._vouch(address)
+            return
+        self._pending.pop(address, None)  # the shuffle, if that is what it was, is over
+        if outcome.strike:
+            strikes = self._strikes.pop(address, 0) + 1
+            if strikes < self.config.max_timeouts:
+                self._strikes[address] = strikes
+                self._trim(self._strikes)
+                return
+        self._strikes.pop(address, None)
         self.view.remove(address)
-        self._pending.pop(address, None)
         self.known.pop(address, None)
+        self.vouched.pop(address, None)
 
     def add_seed(self, address: Address) -> None:
         """Remember ``address`` as a seed and, if there is room, as a neighbour
@@ -260,17 +322,41 @@ class Cyclon:
             return base
         return base * (1.0 + j * (2.0 * float(self.rng.random()) - 1.0))
 
-    def _random_seed(self, exclude: Iterable[Address] = ()) -> Address | None:
-        ex = set(exclude)
-        candidates = [s for s in self.seeds if s not in ex]
-        if not candidates:
+    def _reseed_target(self, exclude: set[Address]) -> Address | None:
+        """A seed or remembered address outside the view (and not being shuffled
+        with): a seed half of the time when there are both. The book is the
+        more varied choice and spreads the load; the seeds are the one bridge
+        that survives a long partition, since the book fills with the near side
+        while the far side is out of reach."""
+        view, pending = self.view, self._pending
+        seeds = [a for a in self.seeds if a not in view and a not in pending and a not in exclude]
+        book = [a for a in self.known
+                if a not in view and a not in pending and a not in exclude and a not in self.seeds]
+        if seeds and book:
+            pool = seeds if self.rng.random() < 0.5 else book
+        else:
+            pool = seeds or book
+        if not pool:
             return None
-        return candidates[int(self.rng.random() * len(candidates))]
+        return pool[int(self.rng.random() * len(pool))]
+
+    def _vouch(self, address: Address) -> None:
+        """``address`` answered a request of ours: its entries age at the normal pace."""
+        self._strikes.pop(address, None)
+        vouched = self.vouched
+        if address not in vouched:
+            vouched[address] = None
+            self._trim(vouched)
+
+    def _trim(self, table: dict[Address, Any]) -> None:
+        while len(table) > self._memory:
+            del table[next(iter(table))]
 
     def _shuffle(self, now: float) -> tuple[Address, ShuffleRequest] | None:
         """One Cyclon step: age, pop the oldest neighbour, send it a sample."""
         view = self.view
-        view.increase_ages()
+        step = self.config.unvouched_age_step
+        view.increase_ages(1, extra=step - 1, spared=self.vouched)
         oldest = view.oldest()
         if oldest is None:
             return self._bootstrap_request(now)
@@ -289,7 +375,7 @@ class Cyclon:
         (up to ℓ-1 of) the other seeds. Without that, seeds that are not
         configured to know each other each grow an island of the newcomers that
         happened to pick them, and the overlay never becomes connected.
-        Remembered addresses that fail are forgotten (``on_peer_failed``)."""
+        Remembered addresses that fail are forgotten (``on_outcome``)."""
         candidates = self.seeds + [a for a in self.known if a not in self.seeds]
         if not candidates:
             return None
@@ -319,16 +405,20 @@ class Cyclon:
                 if len(known) > cap:
                     del known[next(iter(known))]
 
-    def _integrate(self, received: Iterable[PeerDescriptor], sent: Sequence[Address]) -> None:
+    def _integrate(self, received: Sequence[PeerDescriptor], sent: Sequence[Address]) -> int:
         """Cyclon's merge: skip self and known entries, fill free slots, then
         overwrite the entries we sent to the partner (in the order sent).
-        Every address received is also noted for the empty-view fallback
+        At most ``max_from_one`` entries are placed, and the rest of the
+        message is ignored (eclipse: one sender never fills the view); returns
+        how many more it could have placed.
+        Every address looked at is also noted for the empty-view fallback
         (inlined here rather than calling ``_note``: this is the hottest loop of
         a large simulation)."""
         view = self.view
         self_addr = self.self_address
         known = self.known
         cap = self.config.fallback_size
+        budget = self.config.max_from_one
         j = 0
         n_sent = len(sent)
         overwrite = True
@@ -340,15 +430,22 @@ class Cyclon:
                 known[address] = None
                 if len(known) > cap:
                     del known[next(iter(known))]
-            if not overwrite or address in view or view.add(desc):
+            if not overwrite or address in view:
                 continue
-            while j < n_sent:
-                old = sent[j]
-                j += 1
-                if view.replace(old, desc):
-                    break
+            if view.add(desc):
+                budget -= 1
             else:
-                overwrite = False  # full and nothing left to overwrite
+                while j < n_sent:
+                    old = sent[j]
+                    j += 1
+                    if view.replace(old, desc):
+                        budget -= 1
+                        break
+                else:
+                    overwrite = False  # full and nothing left to overwrite
+            if budget == 0:
+                break
+        return budget
 
     def _expire_pending(self, now: float) -> None:
         if not self._pending:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from peer_sampling.messages import Address, ShuffleReply, ShuffleRequest
+from peer_sampling.outcome import Outcome
 
 
 @runtime_checkable
@@ -31,10 +32,11 @@ class PeerSampler(Protocol):
         """Answer a partner's shuffle request (None if this sampler does not shuffle)."""
 
     def on_reply(self, now: float, reply: ShuffleReply) -> None:
-        """Take in the answer to a shuffle this node started."""
+        """Take in the answer to a shuffle this node started (the partner is alive)."""
 
-    def on_peer_failed(self, now: float, address: Address) -> None:
-        """A message to ``address`` could not be delivered."""
+    def on_outcome(self, now: float, address: Address, outcome: Outcome) -> None:
+        """What became of a request to ``address`` that got no shuffle reply
+        (see :class:`~peer_sampling.outcome.Outcome` for what each one means)."""
 
     def add_seed(self, address: Address) -> None:
         """Learn a new bootstrap address (configured seeds, restored state)."""

@@ -19,6 +19,7 @@ from typing import Any, overload
 import numpy as np
 
 from peer_sampling.messages import Address, ShuffleReply, ShuffleRequest
+from peer_sampling.outcome import Outcome
 
 __all__ = [
     "TOPOLOGIES",
@@ -329,7 +330,7 @@ def build_overlay(
 class StaticSampler:
     """A :class:`PeerSampler` over a fixed neighbour list.
 
-    It never shuffles. ``on_peer_failed`` deliberately does nothing: a static
+    It never shuffles. ``on_outcome`` deliberately does nothing: a static
     overlay is part of the experiment's definition, and a peer that is down now
     may come back; dropping it would silently change the topology under study.
     ``add_seed`` (an explicit admin join) does add a neighbour.
@@ -373,8 +374,8 @@ class StaticSampler:
     def on_reply(self, now: float, reply: ShuffleReply) -> None:
         return None
 
-    def on_peer_failed(self, now: float, address: Address) -> None:
-        """Nothing: static overlays are fixed by design (see class docstring)."""
+    def on_outcome(self, now: float, address: Address, outcome: Outcome) -> None:
+        """Nothing, whatever the outcome: static overlays are fixed by design (see class docstring)."""
         return None
 
     def add_seed(self, address: Address) -> None:

@@ -9,7 +9,7 @@ only materialised when someone asks for them.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Container, Iterable, Iterator
 
 import numpy as np
 
@@ -119,9 +119,15 @@ class View:
         self._ages.clear()
         self._index.clear()
 
-    def increase_ages(self, by: int = 1) -> None:
-        """Every entry gets ``by`` rounds older (Cyclon does this once per shuffle)."""
-        self._ages = [g + by for g in self._ages]
+    def increase_ages(self, by: int = 1, *, extra: int = 0, spared: Container[Address] = frozenset()) -> None:
+        """Every entry gets ``by`` rounds older, and ``extra`` more unless its address
+        is in ``spared`` (Cyclon does this once per shuffle; entries it could not
+        vouch for age faster, so they are contacted, and dropped if dead, sooner)."""
+        if extra == 0:
+            self._ages = [g + by for g in self._ages]
+        else:
+            fast = by + extra
+            self._ages = [g + (by if a in spared else fast) for a, g in zip(self._addrs, self._ages)]
 
     # -- queries --------------------------------------------------------------
 

@@ -42,7 +42,7 @@ def test_simulate_without_outputs_prints_a_summary(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke(SMALL)
     assert result.exit_code == 0
-    assert "gossip (age, cyclon)" in result.output
+    assert "gossip (robust, cyclon)" in result.output
     assert list(tmp_path.iterdir()) == []  # no --json/--plot: no files
 
 
@@ -74,6 +74,11 @@ def test_same_seed_same_series_other_seed_differs(tmp_path):
         (["--view-size", "4", "--shuffle-length", "8"], "--shuffle-length"),
         (["--nodes", "many"], "--nodes"),
         (["--dataset", "missing.csv"], "missing.csv"),
+        (["--attackers", "0.2:bogus"], "--attackers"),
+        (["--attackers", "1.5:zero"], "--attackers"),
+        (["--attackers", "0.2:noise:-1"], "--attackers"),
+        (["--cut", "0.5@50"], "--cut"),
+        (["--cut", "0.5@80-50"], "--cut"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line_error(args, flag, tmp_path):

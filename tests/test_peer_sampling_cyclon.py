@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from peer_sampling import (
     Cyclon,
     CyclonConfig,
+    Outcome,
     PeerDescriptor,
     PeerSampler,
     ShuffleReply,
@@ -67,12 +68,14 @@ class Net:
                 self.sent.append((a, dest))
                 if dest in self.dead or self.lost():
                     if self.notify_failures:
-                        node.on_peer_failed(now, dest)
+                        node.on_outcome(now, dest, Outcome.UNREACHABLE if dest in self.dead else Outcome.TIMEOUT)
                     continue
                 reply = self.nodes[dest].on_request(now, req)
                 assert reply is not None and reply.sender == dest
                 if not self.lost():
                     node.on_reply(now, reply)
+                elif self.notify_failures:  # a lost reply: a timeout at the requester only
+                    node.on_outcome(now, dest, Outcome.TIMEOUT)
             heapq.heappush(self.heap, (node.next_wakeup(), i, a))
 
     def alive(self) -> dict[str, Cyclon]:
@@ -110,7 +113,8 @@ def dead_links(net: Net) -> int:
 
 
 def make(address: str = "me", seeds: tuple[str, ...] = ("s",), **cfg: object) -> Cyclon:
-    config = CyclonConfig(**{"interval": 1.0, "jitter": 0.0, **cfg})  # type: ignore[arg-type]
+    """One node, exact periods; no reseeding unless asked (it would interleave extra shuffles)."""
+    config = CyclonConfig(**{"interval": 1.0, "jitter": 0.0, "reseed_interval": math.inf, **cfg})  # type: ignore[arg-type]
     return Cyclon(address, list(seeds), config, np.random.default_rng(0))
 
 
@@ -138,6 +142,8 @@ def fill(c: Cyclon, entries: list[tuple[str, int]]) -> None:
         ("jitter", 1.0),
         ("reseed_interval", 0.0),
         ("reseed_interval", math.nan),
+        ("max_timeouts", 0),
+        ("unvouched_age_step", 0),
         ("pending_timeout", 0.0),
         ("pending_timeout", math.inf),
     ],
@@ -150,8 +156,13 @@ def test_config_rejects_bad_values_naming_the_field(field: str, value: object) -
 def test_config_defaults() -> None:
     c = CyclonConfig()
     assert (c.view_size, c.shuffle_length, c.interval, c.jitter) == (20, 8, 10.0, 0.1)
-    assert c.reseed_interval == math.inf and c.effective_pending_timeout == c.interval
+    assert c.effective_pending_timeout == c.interval
+    assert c.effective_reseed_interval == 5 * c.interval  # partitions heal with the defaults
+    assert CyclonConfig(interval=2.0).effective_reseed_interval == 10.0
+    assert CyclonConfig(reseed_interval=math.inf).effective_reseed_interval == math.inf
     assert CyclonConfig(pending_timeout=3.0).effective_pending_timeout == 3.0
+    assert (c.max_timeouts, c.unvouched_age_step, c.max_from_one) == (2, 2, 8)
+    assert CyclonConfig(view_size=4, shuffle_length=4).max_from_one == 3  # never the whole view
 
 
 # -- single-node protocol steps ------------------------------------------------------
@@ -216,9 +227,19 @@ def test_shuffle_ages_removes_oldest_and_sends_sample() -> None:
     rest = req.entries[1:]
     assert len(rest) == 2 and len({d.address for d in rest}) == 2
     for d in rest:
-        assert d.address != "b" and c.view.age_of(d.address) == d.age  # aged by one
-    assert c.view.age_of("a") == 2
+        assert d.address != "b" and c.view.age_of(d.address) == d.age
+    assert c.view.age_of("a") == 3  # nobody here ever answered us: unvouched entries age by 2
 
+
+def test_entries_that_answered_us_age_slower_and_are_contacted_later() -> None:
+    c = make(view_size=3, shuffle_length=2, seeds=())
+    fill(c, [("liar", 0), ("real", 0), ("other", 0)])
+    c.on_outcome(0.0, "real", Outcome.DELIVERED)  # real answered a push of ours
+    c.on_outcome(0.0, "other", Outcome.BUSY)  # busy is alive too
+    c.view.increase_ages(1, extra=c.config.unvouched_age_step - 1, spared=c.vouched)
+    assert (c.view.age_of("liar"), c.view.age_of("real"), c.view.age_of("other")) == (2, 1, 1)
+    [(dest, _)] = c.on_tick(c.next_wakeup())
+    assert dest == "liar"  # the oldest: contacted (and dropped if it is not there) first
 
 def test_reply_fills_free_slots_then_replaces_sent_entries() -> None:
     c = make(view_size=4, shuffle_length=3)
@@ -233,7 +254,7 @@ def test_reply_fills_free_slots_then_replaces_sent_entries() -> None:
     # x takes the free slot of a; self and the known entry are skipped; y and z
     # overwrite the two sent entries; w finds no room.
     assert set(c.peers()) == {"x", kept, "y", "z"}
-    assert c.view.age_of(kept) == 2  # the known entry keeps its own age
+    assert c.view.age_of(kept) == 3  # the known entry keeps its own age (1, +2 unvouched)
 
 
 def test_receiver_answers_without_requester_and_takes_its_entries() -> None:
@@ -263,17 +284,62 @@ def test_receiver_with_empty_view_adds_newcomer() -> None:
     assert seed.peers() == ["me"]
 
 
-def test_on_peer_failed_removes_and_forgets_pending() -> None:
+@pytest.mark.parametrize("outcome", [Outcome.UNREACHABLE, Outcome.REFUSED])
+def test_fatal_outcome_removes_and_forgets_pending(outcome: Outcome) -> None:
     c = make(view_size=3, shuffle_length=2)
     fill(c, [("a", 5), ("b", 1), ("c", 1)])
     [(dest, _)] = c.on_tick(c.next_wakeup())
     assert dest == "a"
-    c.on_peer_failed(0.0, "a")
-    c.on_peer_failed(0.0, "b")
+    c.on_outcome(0.0, "a", outcome)
+    c.on_outcome(0.0, "b", outcome)
     assert c.peers() == ["c"]
     # a reply from a after the failure only fills free slots
     c.on_reply(0.0, ShuffleReply("a", (PeerDescriptor("x", 0), PeerDescriptor("y", 0), PeerDescriptor("z", 0))))
     assert set(c.peers()) == {"c", "x", "y"}
+
+
+@pytest.mark.parametrize("strike", [Outcome.TIMEOUT, Outcome.REPLY_LOST])
+def test_timeouts_cost_a_peer_only_when_repeated_and_busy_never(strike: Outcome) -> None:
+    c = make(view_size=3, shuffle_length=2, seeds=("s",))
+    fill(c, [("a", 0), ("b", 0), ("s", 0)])
+    c.known.update({"a": None, "b": None})
+    for _ in range(10):
+        c.on_outcome(0.0, "b", Outcome.BUSY)
+    c.on_outcome(0.0, "a", strike)
+    assert "a" in c.peers() and "a" in c.known  # one lost packet does not cost a peer
+    c.on_outcome(0.0, "a", Outcome.DELIVERED)  # an answer clears the strikes
+    c.on_outcome(0.0, "a", strike)
+    assert "a" in c.peers()
+    c.on_outcome(0.0, "a", strike)  # max_timeouts = 2 in a row
+    assert "a" not in c.peers() and "a" not in c.known
+    assert "b" in c.peers()
+    c.on_outcome(0.0, "s", strike)
+    c.on_outcome(0.0, "s", strike)
+    assert "s" not in c.peers() and c.seeds == ["s"]  # a seed leaves the view, never the seed list
+
+
+# -- eclipse resistance --------------------------------------------------------------
+
+
+def test_a_forged_request_fills_at_most_l_entries_of_a_full_view() -> None:
+    c = make(view_size=20, shuffle_length=8)
+    fill(c, [(f"h{i}", 1) for i in range(20)])
+    forged = ShuffleRequest("evil", tuple(PeerDescriptor(f"evil{i}", 0) for i in range(64)))
+    c.on_request(0.0, forged)
+    evil = [a for a in c.peers() if a.startswith("evil")]
+    assert len(evil) == 8 and len(c.peers()) == 20  # ℓ of them; 12 honest entries stay
+    assert sum(a.startswith("evil") for a in c.known) <= 8  # nor does it flood the fallback book
+
+
+def test_a_forged_reply_never_fills_an_empty_view() -> None:
+    c = make(view_size=4, shuffle_length=4, seeds=("evil",))
+    [(dest, _)] = c.on_tick(c.next_wakeup())  # empty view: bootstrap through the seed
+    assert dest == "evil"
+    c.on_reply(1.0, ShuffleReply("evil", tuple(PeerDescriptor(f"evil{i}", 0) for i in range(64))))
+    # max_from_one = 3 (ℓ = c = 4, never the whole view), the partner itself included
+    assert len(c.peers()) == 3
+    c.on_reply(2.0, ShuffleReply("s2", (PeerDescriptor("h", 0),)))
+    assert "h" in c.peers() and len(c.peers()) == 4  # the last slot stays for someone else
 
 
 def test_late_reply_after_pending_timeout_only_fills() -> None:
@@ -312,25 +378,34 @@ def test_node_with_empty_view_recontacts_its_seed() -> None:
     assert c.peers() == []
 
 
-def test_reseed_interval_contacts_a_seed_periodically() -> None:
+def test_reseed_contacts_a_seed_or_remembered_address_outside_the_view() -> None:
     c = make(view_size=4, shuffle_length=2, seeds=("s",), reseed_interval=3.0)
     fill(c, [(f"p{i}", 0) for i in range(4)])
-    to_seed = 0
+    reseeds: list[str] = []
     t = 0.0
-    while t < 30.0:
+    while t < 60.0:
         t = c.next_wakeup()
-        for dest, req in c.on_tick(t):
-            if dest == "s":
-                to_seed += 1
-                assert req.entries[0] == PeerDescriptor("me", 0)
+        out = c.on_tick(t)
+        in_view = set(c.peers())
+        for k, (dest, req) in enumerate(out):
+            assert req.entries[0] == PeerDescriptor("me", 0)
+            is_reseed = k == 1 or dest == "s" or dest.startswith("old")
+            if is_reseed:
+                reseeds.append(dest)
+                assert dest not in in_view
+                c.on_outcome(t, dest, Outcome.TIMEOUT)  # the far side of a cut: nothing comes back
             else:
                 c.on_reply(t, ShuffleReply(dest, (PeerDescriptor(f"x{t}", 0),)))
-    assert 9 <= to_seed <= 11
+        c.known.update({f"old{int(t)}": None})  # the book also holds addresses long gone from the view
+    assert 18 <= len(reseeds) <= 22  # every 3 periods
+    assert 0.3 < reseeds.count("s") / len(reseeds) < 0.7  # half of them to a seed
+    assert any(d.startswith("old") for d in reseeds)
+    assert c.seeds == ["s"]  # timeouts never cost a seed its place
     assert make(view_size=4, shuffle_length=2).next_wakeup() <= 1.0  # inf reseed does not hide the shuffle timer
 
 
 def test_jitter_keeps_periods_in_bounds() -> None:
-    c = Cyclon("me", ["s"], CyclonConfig(interval=2.0, jitter=0.25), np.random.default_rng(3))
+    c = Cyclon("me", ["s"], CyclonConfig(interval=2.0, jitter=0.25, reseed_interval=math.inf), np.random.default_rng(3))
     t = c.next_wakeup()
     periods = []
     for _ in range(200):
@@ -364,16 +439,17 @@ def test_state_dict_round_trip_and_validation() -> None:
 def test_empty_view_falls_back_to_remembered_addresses_when_seeds_are_dead() -> None:
     """A node whose neighbours and seeds all crashed tries addresses it saw earlier."""
     c = make(view_size=1, shuffle_length=1, seeds=("dead-seed",))
-    c.on_reply(0.0, ShuffleReply("x", (PeerDescriptor("a", 0), PeerDescriptor("b", 0), PeerDescriptor("c", 0))))
+    for address in ("a", "b", "c"):
+        c.on_reply(0.0, ShuffleReply("x", (PeerDescriptor(address, 0),)))
     assert c.peers() == ["a"] and set(c.known) == {"a", "b", "c"}
-    c.on_peer_failed(0.0, "a")
+    c.on_outcome(0.0, "a", Outcome.UNREACHABLE)
     assert c.peers() == [] and "a" not in c.known
     targets = []
     for t in range(1, 40):
         for dest, _ in c.on_tick(float(t)):
             targets.append(dest)
             if dest == "dead-seed":
-                c.on_peer_failed(float(t), dest)
+                c.on_outcome(float(t), dest, Outcome.UNREACHABLE)
     assert {"b", "c"} & set(targets), targets
     assert "dead-seed" in c.seeds  # seeds are never forgotten: they may come back
 

@@ -11,6 +11,7 @@ import pytest
 from peer_sampling import (
     FullOverlay,
     FullSampler,
+    Outcome,
     PeerSampler,
     ShuffleReply,
     ShuffleRequest,
@@ -192,7 +193,8 @@ def test_static_sampler_interface() -> None:
     assert s.on_tick(123.0) == []
     assert s.on_request(0.0, ShuffleRequest("x", ())) is None
     s.on_reply(0.0, ShuffleReply("x", ()))
-    s.on_peer_failed(0.0, "a")  # static by design: nothing is removed
+    for outcome in Outcome:
+        s.on_outcome(0.0, "a", outcome)  # static by design: nothing is removed
     assert s.peers() == ["a", "b"]
     s.add_seed("c")
     s.add_seed("a")

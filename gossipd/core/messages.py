@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from peer_sampling.messages import Address, PeerDescriptor, ShuffleReply, ShuffleRequest
+from peer_sampling.outcome import Outcome
 
 __all__ = [
     "Address",
     "ModelMessage",
+    "Outcome",
     "PeerDescriptor",
     "Send",
     "ShuffleReply",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gossipd.core.spec import LearnerConfig, parse_model_spec
 from gossipd.core.merge import parse_merge
 from gossipd.data import parse_partition
+from gossipd.sim.attackers import parse_attackers
 from peer_sampling.topology import parse_topology
 
 BASELINES = ("centralised", "local", "fedavg")
@@ -36,7 +37,7 @@ class SimulationConfig:
     nodes: int = 100
     cycles: int = 200
     partition: str = "iid"
-    merge: str = "age"
+    merge: str = "robust"
     sampler: str = "cyclon"  # cyclon | full | ring | kregular:K | smallworld:K,P | random:P
     drop: float = 0.0  # probability that a message is lost
     online: float = 1.0  # long-run fraction of time a node is online (churn)
@@ -44,6 +45,10 @@ class SimulationConfig:
     delay: float = 0.1  # message delay, uniform in [0, delay] cycles
     jitter: float = 0.1  # gossip and shuffle periods are 1 ± jitter cycles
     kill: str | None = None  # "FRACTION@CYCLE": that share of nodes crash for good then
+    cut: str | None = None  # "FRACTION@START-END": that share of nodes cannot reach the rest meanwhile
+    attackers: str | None = None  # "FRACTION:KIND" (gossipd.sim.attackers)
+    timeout: float = 1.0  # cycles until a sender gives up on an unanswered request (daemon: 5 s of Δ = 5 s)
+    reseed_interval: float | None = None  # Cyclon's (cycles); None = its default, inf = never
     view_size: int = 20
     shuffle_length: int = 8
     shuffle_interval: float = 1.0  # cycles between two Cyclon shuffles of a node
@@ -67,7 +72,7 @@ class SimulationConfig:
                 raise ConfigError(name, f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 < self.online <= 1.0:
             raise ConfigError("online", f"--online must be in (0, 1], got {self.online}")
-        for name in ("delay", "session", "shuffle_interval", "lr", "lr_decay"):
+        for name in ("delay", "session", "shuffle_interval", "lr", "lr_decay", "timeout"):
             v = getattr(self, name)
             if not (math.isfinite(v) and (v >= 0 if name == "delay" else v > 0)):
                 raise ConfigError(name, f"--{name.replace('_', '-')} must be a positive number, got {v}")
@@ -92,6 +97,16 @@ class SimulationConfig:
             raise ConfigError("baselines", f"--baselines: unknown {', '.join(sorted(unknown))}; expected {', '.join(BASELINES)}")
         if self.kill is not None:
             parse_kill(self.kill, self.cycles)
+        if self.cut is not None:
+            parse_cut(self.cut)
+        if self.attackers is not None:
+            try:
+                parse_attackers(self.attackers)
+            except ValueError as exc:
+                raise ConfigError("attackers", f"--attackers: {exc}") from None
+        ri = self.reseed_interval
+        if ri is not None and not (ri > 0):  # also rejects nan; inf means never
+            raise ConfigError("reseed_interval", f"--reseed-interval must be > 0 (inf = never), got {ri}")
 
     def learner_config(self) -> LearnerConfig:
         return LearnerConfig(lr=self.lr, lr_decay=self.lr_decay, batch_size=self.batch_size)
@@ -107,3 +122,17 @@ def parse_kill(spec: str, cycles: int) -> tuple[float, int]:
     if not 0.0 < fraction < 1.0 or not 0 <= cycle <= cycles:
         raise ConfigError("kill", f"--kill needs 0 < FRACTION < 1 and 0 <= CYCLE <= --cycles, got {spec!r}")
     return fraction, cycle
+
+
+def parse_cut(spec: str) -> tuple[float, float, float]:
+    """``FRACTION@START-END`` -> (fraction, start, end): from cycle START until
+    END, that share of the nodes and the rest cannot reach each other."""
+    try:
+        frac_s, window = spec.split("@")
+        start_s, end_s = window.split("-")
+        fraction, start, end = float(frac_s), float(start_s), float(end_s)
+    except ValueError:
+        raise ConfigError("cut", f"--cut must look like FRACTION@START-END (e.g. 0.5@50-80), got {spec!r}") from None
+    if not (0.0 < fraction < 1.0 and 0.0 <= start < end < math.inf):
+        raise ConfigError("cut", f"--cut needs 0 < FRACTION < 1 and 0 <= START < END, got {spec!r}")
+    return fraction, start, end

@@ -1,4 +1,9 @@
-"""Plots of a simulation result: accuracy against cycles and against bytes."""
+"""Plots of a simulation result: accuracy against cycles and against bytes.
+
+With ``--attackers`` the gossip curves are the honest nodes' (the result's
+series already leave attackers out) and the left panel also shows the share
+of honest nodes' view entries that point at attackers.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ def plot_simulation(result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_c, ax_b) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    curves = [("gossip", result["series"])]
+    cfg = result["config"]
+    gossip = "gossip (honest nodes)" if cfg.get("attackers") else "gossip"
+    curves = [(gossip, result["series"])]
     baselines = result.get("baselines", {})
     for name in ("local", "fedavg"):
         if name in baselines:
@@ -22,9 +29,12 @@ def plot_simulation(result: dict[str, Any], path: Path) -> None:
         cycles = [e["cycle"] for e in series]
         mean = [e["mean_accuracy"] for e in series]
         (line,) = ax_c.plot(cycles, mean, label=name)
-        if name == "gossip":
+        if name == gossip:
             ax_c.fill_between(cycles, [e["min_accuracy"] for e in series], [e["max_accuracy"] for e in series],
-                              color=line.get_color(), alpha=0.2, label="gossip min-max")
+                              color=line.get_color(), alpha=0.2, label=f"{gossip} min-max")
+            if cfg.get("attackers"):
+                ax_c.plot(cycles, [e["attacker_view_share"] for e in series], color="crimson", ls=":",
+                          label="attackers' share of honest views")
         if name != "local":
             sent = [e for e in series if e["bytes"] > 0]  # log axis: leave out the start
             ax_b.plot([e["bytes"] / 1e6 for e in sent], [e["mean_accuracy"] for e in sent],
@@ -32,9 +42,12 @@ def plot_simulation(result: dict[str, Any], path: Path) -> None:
     if "centralised" in baselines:
         for ax in (ax_c, ax_b):
             ax.axhline(baselines["centralised"]["accuracy"], color="black", ls="--", lw=1, label="centralised")
-    cfg = result["config"]
-    fig.suptitle(f"{cfg['dataset']}, {cfg['model']}, {cfg['nodes']} nodes, {cfg['partition']}, seed {cfg['seed']}")
-    ax_c.set(xlabel="cycle", ylabel="test accuracy (mean over nodes)")
+    title = f"{cfg['dataset']}, {cfg['model']}, {cfg['nodes']} nodes, {cfg['partition']}, seed {cfg['seed']}"
+    if cfg.get("attackers"):
+        title += f", attackers {cfg['attackers']}, merge {cfg['merge']}"
+    fig.suptitle(title)
+    ax_c.set(xlabel="cycle", ylabel="test accuracy (mean over honest nodes)" if cfg.get("attackers")
+             else "test accuracy (mean over nodes)")
     ax_b.set(xlabel="model bytes sent (MB)", ylabel="test accuracy", xscale="log")
     for ax in (ax_c, ax_b):
         ax.grid(alpha=0.3)

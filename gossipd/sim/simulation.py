@@ -3,6 +3,14 @@
 Time is measured in cycles (one cycle = one gossip period Δ = 1.0). Every
 source of randomness is a Generator derived from ``SimulationConfig.seed``, so
 the same config gives the same run, event for event.
+
+The network fails the way the daemon's does (``peer_sampling.outcome``): every
+request gets exactly one answer at its sender. A request or its reply that is
+lost (``--drop``, or crossing a ``--cut``) is a TIMEOUT at the sender once
+``timeout`` cycles have passed since it left; the receiver of a request whose
+reply is lost has acted on it and never learns. A crashed or offline receiver
+refuses the connection: UNREACHABLE, one round trip later. A delivered model
+is acknowledged (DELIVERED) one round trip later.
 """
 
 from __future__ import annotations
@@ -19,17 +27,19 @@ import torch
 
 from gossipd import wire
 from gossipd.core.learner import Learner, LocalData
-from gossipd.core.messages import ModelMessage, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
-from gossipd.core.node import GossipConfig, GossipNode
+from gossipd.core.messages import ModelMessage, Outcome, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.node import GossipConfig, GossipNode, RejectedMessage
 from gossipd.data import Dataset, DataError, load_dataset, partition
 from gossipd.overlay import indegree_stats, overlay_metrics
+from gossipd.sim.attackers import AttackingNode, parse_attackers
 from gossipd.sim.baselines import run_baselines
-from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_kill
+from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_cut, parse_kill
 from peer_sampling.cyclon import Cyclon, CyclonConfig
 from peer_sampling.topology import StaticSampler, build_overlay
 
-# Event kinds; at equal times a cycle boundary runs first, then deliveries, then ticks.
-_CYCLE, _FAIL, _DELIVER, _TICK = 0, 1, 2, 3
+# Event kinds; at equal times a cycle boundary runs first, then outcomes, requests
+# arriving, responses arriving, and ticks last.
+_CYCLE, _OUTCOME, _DELIVER, _RESPONSE, _TICK = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -51,9 +61,17 @@ class Simulation:
     progress: Callable[[int], None] | None = None
     traffic: _Traffic = field(default_factory=_Traffic)
     index: dict[str, int] = field(init=False)  # address -> position in ``nodes``
+    honest: np.ndarray = field(init=False)  # bool per node: not an attacker (measurements use these only)
+    side: np.ndarray = field(init=False)  # bool per node: on the cut-off side of --cut
 
     def __post_init__(self) -> None:
         self.index = {node.address: i for i, node in enumerate(self.nodes)}
+        self.honest = np.array([not isinstance(node, AttackingNode) for node in self.nodes])
+        self.side = np.zeros(len(self.nodes), dtype=bool)
+        if self.config.cut is not None:
+            fraction = parse_cut(self.config.cut)[0]
+            rng = np.random.default_rng(np.random.SeedSequence([self.config.seed, 0xC07]))
+            self.side[rng.choice(len(self.nodes), size=max(1, round(fraction * len(self.nodes))), replace=False)] = True
 
     @classmethod
     def create(cls, config: SimulationConfig, dataset: Dataset | None = None) -> Simulation:
@@ -72,8 +90,13 @@ class Simulation:
         samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
         gossip = GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge)
         initial = learner.initial_state()
-        nodes = [
-            GossipNode(
+        attack = parse_attackers(config.attackers) if config.attackers is not None else None
+        attack_ss = np.random.SeedSequence([config.seed, 0xBAD]).spawn(config.nodes + 1)
+        attacking = (attack.choose(config.nodes, np.random.default_rng(attack_ss[-1])) if attack is not None
+                     else np.zeros(config.nodes, dtype=bool))
+        nodes: list[GossipNode] = []
+        for i, p in enumerate(parts):
+            common: dict[str, Any] = dict(
                 address=addresses[i],
                 learner=learner,
                 data=LocalData.from_numpy(dataset.X_train[p], dataset.y_train[p], dataset.n_classes),
@@ -82,8 +105,12 @@ class Simulation:
                 rng=node_rngs[i],
                 state=initial,
             )
-            for i, p in enumerate(parts)
-        ]
+            if attacking[i]:
+                assert attack is not None
+                nodes.append(AttackingNode(**common, attack=attack.attack,
+                                           attack_rng=np.random.default_rng(attack_ss[i])))
+            else:
+                nodes.append(GossipNode(**common))
         return cls(config, dataset, learner, nodes)
 
     # -- the event loop ------------------------------------------------------
@@ -92,12 +119,16 @@ class Simulation:
         cfg = self.config
         started = time.perf_counter()
         n = len(self.nodes)
+        nodes = self.nodes
         net_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC0FFEE]))
         churn_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC4A2]))
         index = self.index
         alive = np.ones(n, dtype=bool)
         online = churn_rng.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
         kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
+        _, cut_start, cut_end = parse_cut(cfg.cut) if cfg.cut else (0.0, math.inf, math.inf)
+        side = self.side
+        timeout = cfg.timeout
         X_test = torch.from_numpy(self.dataset.X_test)
         y_test = torch.from_numpy(self.dataset.y_test)
         sizes = _MessageSizes(self.learner)
@@ -114,26 +145,48 @@ class Simulation:
             heapq.heappush(heap, (t, kind, seq, target, payload))
 
         def schedule_tick(i: int) -> None:
-            t = self.nodes[i].next_wakeup()
+            t = nodes[i].next_wakeup()
             if t < scheduled[i]:
                 scheduled[i] = t
                 push(t, _TICK, i, None)
 
+        def delay() -> float:
+            return net_rng.random() * cfg.delay
+
+        def lost() -> bool:
+            return bool(cfg.drop) and net_rng.random() < cfg.drop
+
+        def cut_between(a: int, b: int, now: float) -> bool:
+            return cut_start <= now < cut_end and side[a] != side[b]
+
+        def count(msg: Any) -> None:
+            if isinstance(msg, ModelMessage):
+                traffic.messages += 1
+                traffic.bytes += sizes.model
+            else:
+                traffic.sampling_messages += 1
+                traffic.sampling_bytes += sizes.shuffle(len(msg.entries))
+
         def send_all(src: int, sends: list[Send], now: float) -> None:
             for s in sends:
-                msg = s.message
-                if isinstance(msg, ModelMessage):
-                    traffic.messages += 1
-                    traffic.bytes += sizes.model
-                else:
-                    traffic.sampling_messages += 1
-                    traffic.sampling_bytes += sizes.shuffle(len(msg.entries))
-                if cfg.drop and net_rng.random() < cfg.drop:
-                    continue
+                count(s.message)
                 target = index.get(s.peer)
-                if target is None:
-                    continue
-                push(now + net_rng.random() * cfg.delay, _DELIVER, target, (src, msg))
+                if target is None:  # no such host
+                    push(now, _OUTCOME, src, (s.peer, Outcome.UNREACHABLE))
+                elif lost():
+                    push(now + timeout, _OUTCOME, src, (s.peer, Outcome.TIMEOUT))
+                else:
+                    push(now + delay(), _DELIVER, target, (src, s.message, now))
+
+        def respond(dst: int, src: int, answer: ShuffleReply | Outcome, sent_at: float, now: float) -> None:
+            """``dst`` answers ``src``'s request; a lost or late answer is a timeout at ``src``."""
+            if isinstance(answer, ShuffleReply):
+                count(answer)
+            arrives = now + delay()
+            if lost() or arrives > sent_at + timeout:
+                push(sent_at + timeout, _OUTCOME, src, (nodes[dst].address, Outcome.TIMEOUT))
+            else:
+                push(arrives, _RESPONSE, src, (dst, answer, sent_at))
 
         for c in range(cfg.cycles + 1):
             push(float(c), _CYCLE, c, None)
@@ -151,32 +204,50 @@ class Simulation:
                 scheduled[target] = math.inf
                 if not alive[target]:
                     continue
-                node = self.nodes[target]
                 if online[target]:
-                    send_all(target, node.on_tick(now), now)
+                    send_all(target, nodes[target].on_tick(now), now)
                     schedule_tick(target)
                 else:
                     scheduled[target] = now + 1.0  # look again next cycle
                     push(now + 1.0, _TICK, target, None)
             elif kind == _DELIVER:
-                src, msg = payload
-                if not (alive[target] and online[target]):
-                    if alive[src]:
-                        push(now + net_rng.random() * cfg.delay, _FAIL, src, self.nodes[target].address)
+                src, msg, sent_at = payload
+                if cut_between(src, target, now):
+                    push(sent_at + timeout, _OUTCOME, src, (nodes[target].address, Outcome.TIMEOUT))
                     continue
-                node = self.nodes[target]
+                if not (alive[target] and online[target]):  # connection refused, one round trip later
+                    push(now + delay(), _OUTCOME, src, (nodes[target].address, Outcome.UNREACHABLE))
+                    continue
+                node = nodes[target]
+                answer: ShuffleReply | Outcome = Outcome.DELIVERED
                 if isinstance(msg, ModelMessage):
-                    node.on_model(now, msg)
-                elif isinstance(msg, ShuffleRequest):
+                    try:
+                        node.on_model(now, msg)
+                    except RejectedMessage:
+                        answer = Outcome.REFUSED
+                    node.take_discards()  # counted in node.counters; nobody to log to here
+                else:
                     reply = node.on_shuffle_request(now, msg)
                     if reply is not None:
-                        send_all(target, [Send(msg.sender, reply)], now)
-                elif isinstance(msg, ShuffleReply):
-                    node.on_shuffle_reply(now, msg)
+                        answer = reply
+                respond(target, src, answer, sent_at, now)
                 schedule_tick(target)
-            elif kind == _FAIL:
-                if alive[target]:
-                    self.nodes[target].on_send_failed(now, payload)
+            elif kind == _RESPONSE:
+                dst, answer, sent_at = payload
+                if not (alive[target] and online[target]):
+                    continue  # the sender's process is gone: nobody to tell
+                if cut_between(dst, target, now):
+                    push(sent_at + timeout, _OUTCOME, target, (nodes[dst].address, Outcome.TIMEOUT))
+                    continue
+                if isinstance(answer, ShuffleReply):
+                    nodes[target].on_shuffle_reply(now, answer)
+                else:
+                    nodes[target].on_outcome(now, nodes[dst].address, answer)
+                schedule_tick(target)
+            elif kind == _OUTCOME:
+                if alive[target] and online[target]:
+                    peer, outcome = payload
+                    nodes[target].on_outcome(now, peer, outcome)
                     schedule_tick(target)
             else:  # _CYCLE
                 cycle = target
@@ -188,12 +259,13 @@ class Simulation:
                     redraw = churn_rng.random(n) < 1.0 / cfg.session
                     online[redraw] = churn_rng.random(int(redraw.sum())) < cfg.online
                 if cycle % cfg.eval_every == 0 or cycle == cfg.cycles:
-                    series.append(self._measure(cycle, alive, X_test, y_test))
+                    series.append(self._measure(cycle, alive, X_test, y_test, cut_start <= cycle < cut_end))
                 if self.progress is not None:
                     self.progress(cycle)
 
         final = dict(series[-1])
         final.update(self._indegree(alive))
+        final["counters"] = self._honest_counters()
         result: dict[str, Any] = {
             "config": asdict(self.config),
             "dataset": {
@@ -205,6 +277,7 @@ class Simulation:
             },
             "model": {"spec": self.learner.spec, "params": self.learner.n_params,
                       "fingerprint": self.learner.fingerprint, "message_bytes": sizes.model},
+            "honest_nodes": int(self.honest.sum()),
             "series": series,
             "final": final,
         }
@@ -213,8 +286,11 @@ class Simulation:
 
     # -- measurements -----------------------------------------------------------
 
-    def _measure(self, cycle: int, alive: np.ndarray, X_test: torch.Tensor, y_test: torch.Tensor) -> dict[str, Any]:
-        states = [self.nodes[i].state for i in np.flatnonzero(alive)]
+    def _measure(self, cycle: int, alive: np.ndarray, X_test: torch.Tensor, y_test: torch.Tensor,
+                 cut_active: bool) -> dict[str, Any]:
+        """Accuracy and age over live honest nodes; the overlay over all live nodes
+        (attackers are part of it), counting only links that can carry a message now."""
+        states = [self.nodes[i].state for i in np.flatnonzero(alive & self.honest)]
         accs = self.learner.evaluate_many(states, X_test, y_test)  # type: ignore[arg-type]
         entry: dict[str, Any] = {
             "cycle": cycle,
@@ -228,8 +304,37 @@ class Simulation:
             "sampling_bytes": self.traffic.sampling_bytes,
             "live_nodes": int(alive.sum()),
         }
-        entry.update(overlay_metrics(self._edges(alive), alive))
+        edges = self._edges(alive)
+        if self.config.cut is not None:
+            entry["cut_active"] = cut_active
+            crossing = [(i, j) for i, j in edges or () if self.side[i] != self.side[j]]
+            entry["cut_links"] = len(crossing)  # view entries pointing across the cut (usable or not)
+            if cut_active and edges is not None:
+                edges = [(i, j) for i, j in edges if self.side[i] == self.side[j]]
+        entry.update(overlay_metrics(edges, alive))
+        if cut_active and edges is None:  # full graph: each side is one component
+            far = int((alive & self.side).sum())
+            entry["largest_component_fraction"] = max(far, int(alive.sum()) - far) / max(int(alive.sum()), 1)
+        if self.config.attackers is not None:
+            entry["attacker_view_share"] = self._attacker_share(edges, alive)
         return entry
+
+    def _attacker_share(self, edges: list[tuple[int, int]] | None, alive: np.ndarray) -> float:
+        """Share of live honest nodes' view entries that point at attackers."""
+        honest = self.honest
+        if edges is None:  # full graph: every live node is in every view
+            live_honest = int((alive & honest).sum())
+            return float((alive & ~honest).sum()) / max(int(alive.sum()) - 1, 1) if live_honest else 0.0
+        from_honest = [j for i, j in edges if honest[i]]
+        return sum(1 for j in from_honest if not honest[j]) / len(from_honest) if from_honest else 0.0
+
+    def _honest_counters(self) -> dict[str, int]:
+        """Every honest node's counters, summed."""
+        total: dict[str, int] = {}
+        for i in np.flatnonzero(self.honest):
+            for key, value in self.nodes[i].counters.as_dict().items():
+                total[key] = total.get(key, 0) + value
+        return total
 
     def _edges(self, alive: np.ndarray) -> list[tuple[int, int]] | None:
         """Live nodes' view entries as (holder, target) indices; None for the implicit full graph."""
@@ -266,7 +371,8 @@ def _make_samplers(config: SimulationConfig, addresses: list[str], rngs: list[np
                    overlay_rng: np.random.Generator) -> list[Any]:
     if config.sampler == "cyclon":
         cyclon = CyclonConfig(view_size=config.view_size, shuffle_length=config.shuffle_length,
-                              interval=config.shuffle_interval, jitter=config.jitter)
+                              interval=config.shuffle_interval, jitter=config.jitter,
+                              reseed_interval=config.reseed_interval)
         seeds = addresses[: min(config.seeds, len(addresses))]
         return [Cyclon(a, seeds, cyclon, np.random.default_rng(r.integers(2**63))) for a, r in zip(addresses, rngs)]
     overlay = build_overlay(config.sampler, addresses, overlay_rng)

@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gossipd.core.merge import merge_age, merge_average, merge_limited, merge_overwrite, parse_merge
+from gossipd.core.merge import RobustMerge, merge_age, merge_average, merge_limited, merge_overwrite, parse_merge
 from gossipd.core.state import ModelState
 
 SEEDED = settings(derandomize=True, deadline=None, max_examples=200)
@@ -118,7 +118,7 @@ def test_both_ages_zero_gives_plain_mean(pair):
 def test_inputs_are_not_modified(pair):
     local, remote = pair
     before = local.params.copy(), remote.params.copy()
-    for rule in ("age", "average", "overwrite", "limited:5"):
+    for rule in ("robust", "age", "average", "overwrite", "limited:5"):
         parse_merge(rule)(local, remote)
     assert np.array_equal(local.params, before[0]) and np.array_equal(remote.params, before[1])
 
@@ -176,7 +176,7 @@ def test_overwrite_returns_the_remote(pair):
 def test_merged_state_is_read_only():
     a = ModelState(np.zeros(3, np.float32), 1.0)
     b = ModelState(np.ones(3, np.float32), 2.0)
-    for rule in ("age", "average", "overwrite", "limited:0"):
+    for rule in ("robust", "age", "average", "overwrite", "limited:0"):
         merged = parse_merge(rule)(a, b)
         with pytest.raises(ValueError):
             merged.params[0] = 5.0
@@ -185,7 +185,8 @@ def test_merged_state_is_read_only():
 # ------------------------------------------------------------ parse_merge
 
 
-@pytest.mark.parametrize("spec", ["age", "average", "overwrite", " age ", "limited:0", "limited:100", "limited:2.5"])
+@pytest.mark.parametrize("spec", ["robust", "age", "average", "overwrite", " age ", "limited:0", "limited:100",
+                                  "limited:2.5"])
 def test_parse_merge_accepts(spec):
     rule = parse_merge(spec)
     out = rule(ModelState(np.zeros(2, np.float32), 1.0), ModelState(np.ones(2, np.float32), 1.0))
@@ -195,7 +196,7 @@ def test_parse_merge_accepts(spec):
 @pytest.mark.parametrize(
     "spec",
     ["limited:", "limited:-1", "limited:x", "limited:nan", "limited:inf", "limited", "foo", "age:3",
-     "average:1", "overwrite:0", "", "AGE"],
+     "average:1", "overwrite:0", "", "AGE", "robust:2"],
 )
 def test_parse_merge_rejects(spec):
     with pytest.raises(ValueError):
@@ -217,3 +218,99 @@ def test_parse_merge_limited_uses_the_given_limit():
     assert np.array_equal(parse_merge("limited:9")(young, old).params, old.params)
     mixed = parse_merge("limited:10")(ModelState(np.zeros(2, np.float32), 1.0), ModelState(np.ones(2, np.float32), 11.0))
     assert 0.0 < float(mixed.params[0]) < 1.0
+
+
+# ------------------------------------------------------------ robust
+
+
+def state(value: float, age: float, n: int = 4) -> ModelState:
+    return ModelState(np.full(n, value, np.float32), age)
+
+
+def warmed(distance: float = 1.0, n: int = 16, **knobs) -> RobustMerge:
+    """A robust rule that has recently heard ``n`` models ``distance`` away (in 4-D)."""
+    rule = RobustMerge(**knobs)
+    for _ in range(n):
+        rule(state(0.0, 10.0), state(distance / 2.0, 10.0))  # |(d/2,)*4| = d
+    return rule
+
+
+def test_parse_merge_robust_gives_each_node_its_own_history():
+    a, b = parse_merge("robust"), parse_merge("robust")
+    assert isinstance(a, RobustMerge) and a is not b
+    a(state(0.0, 1.0), state(1.0, 1.0))
+    assert a.radius() < float("inf") and b.radius() == float("inf")
+
+
+@SEEDED
+@given(pair=model_pairs(), warm=st.floats(min_value=1e-3, max_value=1e3))
+def test_robust_is_a_convex_step_towards_the_remote_with_bounded_age(pair, warm):
+    local, remote = pair
+    rule = warmed(warm, max_age_lead=100.0)
+    merged = rule(local, remote)
+    assert np.isfinite(merged.params).all()
+    lo, hi = np.minimum(local.params, remote.params), np.maximum(local.params, remote.params)
+    tol = tolerance(local, remote)
+    assert (merged.params >= lo - tol).all() and (merged.params <= hi + tol).all()
+    assert local.age <= merged.age <= max(local.age, min(remote.age, local.age + 100.0)) + 1e-9
+
+
+@SEEDED
+@given(pair=model_pairs())
+def test_robust_without_history_or_outliers_is_the_age_rule(pair):
+    """Unclipped and within the age lead, ``robust`` does what ``age`` does."""
+    local, remote = pair
+    assume(abs(remote.age - local.age) <= 300.0)  # the default lead of parse_merge
+    merged, reference = parse_merge("robust")(local, remote), merge_age(local, remote)
+    np.testing.assert_allclose(merged.params, reference.params, rtol=0, atol=tolerance(local, remote))
+    assert merged.age == pytest.approx(reference.age)
+
+
+def test_a_claimed_huge_age_weighs_what_the_age_lead_allows_and_does_not_spread():
+    local = state(0.0, 1000.0)
+    liar, modest = state(1.0, 1e300), state(1.0, 1050.0)
+    a, b = RobustMerge(max_age_lead=50.0)(local, liar), RobustMerge(max_age_lead=50.0)(local, modest)
+    assert np.array_equal(a.params, b.params)  # 1e300 counts as 1000 + 50
+    np.testing.assert_allclose(a.params, 1050.0 / 2050.0, rtol=1e-6)
+    assert a.age == b.age == 1050.0
+    # under `age`, the same message replaces the model and its age
+    assert merge_age(local, liar).age == 1e300
+
+
+def test_far_models_barely_move_us_and_lend_little_age():
+    rule = warmed(1.0)  # recent models were 1 away: tau = 1.5 (clip_scale x first quartile)
+    assert rule.radius() == pytest.approx(1.5)
+    local = state(0.0, 100.0)
+    near = rule(local, state(0.5, 100.0))  # distance 1: inside tau, a plain age-weighted step
+    np.testing.assert_allclose(near.params, 0.25, rtol=1e-6)
+    far = rule(local, state(50.0, 1e300))  # distance 100, claiming any age
+    step = float(np.linalg.norm(far.params))
+    tau = rule.radius()
+    assert step <= tau * tau / 100.0 + 1e-6  # w * tau^2 / d with w < 1
+    assert rule.last_clip == pytest.approx((tau / 100.0) ** 2)
+    assert far.age - 100.0 <= rule.last_clip * RobustMerge().max_age_lead + 1e-9
+    # the far ones do not drag the radius up while they are fewer than three quarters of the window
+    for _ in range(10):
+        rule(local, state(50.0, 100.0))
+    assert rule.radius() == pytest.approx(1.5)  # 11 of the last 16 are far
+    rule(local, state(50.0, 100.0))
+    assert rule.radius() > 50  # 12 of 16: now they are the crowd
+
+
+def test_zero_distances_do_not_shrink_the_radius_to_nothing():
+    rule = warmed(1.0)
+    for _ in range(50):
+        rule(state(0.0, 1.0), state(0.0, 1.0))  # identical models: no scale information
+    assert rule.radius() == pytest.approx(1.5)
+
+
+def test_robust_survives_float32_extremes_without_overflow():
+    """float64 arithmetic: two finite float32 extremes give a finite midpoint, where
+    float32 sums overflow (the node then discards such a model as too large anyway)."""
+    f32max = np.finfo(np.float32).max
+    local, remote = state(float(f32max) * 0.75, 5.0), state(float(f32max), 5.0)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(merge_average(local, remote).params).all()
+    with np.errstate(all="raise"):
+        merged = RobustMerge()(local, remote)
+    np.testing.assert_allclose(merged.params, float(f32max) * 0.875, rtol=1e-6)

@@ -14,8 +14,8 @@ import pytest
 
 from gossipd.core.learner import Learner, LearnerConfig, LocalData
 from gossipd.core.merge import parse_merge
-from gossipd.core.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
-from gossipd.core.node import GossipConfig, GossipNode, RejectedMessage
+from gossipd.core.messages import ModelMessage, Outcome, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.node import Discard, GossipConfig, GossipNode, RejectedMessage
 from gossipd.core.state import ModelState
 from peer_sampling.cyclon import Cyclon, CyclonConfig
 from peer_sampling.topology import StaticSampler
@@ -24,13 +24,14 @@ INTERVAL = 5.0
 JITTER = 0.1
 
 
-def make_node(address, sampler, learner, data, *, seed, merge="age", state=None, jitter=JITTER) -> GossipNode:
+def make_node(address, sampler, learner, data, *, seed, merge="age", state=None, jitter=JITTER,
+              **knobs) -> GossipNode:
     return GossipNode(
         address=address,
         learner=learner,
         data=data,
         sampler=sampler,
-        config=GossipConfig(interval=INTERVAL, jitter=jitter, merge=merge),
+        config=GossipConfig(interval=INTERVAL, jitter=jitter, merge=merge, **knobs),
         rng=np.random.default_rng(seed),
         state=state,
     )
@@ -54,7 +55,10 @@ def trained_state(learner: Learner, seed: int, age: float) -> ModelState:
 
 @pytest.mark.parametrize(
     "kwargs", [dict(interval=0), dict(interval=-1), dict(interval=float("inf")), dict(jitter=1.0),
-               dict(jitter=-0.1), dict(merge="foo"), dict(merge="limited:-1")],
+               dict(jitter=-0.1), dict(merge="foo"), dict(merge="limited:-1"), dict(merge="robust:1"),
+               dict(max_age_lead_passes=-1.0), dict(max_age_lead_passes=float("inf")), dict(clip_scale=0.0),
+               dict(clip_scale=float("nan")), dict(clip_window=0), dict(max_param_abs=0.0),
+               dict(max_param_abs=float("inf"))],
 )
 def test_gossip_config_rejects(kwargs):
     with pytest.raises(ValueError):
@@ -150,7 +154,11 @@ def test_pushes_pick_among_neighbours(small_learner, small_data):
 # ------------------------------------------------------------------ receiving models
 
 
-@pytest.mark.parametrize("merge", ["age", "average", "overwrite", "limited:5", "limited:1000"])
+def test_robust_merge_is_the_default():
+    assert GossipConfig().merge == "robust"
+
+
+@pytest.mark.parametrize("merge", ["robust", "age", "average", "overwrite", "limited:5", "limited:1000"])
 def test_on_model_merges_then_updates(small_learner, make_local_data, merge):
     a, b = static_pair(small_learner, make_local_data, merge=merge)
     a.state = trained_state(small_learner, seed=5, age=100.0)
@@ -371,3 +379,113 @@ def test_join_introduces_the_peer_through_cyclon() -> None:
     sends = node.join(0.0, "peer")
     assert len(sends) == 1 and sends[0].peer == "peer" and isinstance(sends[0].message, ShuffleRequest)
     assert node.sampler.peers() == ["peer"]
+
+
+# ------------------------------------------------------------------ numeric safety
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize("merge", ["robust", "age", "average", "overwrite", "limited:100"])
+def test_overflow_sequence_leaves_a_finite_model(small_learner, make_local_data, merge):
+    """Issue 10: a fresh node sent two valid messages with every parameter = float32 max,
+    then an honest one. Before, it ended with every parameter inf, then NaN for good."""
+    node = make_node("me", StaticSampler("me", ["x"], np.random.default_rng(0)), small_learner,
+                     make_local_data(10, 4, 3, seed=1), seed=1, merge=merge)
+    fresh = node.state
+    assert fresh.age == 0.0
+    huge = np.full(small_learner.n_params, F32_MAX, np.float32)  # finite: passes every wire check
+    for i in range(2):
+        kept = node.on_model(float(i), ModelMessage("evil", small_learner.fingerprint, 50.0, huge))
+        assert kept is fresh and node.state is fresh  # the previous model, untouched
+    assert node.counters.discarded == 2 and node.counters.merged == 0 and node.counters.received == 2
+    notes = node.take_discards()
+    assert [(d.stage, d.reason, d.sender) for d in notes] == [("merge", "too_large", "evil")] * 2
+    assert "discarded" in str(notes[0]) and "evil" in str(notes[0])
+    assert node.take_discards() == []  # each reported once
+
+    honest = trained_state(small_learner, seed=3, age=20.0)
+    after = node.on_model(3.0, ModelMessage("good", small_learner.fingerprint, honest.age, honest.params))
+    assert np.isfinite(after.params).all() and np.abs(after.params).max() < 100
+    assert after is not fresh and after.age > 0
+    assert node.counters.merged == 1 and node.counters.discarded == 2
+
+
+def test_a_training_step_out_of_bounds_is_discarded(small_learner, make_local_data):
+    node = make_node("me", StaticSampler("me", ["x"], np.random.default_rng(0)), small_learner,
+                     make_local_data(10, 4, 3, seed=1), seed=1, max_param_abs=0.52)
+    before = node.state
+    # Within the bound after the merge (every parameter 0.5), past it after one SGD step
+    # (full batch, so deterministic: the largest parameter becomes 0.57).
+    near = np.full(small_learner.n_params, 0.5, np.float32)
+    node.on_model(1.0, ModelMessage("x", small_learner.fingerprint, 10.0, near))
+    assert node.state is before
+    [note] = node.take_discards()
+    assert (note.stage, note.reason) == ("update", "too_large")
+
+
+def test_a_diverged_training_step_is_discarded(small_learner):
+    """The learner hands its input back when its step goes non-finite; the node then keeps
+    the model it had before the merge, not the merged one that made training blow up."""
+    rng = np.random.default_rng(0)
+    wild = LocalData.from_numpy((rng.standard_normal((10, 4)) * 1e38).astype(np.float32), rng.integers(0, 3, 10), 3)
+    node = make_node("me", StaticSampler("me", ["x"], np.random.default_rng(0)), small_learner, wild, seed=1)
+    before = node.state
+    remote = trained_state(small_learner, seed=4, age=10.0)
+    node.on_model(1.0, ModelMessage("x", small_learner.fingerprint, remote.age, remote.params))
+    assert node.state is before and node.counters.discarded == 1
+    assert [d.reason for d in node.take_discards()] == ["diverged"]
+
+
+def test_discard_notes_are_bounded_but_all_counted(small_learner, small_data):
+    node = make_node("me", StaticSampler("me", ["x"], np.random.default_rng(0)), small_learner, small_data, seed=1)
+    bad = np.full(small_learner.n_params, np.float32(1e30))
+    for i in range(100):
+        node.on_model(float(i), ModelMessage("x", small_learner.fingerprint, 1.0, bad))
+    assert node.counters.discarded == 100
+    assert len(node.take_discards()) == 32
+    assert isinstance(Discard("merge", "non_finite", "x", 1.0), Discard)
+
+
+def test_a_non_finite_remote_is_discarded_not_merged(small_learner, small_data):
+    """The wire refuses NaN; the core does not rely on it (the simulator has no wire)."""
+    node = make_node("me", StaticSampler("me", ["x"], np.random.default_rng(0)), small_learner, small_data,
+                     seed=1, merge="robust")
+    before = node.state
+    nan = np.full(small_learner.n_params, np.nan, np.float32)
+    node.on_model(1.0, ModelMessage("x", small_learner.fingerprint, 1.0, nan))
+    assert node.state is before
+    assert [d.reason for d in node.take_discards()] == ["non_finite"]
+
+
+def test_a_node_cannot_start_from_a_non_finite_model(small_learner, small_data):
+    bad = ModelState(np.full(small_learner.n_params, np.inf, np.float32), 1.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        make_node("me", StaticSampler("me", [], np.random.default_rng(0)), small_learner, small_data, seed=1,
+                  state=bad)
+
+
+# ------------------------------------------------------------------ outcomes
+
+
+def test_outcomes_are_counted_and_only_failures_cost_a_peer(small_learner, small_data):
+    node = cyclon_node("a", ["b", "c", "d", "e"], small_learner, small_data, seed=0)
+    for _ in range(5):
+        node.on_outcome(1.0, "b", Outcome.BUSY)
+        node.on_outcome(1.0, "c", Outcome.DELIVERED)
+    node.on_outcome(1.0, "d", Outcome.TIMEOUT)
+    assert set(node.sampler.peers()) == {"b", "c", "d", "e"}
+    node.on_outcome(2.0, "d", Outcome.REPLY_LOST)  # the second strike in a row
+    node.on_outcome(2.0, "e", Outcome.REFUSED)
+    assert set(node.sampler.peers()) == {"b", "c"}
+    c = node.counters
+    assert (c.busy, c.send_failures, c.timeouts) == (5, 3, 2)
+
+
+def test_outcomes_mean_one_thing_each():
+    assert {o for o in Outcome if o.alive} == {Outcome.DELIVERED, Outcome.BUSY}
+    assert {o for o in Outcome if o.fatal} == {Outcome.REFUSED, Outcome.UNREACHABLE}
+    assert {o for o in Outcome if o.strike} == {Outcome.TIMEOUT, Outcome.REPLY_LOST}
+    for o in Outcome:  # every outcome is exactly one of: alive, fatal, a strike
+        assert o.alive + o.fatal + o.strike == 1
+        assert o.failed == (not o.alive)

@@ -29,7 +29,7 @@ from gossipd.daemon.driver import VERSION, StartupError, serve
 @click.option("--partition", help="K/N: hold part K of N of the training data [1/1]")
 @click.option("--split", help="iid | labels | dirichlet:ALPHA [iid]")
 @click.option("--gossip-interval", type=float, help="seconds between pushes [5.0]")
-@click.option("--merge", help="age | average | overwrite | limited:L [age]")
+@click.option("--merge", help="robust | age | average | overwrite | limited:L [robust]")
 @click.option("--shuffle-interval", type=float, help="seconds between Cyclon shuffles [10.0]")
 @click.option("--seed", type=int, help="seed this node's randomness [random]")
 @click.option("--log-level", help="DEBUG | INFO | WARNING | ERROR [INFO]")

@@ -19,6 +19,9 @@ COUNTER_HELP = {
     "merged": "models merged and trained on",
     "rejected": "messages rejected as malformed or foreign",
     "send_failures": "messages that did not reach their peer",
+    "discarded": "merge or training results thrown away as non-finite or too large (previous model kept)",
+    "timeouts": "requests that got no answer in time (or lost their reply)",
+    "busy": "requests a busy peer answered with 429/503",
 }
 
 

@@ -47,7 +47,7 @@ def seal_message(
     to: str,
     now: float,
     nonce: bytes | None = None,
-) -> bytes:
+) -> bytearray:
     """``message`` for ``cluster``, sealed with the keyring's first key for the node advertised as ``to``.
 
     ``now`` is the sender's Unix time in seconds. ``nonce`` is for tests only;
@@ -58,15 +58,16 @@ def seal_message(
     key = keyring.primary
     nonce = security.new_nonce() if nonce is None else nonce
     binding = Binding(wire.PROTOCOL_VERSION, cluster, kind, message.sender, to, int(now * 1000))
-    ct = security.seal(key, nonce, inner, binding)
     head = msgpack.packb(
         {"v": binding.version, "type": wire.SEALED, "cluster": cluster, "sender": message.sender, "to": to,
          "inner": kind, "ts": binding.ts_ms, "kid": key.id, "nonce": nonce},
         use_bin_type=True,
     )
-    # ct is the last key, so its bytes simply follow this header (no re-pack of
-    # a multi-megabyte bin): the fixmap header 0x89 becomes 0x8a for it.
-    return b"".join((b"\x8a", head[1:], _CT_KEY, b"\xc6", struct.pack(">I", len(ct)), ct))
+    # ct is the last key, so the ciphertext is encrypted straight behind this
+    # header (no re-pack of a multi-megabyte bin): the fixmap 0x89 becomes 0x8a.
+    prefix = b"".join((b"\x8a", head[1:], _CT_KEY, b"\xc6",
+                       struct.pack(">I", len(inner) + security.TAG_BYTES)))
+    return security.seal(key, nonce, inner, binding, prefix=prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +179,7 @@ class PeerCodec:
         """Use ``keyring`` from now on (SIGHUP); nonces already seen stay remembered."""
         self.keyring = keyring
 
-    def encode(self, message: Message, *, to: str, now: float) -> bytes:
+    def encode(self, message: Message, *, to: str, now: float) -> bytes | bytearray:
         """``message`` for the peer advertised as ``to`` (used only when sealing)."""
         if self.keyring is None:
             return wire.encode(message, cluster=self.cluster)

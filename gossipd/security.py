@@ -265,9 +265,18 @@ def new_nonce() -> bytes:
     return os.urandom(NONCE_BYTES)
 
 
-def seal(key: Key, nonce: bytes, plaintext: bytes | bytearray | memoryview, binding: Binding) -> bytes:
-    """AES-256-GCM of ``plaintext`` under ``key``: ciphertext followed by the 16-byte tag."""
-    return key.aead.encrypt(nonce, plaintext, binding.associated_data())
+def seal(
+    key: Key, nonce: bytes, plaintext: bytes | bytearray | memoryview, binding: Binding, *, prefix: bytes = b""
+) -> bytearray:
+    """``prefix``, then AES-256-GCM of ``plaintext`` under ``key`` (ciphertext and 16-byte tag).
+
+    One buffer, written once: the ciphertext of a multi-megabyte model is
+    encrypted straight behind the envelope header that ``prefix`` carries.
+    """
+    out = bytearray(len(prefix) + len(plaintext) + TAG_BYTES)
+    out[: len(prefix)] = prefix
+    key.aead.encrypt_into(nonce, plaintext, binding.associated_data(), memoryview(out)[len(prefix):])
+    return out
 
 
 def open_sealed(key: Key, nonce: bytes, ciphertext: bytes | memoryview, binding: Binding) -> bytes:

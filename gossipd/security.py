@@ -163,10 +163,6 @@ class Keyring:
         return [k.hex_id for k in self.keys]
 
     @classmethod
-    def from_secrets(cls, secrets: list[bytes], source: str = "keyring") -> Keyring:
-        return cls(tuple(Key.from_secret(s) for s in secrets), source)
-
-    @classmethod
     def parse(cls, text: str, source: str = "keyring") -> Keyring:
         """Parse keyring text: one base64 key a line; blank lines and ``#`` comments ignored.
 

@@ -106,11 +106,10 @@ class RobustMerge:
         return ModelState.owned(params, a_l + c * max(0.0, a_r - a_l))
 
 
-def check_robust_knobs(max_age_lead: float, clip_scale: float, clip_window: int,
-                       lead_name: str = "max_age_lead") -> None:
+def check_robust_knobs(max_age_lead: float, clip_scale: float, clip_window: int) -> None:
     """ValueError naming the first bad knob of the robust rule."""
     if not (math.isfinite(max_age_lead) and max_age_lead >= 0):
-        raise ValueError(f"{lead_name} must be finite and >= 0, got {max_age_lead!r}")
+        raise ValueError(f"max_age_lead must be finite and >= 0, got {max_age_lead!r}")
     if not (math.isfinite(clip_scale) and clip_scale > 0):
         raise ValueError(f"clip_scale must be finite and > 0, got {clip_scale!r}")
     if isinstance(clip_window, bool) or not isinstance(clip_window, int) or clip_window < 1:

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gossipd.core.merge import CLIP_SCALE, CLIP_WINDOW, MergeRule, check_robust_knobs, parse_merge
+from gossipd.core.merge import CLIP_SCALE, CLIP_WINDOW, MergeRule, parse_merge
 from gossipd.core.messages import Address, ModelMessage, Outcome, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.state import ModelState
+from peer_sampling.knobs import check_knobs, fraction_below_one, integer, knob, non_negative, positive
 from peer_sampling.sampler import PeerSampler
 
 if TYPE_CHECKING:  # the node only calls the learner it is given; importing it (torch) is the caller's business
@@ -31,53 +32,39 @@ if TYPE_CHECKING:  # the node only calls the learner it is given; importing it (
 
 @dataclass(frozen=True)
 class GossipConfig:
-    """The gossip-learning protocol's knobs.
+    """The gossip-learning protocol's knobs (times in the driver's unit)."""
 
-    interval: Δ, the mean time between two pushes of this node. Shorter spreads
-        models faster at a proportional cost in bandwidth and CPU (every push
-        triggers a training pass at the receiver).
-    jitter: each period is Δ·(1 ± jitter), uniformly, so nodes drift apart and
-        never push in lock-step; 0 makes runs easier to reason about, not better.
-    merge: ``robust`` (default) | ``age`` | ``average`` | ``overwrite`` |
-        ``limited:L`` (see merge.py). ``robust`` is ``age`` with the bounds
-        below, so one misbehaving peer cannot take the model over; ``age`` trusts
-        every sender's claimed age (one peer claiming 1e300 replaces every model).
-    max_age_lead_passes: (robust) a received model counts as at most this many
-        passes over our local data older than ours (20 passes of a node with
-        13 examples: 270). Larger lets a node that fell behind catch up in
-        fewer merges; smaller limits how fast a liar can age the network (and
-        so shrink everyone's learning rate). Honest peers differ by a few
-        passes per gossip hop (in 100 nodes of digits, 99% of merges by under
-        35 passes).
-    clip_scale, clip_window: (robust) models farther than ``clip_scale`` times
-        the first quartile of the last ``clip_window`` received distances move
-        this node less the farther they are. A smaller scale resists outliers
-        more but slows honest mixing; a longer window reacts more slowly as the
-        network converges and distances shrink.
-    max_param_abs: the largest parameter magnitude a node accepts as the
-        result of a merge or a training step; anything larger (or not finite)
-        is discarded and the previous model kept. Far above any sane weight of
-        the built-in models and far below where float32 arithmetic overflows
-        (3.4e38).
-    """
-
-    interval: float = 5.0
-    jitter: float = 0.1
-    merge: str = "robust"
-    max_age_lead_passes: float = 20.0
-    clip_scale: float = CLIP_SCALE
-    clip_window: int = CLIP_WINDOW
-    max_param_abs: float = 1e6
+    interval: float = knob(5.0, """Δ, the mean time between two pushes of this node. Shorter spreads
+        models faster at a proportional cost in bandwidth and CPU (every push triggers a training pass
+        at the receiver).""", positive)
+    jitter: float = knob(0.1, """Each period is Δ·(1 ± jitter), uniformly, so nodes drift apart and never
+        push in lock-step; 0 makes runs easier to reason about, not better.""", fraction_below_one)
+    merge: str = knob("robust", """How a received model is combined with ours: robust | age | average |
+        overwrite | limited:L. "robust" (default) is "age" with bounds no single message can exceed: its
+        claimed age is capped and a model far from what we usually hear moves us little
+        (docs/architecture.md, Robustness). "age" weights each model by the examples it has seen and
+        trusts the sender's age, so one peer claiming a huge age takes over; "average" is the plain mean
+        (a fresh model drags a trained one back); "overwrite" takes the received model (random-walk
+        baseline); "limited:L" is "age", but keeps the older model unchanged when the ages differ by more
+        than L.""", parse_merge)
+    max_age_lead_passes: float = knob(20.0, """(robust) A received model counts as at most this many passes
+        over our local data older than ours (20 passes of a node with 13 examples: 270). Larger lets a
+        node that fell behind catch up in fewer merges; smaller limits how fast a liar can age the
+        network, and so shrink everyone's learning rate. Honest peers differ by a few passes per gossip
+        hop.""", non_negative)
+    clip_scale: float = knob(CLIP_SCALE, """(robust) Models farther than clip_scale times the first
+        quartile of the last clip_window distances to received models move this node less the farther
+        they are. Smaller resists outliers more but slows honest mixing.""", positive)
+    clip_window: int = knob(CLIP_WINDOW, """(robust) How many recent distances set the radius. Longer
+        is harder for a burst of outliers to shift, but lags behind as the network converges and
+        distances shrink.""", integer(1))
+    max_param_abs: float = knob(1e6, """The largest parameter magnitude a node accepts as the result of a
+        merge or a training step; anything larger, or not finite, is discarded (counted in
+        'discarded') and the previous model kept. Far above any weight of the built-in models, far below
+        where float32 arithmetic overflows (3.4e38).""", positive)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.interval) and self.interval > 0):
-            raise ValueError(f"gossip interval must be > 0, got {self.interval!r}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"gossip jitter must be in [0, 1), got {self.jitter!r}")
-        if not (math.isfinite(self.max_param_abs) and self.max_param_abs > 0):
-            raise ValueError(f"gossip max_param_abs must be finite and > 0, got {self.max_param_abs!r}")
-        check_robust_knobs(self.max_age_lead_passes, self.clip_scale, self.clip_window, "max_age_lead_passes")
-        self.merge_rule()
+        check_knobs(self)
 
     def merge_rule(self, local_examples: int = 1) -> MergeRule:
         """A fresh merge function for one node holding ``local_examples`` training

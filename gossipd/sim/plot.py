@@ -42,7 +42,7 @@ def plot_simulation(result: dict[str, Any], path: Path) -> None:
     if "centralised" in baselines:
         for ax in (ax_c, ax_b):
             ax.axhline(baselines["centralised"]["accuracy"], color="black", ls="--", lw=1, label="centralised")
-    title = f"{cfg['dataset']}, {cfg['model']}, {cfg['nodes']} nodes, {cfg['partition']}, seed {cfg['seed']}"
+    title = f"{cfg['dataset']}, {cfg['model']}, {cfg['nodes']} nodes, {cfg['split']}, seed {cfg['seed']}"
     if cfg.get("attackers"):
         title += f", attackers {cfg['attackers']}, merge {cfg['merge']}"
     fig.suptitle(title)

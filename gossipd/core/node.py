@@ -180,6 +180,11 @@ class GossipNode:
         CPU-bound: the daemon calls this from one worker thread at a time. The
         new state replaces ``self.state`` in one assignment at the end, so a
         reader on another thread sees either the old or the new model.
+
+        Numeric safety: a merged or trained model that is not finite, or has a
+        parameter above ``max_param_abs``, is discarded: the node keeps the
+        model it had, counts ``discarded`` and notes it for ``take_discards``.
+        Returns the node's model afterwards, new or kept.
         """
         if msg.arch != self.learner.fingerprint or msg.params.shape != (self.learner.n_params,):
             self.counters.rejected += 1

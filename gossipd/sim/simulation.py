@@ -71,7 +71,8 @@ class Simulation:
         if self.config.cut is not None:
             fraction = parse_cut(self.config.cut)[0]
             rng = np.random.default_rng(np.random.SeedSequence([self.config.seed, 0xC07]))
-            self.side[rng.choice(len(self.nodes), size=max(1, round(fraction * len(self.nodes))), replace=False)] = True
+            far = min(len(self.nodes) - 1, max(1, round(fraction * len(self.nodes))))  # two non-empty sides
+            self.side[rng.choice(len(self.nodes), size=far, replace=False)] = True
 
     @classmethod
     def create(cls, config: SimulationConfig, dataset: Dataset | None = None) -> Simulation:
@@ -91,9 +92,10 @@ class Simulation:
         gossip = GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge)
         initial = learner.initial_state()
         attack = parse_attackers(config.attackers) if config.attackers is not None else None
-        attack_ss = np.random.SeedSequence([config.seed, 0xBAD]).spawn(config.nodes + 1)
-        attacking = (attack.choose(config.nodes, np.random.default_rng(attack_ss[-1])) if attack is not None
-                     else np.zeros(config.nodes, dtype=bool))
+        attacking = np.zeros(config.nodes, dtype=bool)
+        if attack is not None:
+            attack_ss = np.random.SeedSequence([config.seed, 0xBAD]).spawn(config.nodes + 1)
+            attacking = attack.choose(config.nodes, np.random.default_rng(attack_ss[-1]))
         nodes: list[GossipNode] = []
         for i, p in enumerate(parts):
             common: dict[str, Any] = dict(

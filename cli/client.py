@@ -14,13 +14,16 @@ import asyncio
 import json
 import socket
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from cli.errors import UserError
-from gossipd.wire import PROTOCOL_VERSION, SUPPORTED_VERSIONS
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp and gossipd.wire (numpy, msgpack) are imported when a request is made,
+# not when the CLI starts: `gossip status --help` should not wait for them.
 
 # Fields every gossipd /v1/status answer carries; their absence means "not a gossipd".
 STATUS_FIELDS = ("node_id", "protocol", "advertise", "model", "counters")
@@ -84,6 +87,8 @@ def check_url(url: str, what: str = "URL") -> str:
 
 def describe_exception(exc: BaseException, timeout: float) -> str:
     """A short reason for a failed request: 'connection refused', 'timed out after 3s', ..."""
+    import aiohttp
+
     if isinstance(exc, asyncio.TimeoutError):
         return f"timed out after {timeout:g}s"
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -120,6 +125,10 @@ class Client:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
+        import aiohttp
+
+        from gossipd.wire import PROTOCOL_VERSION
+
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             connector=aiohttp.TCPConnector(limit=self._limit),
@@ -137,6 +146,8 @@ class Client:
     async def request(self, method: str, url: str, path: str, *, json_body: Any = None) -> tuple[int, str, bytes]:
         """(status, content type, body) of one request, or Unreachable."""
         assert self._session is not None, "use Client as 'async with'"
+        import aiohttp
+
         try:
             async with self._session.request(method, url + path, json=json_body, allow_redirects=False) as resp:
                 body = await resp.content.read(self.max_bytes + 1)
@@ -175,6 +186,8 @@ class Client:
         try:
             data = await self.request_json("GET", url, "/v1/status")
         except DaemonError as exc:  # e.g. a JSON API that is not ours answering 404
+            if exc.code == "starting":
+                raise
             raise NotGossipd(f"{url} is not a gossipd node (GET /v1/status answered HTTP {exc.status})") from None
         if not isinstance(data, dict):
             raise NotGossipd(f"{url} is not a gossipd node (GET /v1/status answered JSON {type(data).__name__}, "
@@ -189,6 +202,8 @@ class Client:
         try:
             data = await self.request_json("GET", url, "/v1/peers")
         except DaemonError as exc:
+            if exc.code == "starting":
+                raise
             raise NotGossipd(f"{url} is not a gossipd node (GET /v1/peers answered HTTP {exc.status})") from None
         if not isinstance(data, dict) or any(f not in data for f in PEERS_FIELDS) \
                 or not isinstance(data["peers"], list):
@@ -225,6 +240,8 @@ class Client:
 
 
 def check_protocol(url: str, protocol: Any) -> None:
+    from gossipd.wire import SUPPORTED_VERSIONS
+
     if not isinstance(protocol, int) or isinstance(protocol, bool):
         raise NotGossipd(f"{url} is not a gossipd node (status 'protocol' is {protocol!r}, not a version number)")
     if protocol not in SUPPORTED_VERSIONS:

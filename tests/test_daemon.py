@@ -270,9 +270,13 @@ def test_sd_notify_ready_and_stopping(tmp_path: Path) -> None:
                                  str(tmp_path / "s"), *FAST], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
+            # Bound first (STATUS says it is loading), READY=1 once the model is loaded.
             first = sock.recv(4096).decode()
-            assert first.startswith("READY=1")
-            assert (tmp_path / "s" / "endpoint").exists()  # ready only once it listens
+            assert first.startswith("STATUS=listening on http://127.0.0.1:") and "loading" in first
+            ready = sock.recv(4096).decode()
+            assert ready.startswith("READY=1")
+            url = (tmp_path / "s" / "endpoint").read_text().strip()
+            assert get_json(url + "/v1/status")["model"]["age"] == 0  # serving once READY
             proc.send_signal(signal.SIGTERM)
             assert sock.recv(4096).decode().startswith("STOPPING=1")
             assert proc.wait(30) == 0
@@ -356,3 +360,5 @@ async def test_requests_before_the_node_exists_get_503_starting(tmp_path: Path) 
             resp = await client.request(method, path)
             assert resp.status == 503
             assert (await resp.json())["error"] == "starting"
+        resp = await client.get("/healthz")  # alive: the liveness probe must not restart a loading node
+        assert resp.status == 200 and (await resp.json())["status"] == "starting"

@@ -163,3 +163,9 @@ def test_quick_cli_commands_load_nothing_heavy() -> None:
             "for args in (['--version'], *([c, '--help'] for c in ('status', 'peers', 'join', 'crawl', 'wait'))):\n"
             "    assert CliRunner().invoke(cli, args).exit_code == 0, args")
     assert _loaded_after(code, (*HEAVY, "numpy", "aiohttp")) == []
+
+
+def test_the_daemon_binds_before_importing_torch() -> None:
+    """gossipd answers /healthz within a second of exec: its command, config and driver
+    modules import no torch or scikit-learn (the driver loads them after binding)."""
+    assert _loaded_after("import gossipd.daemon.main, gossipd.daemon.driver", HEAVY) == []

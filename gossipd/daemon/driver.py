@@ -3,6 +3,12 @@
 The same GossipNode and Cyclon sampler the simulator drives; this module only
 adds time (``loop.time()``), transport (aiohttp), a trainer thread, checkpoints,
 signals and sd_notify.
+
+Start-up binds the port first and loads torch, scikit-learn and the data after,
+in a worker thread: ``/healthz`` answers within a second of exec, everything
+else says 503 ``starting`` until the node exists. Shutdown writes the final
+checkpoint last; ``run`` then ends the process without the interpreter's
+teardown (which spends seconds unloading torch).
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from gossipd import wire
-from gossipd.core.learner import Learner, LocalData
 from gossipd.core.messages import Message, ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipNode
 from gossipd.core.state import ModelState
@@ -46,6 +51,8 @@ class Daemon:
         self.store = Store(config.state_dir)
         self.started = time.monotonic()
         self.pending = 0
+        # Until the learner exists the size limit is unknown; peer messages get 503 "starting" anyway.
+        self.max_body = 1 << 20
         self.evaluation: dict[str, Any] = {"accuracy": None, "at": None}
         self.notifier = Notifier.from_env()
         self._trainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipd-train")
@@ -56,10 +63,21 @@ class Daemon:
         self.node: GossipNode | None = None
         self.sampler: Cyclon = None  # type: ignore[assignment]
         self.address = ""
+        self.node_id = ""
+        self._runner: Any = None
+        self.client: PeerClient | None = None
 
     # -- start-up ---------------------------------------------------------------
 
     def _load_data(self) -> None:
+        """Data set, share and learner: imports torch and scikit-learn, so it runs off the loop."""
+        import torch
+
+        from gossipd.core.learner import Learner, LocalData
+
+        # One intra-op thread: several daemons often share a machine, and OpenMP workers
+        # spinning against each other cost far more than they give on small models.
+        torch.set_num_threads(1)
         cfg = self.config
         try:
             dataset = load_dataset(cfg.data.dataset, label_column=cfg.data.label_column or None)
@@ -73,27 +91,21 @@ class Daemon:
         self.max_body = wire.max_body_bytes(self.learner.n_params)
 
     async def start(self) -> None:
-        from aiohttp import web
-
+        """Bind, then load data and model off the loop, then build the node and start its timers."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._load_data)  # sklearn + torch set-up, off the loop
-        self.store.ensure()
-        self.node_id = self.store.node_id(self.config.node_id)
-        host, port = self.config.host_port
-        self.metrics = Metrics(self.metrics_snapshot)
-        self._runner = web.AppRunner(Api(self).app(), access_log=None, shutdown_timeout=3.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
         try:
-            await site.start()
+            self.store.ensure()
+            self.node_id = self.store.node_id(self.config.node_id)
         except OSError as exc:
-            await self._runner.cleanup()
-            raise StartupError(f"listen: cannot bind {self.config.listen}: {exc.strerror or exc}") from None
-        bound_port = self._runner.addresses[0][1]  # the real port when listening on port 0
-        self.address = (self.config.advertise or f"http://{_url_host(host)}:{bound_port}").rstrip("/")
-        self._build_node(loop.time())
+            raise StartupError(f"state_dir: cannot use {self.config.state_dir}: {exc.strerror or exc}") from None
+        await self._bind()
         # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
         atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
+        self.notifier.status(f"listening on {self.address}; loading data and model")
+        await loop.run_in_executor(None, self._load_data)
+        if self._stopping.is_set():
+            return
+        self._build_node(loop.time())
         self.client = PeerClient(self.config.request_timeout, self.max_body)
         await loop.run_in_executor(self._trainer, self._evaluate)
         for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop()):
@@ -103,6 +115,24 @@ class Daemon:
                  "dataset %s share %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,
                  self.learner.spec, self.learner.fingerprint, self.learner.n_params, self.config.data.dataset,
                  self.config.data.share)
+
+    async def _bind(self) -> None:
+        from aiohttp import web
+
+        host, port = self.config.host_port
+        self.metrics = Metrics(self.metrics_snapshot)
+        # shutdown_timeout: grace for handlers in flight at SIGTERM (a merge takes milliseconds).
+        self._runner = web.AppRunner(Api(self).app(), access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise StartupError(f"listen: cannot bind {self.config.listen}: {exc.strerror or exc}") from None
+        bound_port = self._runner.addresses[0][1]  # the real port when listening on port 0
+        self.address = (self.config.advertise or f"http://{_url_host(host)}:{bound_port}").rstrip("/")
 
     def _build_node(self, now: float) -> None:
         cfg = self.config
@@ -344,19 +374,22 @@ class Daemon:
         await self._stopping.wait()
 
     async def stop(self) -> None:
-        """Stop timers, finish the update in flight, checkpoint, close."""
+        """Stop timers, finish the update in flight, close, then write the checkpoint last."""
         self._stopping.set()
         self.notifier.stopping("checkpointing")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._runner.cleanup()  # no new requests; in-flight handlers get a short grace
+        if self._runner is not None:
+            await self._runner.cleanup()  # no new requests; in-flight handlers get a short grace
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._trainer.shutdown, True)  # the update in flight completes
-        await loop.run_in_executor(None, self.checkpoint)
-        await self.client.close()
+        if self.client is not None:
+            await self.client.close()
         (self.store.dir / "endpoint").unlink(missing_ok=True)
-        log.info("stopped; checkpoint written (model age %g)", self.node.state.age)
+        if self.node is not None:
+            await loop.run_in_executor(None, self.checkpoint)
+            log.info("stopped; checkpoint written (model age %g)", self.node.state.age)
 
 
 def _url_host(host: str) -> str:
@@ -367,11 +400,6 @@ def run(config: NodeConfig) -> int:
     """Serve until SIGTERM/SIGINT; the process exit code (one line on stderr if it cannot start)."""
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
-
-    # One intra-op thread: several daemons often share a machine, and OpenMP
-    # workers spinning against each other cost far more than they give on small models.
-    torch.set_num_threads(1)
     try:
         asyncio.run(serve(config))
     except StartupError as exc:
@@ -385,13 +413,14 @@ def run(config: NodeConfig) -> int:
 async def serve(config: NodeConfig) -> None:
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
-    # Before start(): READY=1 goes out from start(), and a SIGTERM right after
-    # it must still get the graceful path.
+    # Before start(): a SIGTERM while the model loads must still get the graceful path.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
-    await daemon.start()
-    await daemon.wait_stopped()
-    await daemon.stop()
+    try:
+        await daemon.start()
+        await daemon.wait_stopped()
+    finally:
+        await daemon.stop()
 
 
 __all__ = ["Daemon", "StartupError", "run", "serve"]

@@ -98,13 +98,15 @@ class Api:
 
     @web.middleware
     async def starting(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """The socket is bound before the node exists (its URL needs the port): 503 until then."""
-        if self.s.is_starting():
+        """The socket is bound before the model is loaded: 503 until then, except for
+        the liveness probe (the process is up and serving HTTP)."""
+        if self.s.is_starting() and request.path != "/healthz":
             return json_error(503, "starting", "the node is still starting; try again in a moment")
         return await handler(request)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.s.max_body, middlewares=[json_errors, self.starting])
+        # Peer bodies are read by _body against the node's own limit, known once the model is.
+        app = web.Application(middlewares=[json_errors, self.starting])
         app.add_routes([
             web.post("/v1/gossip/model", self.post_model),
             web.post("/v1/gossip/shuffle", self.post_shuffle),
@@ -123,10 +125,12 @@ class Api:
         limit = self.s.max_body
         if request.content_length is not None and request.content_length > limit:
             raise wire.WireError(413, "too_large", f"body of {request.content_length} bytes exceeds the limit of {limit}")
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise wire.WireError(413, "too_large", f"body exceeds the limit of {limit} bytes") from None
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > limit:  # a chunked body has no length to check up front
+                raise wire.WireError(413, "too_large", f"body exceeds the limit of {limit} bytes")
+        return bytes(body)
 
     async def _decode(self, request: web.Request, expected: type[Any]) -> Any:
         """The posted message if it decodes and is of the type this endpoint takes."""
@@ -169,7 +173,7 @@ class Api:
         return web.json_response(self.s.peers_report())
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "starting" if self.s.is_starting() else "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, details = self.s.readiness()

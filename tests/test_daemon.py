@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import socket
 import sys
@@ -213,6 +214,34 @@ def test_sigterm_then_restart_restores_bit_identical_model(tmp_path: Path) -> No
         assert status2["counters"]["merged"] == 2
     finally:
         stop_all([proc2])
+
+
+def test_restarted_node_rejoins_through_an_address_it_knew_once_it_is_back(tmp_path: Path) -> None:
+    """a (no seeds) knows b only; a restarts while b is down, its saved view dead. b comes
+    back later at its old address, fresh and knowing nobody: a's memory alone reconnects them."""
+    from urllib.parse import urlsplit
+
+    a = DaemonProc(tmp_path / "a", ["--share", "1/2", *FAST]).start()
+    b = None
+    try:
+        a_url = a.wait_ready()
+        b = DaemonProc(tmp_path / "b", ["--share", "2/2", "--join", a_url, *FAST]).start()
+        b_url = b.wait_ready()
+        assert wait_for(lambda: b_url in [p["address"] for p in get_json(a_url + "/v1/peers")["peers"]], 30)
+    finally:
+        stop_all([p for p in (a, b) if p is not None])
+    a = DaemonProc(tmp_path / "a", ["--share", "1/2", *FAST]).start()
+    b = None
+    try:
+        a_url = a.wait_ready()
+        assert wait_for(lambda: get_json(a_url + "/v1/status")["peers"] == 0, 30), "the saved view should be dead"
+        shutil.rmtree(tmp_path / "b")
+        b = DaemonProc(tmp_path / "b", ["--share", "2/2", "--listen", f"127.0.0.1:{urlsplit(b_url).port}", *FAST])
+        assert b.start().wait_ready() == b_url
+        assert wait_for(lambda: b_url in [p["address"] for p in get_json(a_url + "/v1/peers")["peers"]], 30)
+        assert "rejoin through" in a.log()
+    finally:
+        stop_all([p for p in (a, b) if p is not None])
 
 
 def test_corrupt_checkpoint_is_set_aside(tmp_path: Path) -> None:

@@ -150,7 +150,11 @@ class Daemon:
                 log.warning("saved peer view not used: %s", exc)
             for seed_url in cfg.join:
                 sampler.add_seed(seed_url)
-            log.info("resumed from checkpoint: model age %g, %d peers", state.age, len(sampler.peers()))
+            # The saved view may be dead by now; seeds, then every address seen, then those
+            # that failed are tried in turn once it empties (Cyclon's bootstrap).
+            log.info("resumed from checkpoint: model age %g; %d peers, %d seeds, %d more addresses to "
+                     "rejoin through", state.age, len(sampler.peers()), len(sampler.seeds),
+                     len(set(sampler.known) | set(sampler.failed)))
         self.sampler = sampler
         self.node = GossipNode(address=self.address, learner=self.learner, data=self.local, sampler=sampler,
                                config=cfg.gossip, rng=np.random.default_rng(node_ss), state=state, now=now)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -85,29 +84,6 @@ def check_url(url: str, what: str = "URL") -> str:
     return url.rstrip("/")
 
 
-def describe_exception(exc: BaseException, timeout: float) -> str:
-    """A short reason for a failed request: 'connection refused', 'timed out after 3s', ..."""
-    import aiohttp
-
-    if isinstance(exc, asyncio.TimeoutError):
-        return f"timed out after {timeout:g}s"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        os_err = exc.os_error
-        if isinstance(os_err, socket.gaierror):
-            return f"unknown host {exc.host!r} ({os_err.strerror or os_err})"
-        if isinstance(os_err, ConnectionRefusedError):
-            return "connection refused"
-        return (getattr(os_err, "strerror", None) or str(os_err) or type(os_err).__name__).strip()
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection without answering"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return f"broken response ({exc})"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"bad HTTP response ({exc.message})"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _one_line(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -158,6 +134,8 @@ class Client:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             if isinstance(exc, UserError):
                 raise
+            from gossipd.daemon.reasons import describe_exception
+
             raise Unreachable(f"cannot reach {url}: {describe_exception(exc, self.timeout)}") from None
 
     async def request_json(self, method: str, url: str, path: str, *, json_body: Any = None,

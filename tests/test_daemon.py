@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import signal
 import socket
@@ -131,6 +132,16 @@ def test_malformed_input_gets_4xx_and_leaves_model_untouched(lone: DaemonProc) -
     assert np.array_equal(params_before, params_after)
     assert after["counters"]["rejected"] - before["counters"]["rejected"] == len(cases)
     assert after["counters"]["merged"] == before["counters"]["merged"]
+
+
+def test_rejections_are_summarised_per_sender_and_reason(lone: DaemonProc) -> None:
+    status = get_json(lone.url + "/v1/status")
+    foreign = model_body(status, cluster="other")
+    for _ in range(40):
+        assert post(lone.url + "/v1/gossip/model", foreign)[0] == 409
+    assert get_json(lone.url + "/v1/status")["counters"]["rejected"] >= 40  # every one is counted ...
+    line = "rejected POST /v1/gossip/model from 127.0.0.1: wrong_cluster"
+    assert lone.log().count(line) == 1  # ... and logged once a minute at most
 
 
 def test_shuffle_endpoint_rejects_models_and_answers_requests(lone: DaemonProc) -> None:
@@ -346,6 +357,12 @@ def test_five_daemons_learn_and_survive_a_lost_peer(tmp_path: Path) -> None:
     finally:
         stop_all(procs)
     assert all(p.proc is not None and p.proc.returncode in (0, -9) for p in procs)
+    # Logs an operator can read: view changes as lines of their own, failures with their reason.
+    logs = "\n".join(p.log() for p in survivors)
+    assert re.search(r"INFO gossipd: view: \d+ peers?; entered http://127\.0\.0\.1:\d+", logs)
+    assert f"cannot reach {victim.url}: connection refused" in logs
+    assert "ssl:default" not in logs
+    assert not re.search(r"\w+Error: *$", logs, re.MULTILINE), "a failure logged without its reason"
 
 
 def test_onnx_from_http_scores_like_the_node(lone: DaemonProc) -> None:

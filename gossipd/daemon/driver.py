@@ -14,7 +14,9 @@ teardown (which spends seconds unloading torch).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -32,11 +34,15 @@ from gossipd.daemon.http import Api, PeerClient, PeerError, ip_allowed
 from gossipd.daemon.metrics import Metrics, MetricsSnapshot
 from gossipd.daemon.sdnotify import Notifier
 from gossipd.daemon.store import Checkpoint, Store, atomic_write
+from gossipd.logsummary import LogSummary
 from gossipd.data import DataError, load_dataset, node_share
 from gossipd.version import VERSION
 from peer_sampling.cyclon import Cyclon
 
 log = logging.getLogger("gossipd")
+
+# At most one line about view changes per this many seconds (Cyclon swaps entries every shuffle).
+VIEW_LOG_INTERVAL = 10.0
 
 
 class StartupError(RuntimeError):
@@ -65,7 +71,14 @@ class Daemon:
         self.address = ""
         self.node_id = ""
         self._runner: Any = None
+        self.api: Api | None = None
         self.client: PeerClient | None = None
+        # Failures and refusals of our own messages: one line per peer and reason, then counts.
+        self.unreachable = LogSummary(log, "cannot reach", level=logging.INFO)
+        self.refused = LogSummary(log, "refused by")
+        self._logged_view: set[str] = set()
+        self._view_logged_at = -math.inf
+        self._left_why: dict[str, str] = {}
 
     # -- start-up ---------------------------------------------------------------
 
@@ -108,13 +121,14 @@ class Daemon:
         self._build_node(loop.time())
         self.client = PeerClient(self.config.request_timeout, self.max_body)
         await loop.run_in_executor(self._trainer, self._evaluate)
-        for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop()):
+        for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop(),
+                     self._log_loop()):
             self._spawn(coro)
         self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
-        log.info("gossipd %s node %s listening on %s, advertising %s, cluster %s, model %s (%s, %d params), "
-                 "dataset %s share %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,
-                 self.learner.spec, self.learner.fingerprint, self.learner.n_params, self.config.data.dataset,
-                 self.config.data.share)
+        log.info("node %s serving: cluster %s, model %s (%s, %d params, age %g), dataset %s share %s (%s split), "
+                 "%d peers", self.node_id, self.config.cluster, self.learner.spec, self.learner.fingerprint,
+                 self.learner.n_params, self.node.state.age, self.config.data.dataset, self.config.data.share,
+                 self.config.data.split, len(self.sampler.peers()))
 
     async def _bind(self) -> None:
         from aiohttp import web
@@ -122,7 +136,8 @@ class Daemon:
         host, port = self.config.host_port
         self.metrics = Metrics(self.metrics_snapshot)
         # shutdown_timeout: grace for handlers in flight at SIGTERM (a merge takes milliseconds).
-        self._runner = web.AppRunner(Api(self).app(), access_log=None, shutdown_timeout=0.5)
+        self.api = Api(self)
+        self._runner = web.AppRunner(self.api.app(), access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         try:
@@ -133,6 +148,8 @@ class Daemon:
             raise StartupError(f"listen: cannot bind {self.config.listen}: {exc.strerror or exc}") from None
         bound_port = self._runner.addresses[0][1]  # the real port when listening on port 0
         self.address = (self.config.advertise or f"http://{_url_host(host)}:{bound_port}").rstrip("/")
+        log.info("gossipd %s listening on %s:%d, advertising %s; loading data and model", VERSION,
+                 _url_host(host), bound_port, self.address)
 
     def _build_node(self, now: float) -> None:
         cfg = self.config
@@ -192,26 +209,59 @@ class Daemon:
         try:
             status, body = await self.client.post(send.peer, path, wire.encode(msg, cluster=self.config.cluster))
         except PeerError as exc:
-            log.info("peer unreachable, dropped from view: %s", exc)
-            self.node.on_send_failed(self.now(), send.peer)
+            self.unreachable.record((send.peer, exc.reason), f"{send.peer}: {exc.reason}")
+            self._peer_failed(send.peer, exc.reason)
             return
         if status == 503:
             return  # busy peer: alive, just loaded; the model walks elsewhere next time
         if status != 200:
-            log.warning("peer %s answered %s to %s: %s", send.peer, status, path, body[:300].decode(errors="replace"))
             # A peer that refuses our messages (other cluster, architecture or
             # protocol) is no use as a neighbour.
-            self.node.on_send_failed(self.now(), send.peer)
+            why = _error_text(status, body)
+            self.refused.record((send.peer, path, why), f"{send.peer}: {path} answered {why}")
+            self._peer_failed(send.peer, why)
             return
         if isinstance(msg, ShuffleRequest):
             try:
                 reply = wire.decode(body, cluster=self.config.cluster, max_bytes=self.max_body)
             except wire.WireError as err:
-                log.warning("bad shuffle reply from %s: %s", send.peer, err.detail)
-                self.node.on_send_failed(self.now(), send.peer)
+                self.refused.record((send.peer, "reply", err.code), f"{send.peer}: bad shuffle reply {err.code}",
+                                    err.detail)
+                self._peer_failed(send.peer, f"bad shuffle reply ({err.code})")
                 return
             if isinstance(reply, ShuffleReply):
                 self.node.on_shuffle_reply(self.now(), reply)
+
+    def _peer_failed(self, peer: str, why: str) -> None:
+        if peer in self._logged_view and len(self._left_why) < 1000:
+            self._left_why[peer] = why
+        self.node.on_send_failed(self.now(), peer)
+
+    async def _log_loop(self) -> None:
+        """Counts of summarised lines once their minute is over; view changes, rate-limited."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(1.0)
+            for summary in (self.unreachable, self.refused, self.api.rejections):
+                summary.flush()
+            self._log_view_changes()
+
+    def _log_view_changes(self) -> None:
+        now = time.monotonic()
+        if now - self._view_logged_at < VIEW_LOG_INTERVAL:
+            return
+        current = set(self.sampler.peers())
+        entered, left = current - self._logged_view, self._logged_view - current
+        if not entered and not left:
+            return
+        parts = []
+        if entered:
+            parts.append("entered " + _some(sorted(entered)))
+        if left:
+            parts.append("left " + _some([f"{p} ({self._left_why[p]})" if p in self._left_why else p
+                                          for p in sorted(left)]))
+        log.info("view: %d peer%s; %s", len(current), "" if len(current) == 1 else "s", "; ".join(parts))
+        self._logged_view, self._view_logged_at = current, now
+        self._left_why.clear()
 
     async def apply_model(self, msg: ModelMessage) -> float:
         """Merge and train in the trainer thread (one at a time); the loop stays free. The new age."""
@@ -391,9 +441,26 @@ class Daemon:
         if self.client is not None:
             await self.client.close()
         (self.store.dir / "endpoint").unlink(missing_ok=True)
+        for summary in (self.unreachable, self.refused, *([self.api.rejections] if self.api else [])):
+            summary.close()
         if self.node is not None:
             await loop.run_in_executor(None, self.checkpoint)
             log.info("stopped; checkpoint written (model age %g)", self.node.state.age)
+
+
+def _some(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _error_text(status: int, body: bytes) -> str:
+    """``HTTP 409 wrong_cluster: detail`` from a gossipd JSON error, else the status and a snippet."""
+    try:
+        data = json.loads(body)
+        return f"HTTP {status} {data['error']}: {data.get('detail', '')}".rstrip(": ")
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        snippet = " ".join(body[:120].decode(errors="replace").split())
+        return f"HTTP {status}" + (f" ({snippet})" if snippet else "")
 
 
 def _url_host(host: str) -> str:

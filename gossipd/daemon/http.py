@@ -20,6 +20,8 @@ from aiohttp import web
 from gossipd import wire
 from gossipd.core.messages import Message, ModelMessage, ShuffleRequest
 from gossipd.daemon.config import ConfigError, check_peer_url
+from gossipd.daemon.reasons import describe_exception
+from gossipd.logsummary import LogSummary
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,9 @@ class Api:
 
     def __init__(self, service: NodeService) -> None:
         self.s = service
+        # One line per sender, path and reason at once, then a count at most once a minute:
+        # one WARNING per refused message let a hostile sender grow the log by 50 MB in 30 s.
+        self.rejections = LogSummary(log, "rejected")
 
     @web.middleware
     async def starting(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -141,7 +146,8 @@ class Api:
 
     def _reject(self, request: web.Request, err: wire.WireError) -> web.Response:
         self.s.count_rejected(err.code)
-        log.warning("rejected %s from %s: %s (%s)", request.path, request.remote, err.code, err.detail)
+        self.rejections.record((request.remote, request.path, err.code),
+                               f"{request.method} {request.path} from {request.remote}: {err.code}", err.detail)
         return web.json_response(err.to_json(), status=err.status)
 
     # -- peer traffic -----------------------------------------------------
@@ -219,6 +225,7 @@ class PeerClient:
 
     def __init__(self, timeout: float, max_body: int) -> None:
         self.max_body = max_body
+        self.timeout = timeout
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=timeout),
             connector=aiohttp.TCPConnector(limit=32),
@@ -233,11 +240,16 @@ class PeerClient:
             async with self._session.post(peer + path, data=body) as resp:
                 return resp.status, await resp.content.read(self.max_body + 1)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise PeerError(f"{peer}: {type(exc).__name__}: {exc}") from None
+            raise PeerError(peer, describe_exception(exc, self.timeout)) from None
 
 
 class PeerError(Exception):
-    """The peer could not be reached or did not answer in time."""
+    """The peer could not be reached or did not answer in time; ``reason`` says how."""
+
+    def __init__(self, peer: str, reason: str) -> None:
+        super().__init__(f"{peer}: {reason}")
+        self.peer = peer
+        self.reason = reason
 
 
 def ip_allowed(remote: str | None, allow: tuple[str, ...]) -> bool:

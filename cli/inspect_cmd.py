@@ -234,7 +234,7 @@ def wait(url: str, ready: bool, timeout: float) -> None:
     st = run(_wait(url, ready, timeout))
     what = "ready" if ready else "up"
     console().print(escape(f"{url} is {what}: node {st.get('node_id')}, model age {fmt_age(st['model'].get('age'))}, "
-                           f"{st.get('peers')} peers"), highlight=False)
+                           f"{st.get('peers')} peer{'' if st.get('peers') == 1 else 's'}"), highlight=False)
 
 
 async def _wait(url: str, ready: bool, timeout: float) -> dict[str, Any]:

@@ -99,12 +99,15 @@ def _answers_200(url: str) -> bool:
 
 def start_network(base: Path, n: int, *, extra: list[str] | None = None, split: str = "iid",
                   timeout: float = 90.0) -> list[DaemonProc]:
-    """n daemons holding parts 1/n..n/n of the data, all joined through the first."""
+    """n daemons holding shares 1/n..n/n of the data, all joined through the first.
+
+    The others start as soon as the first has bound its port (they load their
+    models meanwhile, and retry a seed that still says 'starting')."""
     procs: list[DaemonProc] = []
     try:
         first = DaemonProc(base / "n1", ["--share", f"1/{n}", "--split", split, *(extra or [])]).start()
         procs.append(first)
-        seed = first.wait_ready(timeout)
+        seed = first.wait_listening(timeout)
         for k in range(2, n + 1):
             procs.append(DaemonProc(base / f"n{k}", ["--share", f"{k}/{n}", "--split", split,
                                                      "--join", seed, *(extra or [])]).start())

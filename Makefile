@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # The CPU build of torch is installed first: an unpinned torch would make pip
 # pick a multi-GB CUDA build here. pyproject.toml keeps torch>=2.2 for users.
 TORCH_SPEC ?= torch==2.13.0
+# Then the project with its dev and ray extras (`gossip sweep` runs on Ray, and its
+# test runs a real local Ray).
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test demo bench clean system-deps

@@ -282,6 +282,12 @@ def test_conflicting_flags_are_refused(tmp_path):
     assert "nope.toml" in one_error_line(invoke(["sweep", str(tmp_path / "nope.toml"), "--local"]))
 
 
+def test_the_cli_imports_ray_only_to_run_a_sweep():
+    code = "import sys, cli.main, gossipd.sim.sweep_ray; print('ray' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
 def test_without_ray_the_command_says_how_to_get_it(tmp_path, monkeypatch):
     toml = tmp_path / "t.toml"
     toml.write_text(TINY)

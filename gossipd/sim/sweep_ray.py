@@ -45,7 +45,9 @@ class RayRunner:
         self._init(ray)
         try:
             # One core per task: each simulation is single-threaded (run_one sets torch to 1 thread).
-            task = ray.remote(num_cpus=1, max_retries=0)(run_one)
+            # A task whose worker or node dies is retried (a seeded run gives the same result
+            # again); an exception inside a simulation is a bug and is not.
+            task = ray.remote(num_cpus=1, max_retries=3, retry_exceptions=False)(run_one)
             refs: dict[Any, SimulationConfig] = {task.remote(c): c for c in configs}
             while refs:
                 done, _ = ray.wait(list(refs), num_returns=1)

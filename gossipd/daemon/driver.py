@@ -66,12 +66,12 @@ class Daemon:
     def _load_data(self) -> None:
         cfg = self.config
         try:
-            dataset = load_dataset(cfg.data.source, label_column=cfg.data.label_column or None)
-            X_tr, y_tr, X_te, y_te = node_share(dataset, cfg.data.partition, cfg.data.split)
+            dataset = load_dataset(cfg.data.dataset, label_column=cfg.data.label_column or None)
+            X_tr, y_tr, X_te, y_te = node_share(dataset, cfg.data.share, cfg.data.split)
             self.learner = Learner(cfg.model.spec, dataset.n_features, dataset.n_classes,
                                    cfg.model.learner_config())
         except (DataError, ValueError) as exc:
-            raise StartupError(f"data.source: {exc}") from None
+            raise StartupError(f"data.dataset: {exc}") from None
         self.local = LocalData.from_numpy(X_tr, y_tr, dataset.n_classes)
         self.X_test, self.y_test = X_te, y_te
         self.max_body = wire.max_body_bytes(self.learner.n_params)
@@ -104,9 +104,9 @@ class Daemon:
             self._spawn(coro)
         self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
         log.info("gossipd %s node %s listening on %s, advertising %s, cluster %s, model %s (%s, %d params), "
-                 "data %s part %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,
-                 self.learner.spec, self.learner.fingerprint, self.learner.n_params, self.config.data.source,
-                 self.config.data.partition)
+                 "dataset %s share %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,
+                 self.learner.spec, self.learner.fingerprint, self.learner.n_params, self.config.data.dataset,
+                 self.config.data.share)
 
     def _build_node(self, now: float) -> None:
         cfg = self.config
@@ -298,7 +298,7 @@ class Daemon:
             "counters": self.node.counters.as_dict(),
             "pending": self.pending,
             "evaluation": self.evaluation,
-            "data": {"source": self.config.data.source, "partition": self.config.data.partition,
+            "data": {"dataset": self.config.data.dataset, "share": self.config.data.share,
                      "split": self.config.data.split, "train_examples": len(self.local),
                      "test_examples": int(len(self.y_test))},
         }
@@ -315,8 +315,8 @@ class Daemon:
             node_id=self.node_id, cluster=self.config.cluster, fingerprint=self.learner.fingerprint,
             state=self.node.state, view=self.sampler.state_dict(), counters=self.node.counters.as_dict(),
             meta={"spec": self.learner.spec, "n_features": self.learner.n_features,
-                  "n_classes": self.learner.n_classes, "source": self.config.data.source,
-                  "partition": self.config.data.partition, "split": self.config.data.split,
+                  "n_classes": self.learner.n_classes, "dataset": self.config.data.dataset,
+                  "share": self.config.data.share, "split": self.config.data.split,
                   "label_column": self.config.data.label_column},
         ))
         self._saved_marker = marker

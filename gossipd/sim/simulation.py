@@ -21,7 +21,7 @@ from gossipd import wire
 from gossipd.core.learner import Learner, LocalData
 from gossipd.core.messages import ModelMessage, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipConfig, GossipNode
-from gossipd.data import Dataset, DataError, load_dataset, partition
+from gossipd.data import Dataset, DataError, load_dataset, split_indices
 from gossipd.overlay import indegree_stats, overlay_metrics
 from gossipd.sim.baselines import run_baselines
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_kill
@@ -66,7 +66,7 @@ class Simulation:
         root = np.random.SeedSequence(config.seed)
         part_ss, node_ss, overlay_ss = root.spawn(3)
         learner = Learner(config.model, dataset.n_features, dataset.n_classes, config.learner_config())
-        parts = partition(dataset.y_train, config.nodes, config.partition, np.random.default_rng(part_ss))
+        parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
         addresses = [f"n{i}" for i in range(config.nodes)]
         node_rngs = [np.random.default_rng(s) for s in node_ss.spawn(config.nodes)]
         samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))

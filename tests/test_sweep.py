@@ -132,8 +132,8 @@ def test_bad_spec_names_the_file_and_the_key(text, words):
 @pytest.mark.parametrize(("text", "words"), [
     ("[grid]\ndrop = [0.1, 1.5]", ["cell 1 (drop=1.5)", "--drop"]),
     ("[grid]\nnodes = [10, 'many']", ["cell 1 (nodes=many)", "nodes", "expected int"]),
-    ("[grid]\npartition = ['iid', 'dirichlet:x']\nmerge = ['age', 'average']", ["cell 2", "partition=dirichlet:x",
-                                                                               "--partition"]),
+    ("[grid]\nsplit = ['iid', 'dirichlet:x']\nmerge = ['age', 'average']", ["cell 2", "split=dirichlet:x",
+                                                                               "--split"]),
     ("[base]\nnodes = 'many'", ["[base]", "nodes", "expected int"]),
 ])
 def test_bad_value_names_the_cell(text, words):

@@ -112,10 +112,10 @@ def test_every_config_field_can_be_swept():
 
 
 @pytest.mark.parametrize(("text", "words"), [
-    ("[base]\nnodez = 5", ["grid.toml", "'nodez'", "[base]", "'nodes'"]),
-    ("[grid]\nmerje = ['age']", ["grid.toml", "'merje'", "[grid]", "'merge'"]),
-    ("[sweep]\nseed = [1]", ["grid.toml", "'seed'", "[sweep]"]),
-    ("[extra]\na = 1", ["grid.toml", "'extra'"]),
+    ("[base]\nnodez = 5", ["grid.toml", "[base] nodez", "'nodes'"]),
+    ("[grid]\nmerje = ['age']", ["grid.toml", "[grid] merje", "'merge'"]),
+    ("[sweep]\nseed = [1]", ["grid.toml", "[sweep] seed", "'seeds'"]),
+    ("[extra]\na = 1", ["grid.toml", "[extra]"]),
     ("[base]\nseed = 4", ["grid.toml", "[sweep] seeds"]),
     ("[grid]\nnodes = 5", ["grid.toml", "nodes", "non-empty list"]),
     ("[grid]\nnodes = []", ["grid.toml", "nodes", "non-empty list"]),
@@ -159,13 +159,19 @@ def test_cache_ignores_corrupt_files_and_other_configs(tmp_path):
     cache = RunCache(tmp_path)
     config = SimulationConfig(nodes=20)
     assert cache.get(config) is None
-    result = {"config": config_dict(config), "final": {"mean_accuracy": 0.5}}
+    result = {"config": {"anything": "simulate reports"}, "final": {"mean_accuracy": 0.5}}
     cache.put(config, result)
     assert cache.get(config) == result
+    assert cache.get(SimulationConfig(nodes=20, seed=2)) is None
+    entry = json.loads(cache.path(config).read_text())
     cache.path(config).write_text("{not json")  # e.g. a disk filled mid-write
     assert cache.get(config) is None
-    cache.put(config, {**result, "config": {**result["config"], "nodes": 99}})  # a file for another config
+    entry["config"]["nodes"] = 99  # a file that is not for this config (edited, or a hash collision)
+    cache.path(config).write_text(json.dumps(entry))
     assert cache.get(config) is None
+    entry["config"] = config_dict(config)
+    cache.path(config).write_text(json.dumps(entry))
+    assert cache.get(config) == result
 
 
 def test_final_metrics_flatten_gossip_and_baselines():
@@ -199,7 +205,7 @@ def check_outputs(out: Path, n_cells: int, seeds: list[int]) -> dict:
     assert [int(r["cell"]) for r in rows] == list(range(n_cells))
     for cell, row in zip(summary["cells"], rows):
         assert [r["seed"] for r in cell["runs"]] == seeds
-        per_seed = [json.loads((out / "runs" / f"{r['key']}.json").read_text()) for r in cell["runs"]]
+        per_seed = [json.loads((out / "runs" / f"{r['key']}.json").read_text())["result"] for r in cell["runs"]]
         assert [p["config"]["seed"] for p in per_seed] == seeds
         for metric, pick in (("mean_accuracy", lambda p: p["final"]["mean_accuracy"]),
                              ("bytes", lambda p: p["final"]["bytes"]),
@@ -234,14 +240,14 @@ def test_local_sweep_aggregates_caches_and_resumes(tmp_path):
     runs = sorted((out / "runs").glob("*.json"))
     assert len(runs) == 4
     lost = out / "runs" / f"{summary['cells'][1]['runs'][0]['key']}.json"
-    before = json.loads(lost.read_text())
+    before = json.loads(lost.read_text())["result"]
     lost.unlink()
     kept = {p: p.stat().st_mtime_ns for p in runs if p != lost}
     second = invoke(["sweep", str(toml), "--local", "--out", str(out), "--quiet"])
     assert second.exit_code == 0, second.output
     assert "ran 1 runs, 3 cached" in second.output
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished runs were not redone
-    again = json.loads(lost.read_text())
+    again = json.loads(lost.read_text())["result"]
     assert again["series"] == before["series"]  # a process-pool run and an in-process run agree
     resumed = json.loads((out / "sweep.json").read_text())["cells"]
     for stat in ("mean", "std"):  # the same figures (wall time aside) whichever way each run was made
@@ -259,7 +265,7 @@ def test_output_directory_from_the_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("text", "words"), [
-    ("[base]\nnodez = 5", ["bad.toml", "nodez", "[base]"]),
+    ("[base]\nnodez = 5", ["bad.toml", "[base] nodez", "not a simulation setting"]),
     ("[grid]\ndrop = [0.0, 2.0]", ["bad.toml", "cell 1 (drop=2.0)", "--drop"]),
     ("[base]\nnodes = ", ["bad.toml", "not valid TOML"]),
     ("[base]\nnodes = 5\ncycles = 2\n[grid]\ndataset = ['digits', 'missing.csv']",
@@ -295,6 +301,18 @@ def test_without_ray_the_command_says_how_to_get_it(tmp_path, monkeypatch):
     error = one_error_line(invoke(["sweep", str(toml), "--out", str(tmp_path / "out")]))
     assert "pip install 'gossipd[ray]'" in error and "--local" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_plot_metric_falls_back_to_one_that_varies():
+    from gossipd.sim.sweep_plot import chosen_metric
+
+    def cell(acc: float) -> dict:
+        final = {"cycle": 10.0, "mean_accuracy": acc}
+        return {"mean": final, "runs": [{"final": final}]}
+
+    summary = {"metric": "mean_mse", "cells": [cell(0.5), cell(0.7)]}
+    assert chosen_metric(summary) == "mean_accuracy"  # not the constant "cycle"
+    assert chosen_metric({**summary, "metric": "cycle"}) == "cycle"  # what the spec asks, if present
 
 
 # -- gossip sweep on Ray ----------------------------------------------------------------------
@@ -342,7 +360,7 @@ def test_sweep_on_a_local_ray(tmp_path, ray_dir):
     summary = check_outputs(out, 2, [1, 2])
     # A Ray task runs the same code as this process: the same seed gives the same series.
     run = summary["cells"][1]["runs"][1]
-    from_ray = json.loads((out / "runs" / f"{run['key']}.json").read_text())
+    from_ray = json.loads((out / "runs" / f"{run['key']}.json").read_text())["result"]
     here = simulate(SimulationConfig(**{**summary["cells"][1]["config"], "baselines": ("fedavg",), "seed": 2}))
     assert from_ray["series"] == here["series"]
     # A re-run finds every cell finished: nothing runs, and no Ray is started for nothing.
@@ -351,3 +369,4 @@ def test_sweep_on_a_local_ray(tmp_path, ray_dir):
     assert "ran 0 runs, 4 cached" in second.stderr
     assert "Started a local Ray" not in second.stderr
     assert json.loads((out / "sweep.json").read_text())["cells"] == summary["cells"]
+

@@ -84,19 +84,19 @@ class SweepSpec:
     def from_mapping(cls, data: Mapping[str, Any], source: str = "<sweep>", default_name: str = "sweep",
                      output: Path | None = None) -> SweepSpec:
         """Check a parsed TOML document; every error names ``source`` and the table or field."""
-        _reject_unknown(data, SPEC_TABLES, source, "top-level table")
+        _reject_unknown(data, SPEC_TABLES, f"{source}: unknown table [{{key}}]")
         for table in SPEC_TABLES:
             if not isinstance(data.get(table, {}), Mapping):
                 raise SweepError(f"{source}: [{table}] must be a table")
         sweep = data.get("sweep", {})
-        _reject_unknown(sweep, SWEEP_KEYS, source, "key in [sweep]")
+        _reject_unknown(sweep, SWEEP_KEYS, f"{source}: [sweep] {{key}}: unknown key")
         base = dict(data.get("base", {}))
         grid_in = data.get("grid", {})
         hints = _config_hints()
         for table, keys in (("base", base), ("grid", grid_in)):
             if "seed" in keys:
                 raise SweepError(f"{source}: [{table}] seed: list the seeds as [sweep] seeds = [1, 2, 3]")
-            _reject_unknown(keys, tuple(hints), source, f"field in [{table}]")
+            _reject_unknown(keys, tuple(hints), f"{source}: [{table}] {{key}}: not a simulation setting")
         grid: dict[str, tuple[Any, ...]] = {}
         for axis, values in grid_in.items():
             if not isinstance(values, list) or not values:
@@ -169,12 +169,13 @@ def _config_hints() -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(SimulationConfig) if f.init}
 
 
-def _reject_unknown(data: Mapping[str, Any], known: Sequence[str], source: str, what: str) -> None:
+def _reject_unknown(data: Mapping[str, Any], known: Sequence[str], message: str) -> None:
+    """SweepError(message with {key} filled in, and the closest known name) for the first unknown key."""
     for key in data:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(known)}"
-            raise SweepError(f"{source}: unknown {what} {key!r}{hint}")
+            raise SweepError(message.format(key=key) + hint)
 
 
 def coerce(hint: Any, value: Any) -> Any:
@@ -269,16 +270,19 @@ class RunCache:
     def get(self, config: SimulationConfig) -> dict[str, Any] | None:
         """The cached result, or None when absent, unreadable or for another config."""
         try:
-            result = json.loads(self.path(config).read_text())
+            entry = json.loads(self.path(config).read_text())
         except (OSError, ValueError):
             return None
-        if not isinstance(result, dict) or result.get("config") != config_dict(config):
+        if not isinstance(entry, dict) or entry.get("config") != config_dict(config):
             return None
-        return result
+        return entry.get("result")
 
     def put(self, config: SimulationConfig, result: dict[str, Any]) -> None:
+        # The config is stored beside the result, not read from it: what simulate() reports
+        # about its config may grow without invalidating every cache.
+        entry = {"format": CACHE_FORMAT, "config": config_dict(config), "result": result}
         self.directory.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.path(config), (json.dumps(result, indent=1) + "\n").encode(), mode=0o644)
+        atomic_write(self.path(config), (json.dumps(entry, indent=1) + "\n").encode(), mode=0o644)
 
 
 # -- running -------------------------------------------------------------------------

@@ -9,10 +9,14 @@ MAX_BARS = 40  # past this the labels are unreadable: show the best cells only
 
 
 def chosen_metric(summary: dict[str, Any]) -> str | None:
-    """The spec's metric if any cell has it, else the first metric there is."""
+    """The spec's metric if any cell has it, else the first that differs between runs."""
     names = list(dict.fromkeys(m for c in summary["cells"] for m in c["mean"]))
     if summary["metric"] in names:
         return summary["metric"]
+    for name in names:
+        values = {r["final"].get(name) for c in summary["cells"] for r in c["runs"]}
+        if len(values) > 1:
+            return name
     return names[0] if names else None
 
 

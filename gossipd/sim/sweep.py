@@ -84,19 +84,19 @@ class SweepSpec:
     def from_mapping(cls, data: Mapping[str, Any], source: str = "<sweep>", default_name: str = "sweep",
                      output: Path | None = None) -> SweepSpec:
         """Check a parsed TOML document; every error names ``source`` and the table or field."""
-        _reject_unknown(data, SPEC_TABLES, f"{source}: unknown table [{{key}}]")
+        _reject_unknown(data, SPEC_TABLES, lambda key: f"{source}: unknown table [{key}]")
         for table in SPEC_TABLES:
             if not isinstance(data.get(table, {}), Mapping):
                 raise SweepError(f"{source}: [{table}] must be a table")
         sweep = data.get("sweep", {})
-        _reject_unknown(sweep, SWEEP_KEYS, f"{source}: [sweep] {{key}}: unknown key")
+        _reject_unknown(sweep, SWEEP_KEYS, lambda key: f"{source}: [sweep] {key}: unknown key")
         base = dict(data.get("base", {}))
         grid_in = data.get("grid", {})
         hints = _config_hints()
         for table, keys in (("base", base), ("grid", grid_in)):
             if "seed" in keys:
                 raise SweepError(f"{source}: [{table}] seed: list the seeds as [sweep] seeds = [1, 2, 3]")
-            _reject_unknown(keys, tuple(hints), f"{source}: [{table}] {{key}}: not a simulation setting")
+            _reject_unknown(keys, tuple(hints), lambda key, t=table: f"{source}: [{t}] {key}: not a simulation setting")
         grid: dict[str, tuple[Any, ...]] = {}
         for axis, values in grid_in.items():
             if not isinstance(values, list) or not values:
@@ -169,13 +169,13 @@ def _config_hints() -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(SimulationConfig) if f.init}
 
 
-def _reject_unknown(data: Mapping[str, Any], known: Sequence[str], message: str) -> None:
-    """SweepError(message with {key} filled in, and the closest known name) for the first unknown key."""
+def _reject_unknown(data: Mapping[str, Any], known: Sequence[str], message: Callable[[str], str]) -> None:
+    """SweepError(message(key) and the closest known name) for the first unknown key."""
     for key in data:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(known)}"
-            raise SweepError(message.format(key=key) + hint)
+            raise SweepError(message(key) + hint)
 
 
 def coerce(hint: Any, value: Any) -> Any:

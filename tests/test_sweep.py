@@ -24,8 +24,8 @@ from click.testing import CliRunner
 from cli.main import cli
 from gossipd.sim.config import SimulationConfig
 from gossipd.sim.simulation import simulate
-from gossipd.sim.sweep import (RunCache, SweepError, SweepSpec, coerce, config_dict, final_metrics, mean_std,
-                                run_key)
+from gossipd.sim.sweep import RunCache, final_metrics, mean_std
+from gossipd.sim.sweep_spec import SweepError, SweepSpec, coerce, config_dict, run_key
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

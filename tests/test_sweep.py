@@ -354,8 +354,9 @@ def test_sweep_on_a_local_ray(tmp_path, ray_dir):
     assert first.returncode == 0, first.stderr
     assert "on Ray (local)" in first.stderr
     assert "ran 4 runs, 0 cached" in first.stderr
-    assert "Started a local Ray" in first.stderr
-    assert any(ray_dir.rglob("*.log")), "Ray's logs went somewhere else than --ray-temp-dir"
+    sessions = sorted(p.name for p in ray_dir.glob("session_2*"))
+    assert len(sessions) == 1, "one Ray session, in --ray-temp-dir"
+    assert any((ray_dir / sessions[0]).rglob("*.log"))
     assert processes_mentioning(str(ray_dir)) == []  # Ray was shut down with the command
     summary = check_outputs(out, 2, [1, 2])
     # A Ray task runs the same code as this process: the same seed gives the same series.
@@ -367,6 +368,6 @@ def test_sweep_on_a_local_ray(tmp_path, ray_dir):
     second = gossip_sweep(args, tmp_path)
     assert second.returncode == 0, second.stderr
     assert "ran 0 runs, 4 cached" in second.stderr
-    assert "Started a local Ray" not in second.stderr
+    assert sorted(p.name for p in ray_dir.glob("session_2*")) == sessions
     assert json.loads((out / "sweep.json").read_text())["cells"] == summary["cells"]
 

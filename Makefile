@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 # test runs a real local Ray).
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean system-deps
+.PHONY: setup test demo bench docs clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/gossip demo
+
+# Generated documentation: the example config from the setting declarations
+# (tests/test_daemon_config.py fails when the committed copy is stale).
+docs: setup
+	$(VENV)/bin/gossipd --print-config-example > systemd/gossipd.toml
 
 bench: setup
 	$(PY) bench/simulation.py

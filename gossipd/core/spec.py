@@ -6,8 +6,9 @@ config, the simulator's) can be parsed and checked without importing torch.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+
+from peer_sampling.knobs import check_knobs, integer, knob, non_negative, positive
 
 MODEL_SPECS = ("logreg", "mlp:H1[,H2...]")
 
@@ -31,31 +32,18 @@ def parse_model_spec(spec: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class LearnerConfig:
-    """How a node trains on its local data.
+    """How a node trains on its local data."""
 
-    lr: initial step size. Larger learns faster from few examples but makes the
-        model jump towards whatever data the current node holds (bad under skew).
-    lr_decay: the age (examples seen) at which the step size has halved:
-        ``lr(age) = lr / (1 + age / lr_decay)``. Smaller settles sooner, larger
-        keeps adapting longer.
-    batch_size: mini-batch size of the one local pass per update.
-    weight_decay: L2 penalty; keeps logistic regression from over-confident weights.
-    init_seed: seed of the initial parameters. Every node of a network must use
-        the same one, since averaging differently initialised MLPs does not work.
-    """
-
-    lr: float = 0.5
-    lr_decay: float = 2000.0
-    batch_size: int = 32
-    weight_decay: float = 1e-4
-    init_seed: int = 0
+    lr: float = knob(0.5, """Initial SGD step size. Larger learns faster from few examples but makes the
+        model jump towards whatever data the current node holds (bad under skew).""", positive)
+    lr_decay: float = knob(2000.0, """The model age (examples seen) at which the step size has halved:
+        lr(age) = lr / (1 + age / lr_decay). Smaller settles sooner, larger keeps adapting longer.""",
+        positive)
+    batch_size: int = knob(32, "Mini-batch size of the one local pass per update.", integer(1))
+    weight_decay: float = knob(1e-4, "L2 penalty; keeps logistic regression from over-confident weights.",
+                               non_negative)
+    init_seed: int = knob(0, """Seed of the initial parameters. Every node of a network must use the same
+        one, since averaging differently initialised MLPs does not work.""", integer(0))
 
     def __post_init__(self) -> None:
-        for name in ("lr", "lr_decay"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"learner {name} must be finite and > 0, got {v!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"learner batch_size must be >= 1, got {self.batch_size}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"learner weight_decay must be >= 0, got {self.weight_decay}")
+        check_knobs(self)

@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 from gossipd.files import atomic_write
 from gossipd.sim.config import ConfigError, SimulationConfig
-from gossipd.sim.sweep_spec import (CACHE_FORMAT, Cell, SweepError, SweepSpec, config_dict, gossipd_version, run_key,
-                                    show_value)
+from gossipd.sim.sweep_spec import CACHE_FORMAT, Cell, SweepError, SweepSpec, config_dict, run_key, show_value
+from gossipd.version import VERSION
 
 __all__ = ["Cell", "LocalRunner", "RunCache", "Runner", "SweepError", "SweepOutcome", "SweepProgress", "SweepSpec",
            "aggregate", "run_one", "run_sweep", "write_outputs"]
@@ -242,7 +242,7 @@ def aggregate(spec: SweepSpec, cells: Sequence[Cell], results: Mapping[str, Mapp
     return {
         "name": spec.name,
         "source": spec.source,
-        "gossipd": gossipd_version(),
+        "gossipd": VERSION,
         "metric": spec.metric,
         "seeds": list(spec.seeds),
         "axes": {a: list(v) for a, v in spec.grid.items()},

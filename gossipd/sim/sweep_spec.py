@@ -20,11 +20,11 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from gossipd.sim.config import ConfigError, SimulationConfig
+from gossipd.version import VERSION
 
 # Bump when the layout of a cached run changes: old caches are then ignored, not misread.
 CACHE_FORMAT = 1
@@ -224,15 +224,8 @@ def config_dict(config: SimulationConfig) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def gossipd_version() -> str:
-    try:
-        return metadata.version("gossipd")
-    except metadata.PackageNotFoundError:  # running from a source tree that is not installed
-        return "unknown"
-
-
 def _digest(data: Any) -> str:
-    blob = json.dumps({"format": CACHE_FORMAT, "gossipd": gossipd_version(), **data}, sort_keys=True)
+    blob = json.dumps({"format": CACHE_FORMAT, "gossipd": VERSION, **data}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

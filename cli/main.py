@@ -19,6 +19,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # name -> "module:attribute" of the click command.
 COMMANDS: dict[str, str] = {
     "simulate": "cli.simulate_cmd:simulate",
+    "sweep": "cli.sweep_cmd:sweep",
     "demo": "cli.demo_cmd:demo",
     "status": "cli.inspect_cmd:status",
     "peers": "cli.inspect_cmd:peers",
@@ -26,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "wait": "cli.inspect_cmd:wait",
     "crawl": "cli.crawl:crawl_cmd",
     "export": "cli.inspect_cmd:export",
+    "keygen": "cli.keygen_cmd:keygen",
 }
 
 

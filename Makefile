@@ -48,6 +48,7 @@ bench: setup
 	$(PY) bench/simulation.py
 	$(PY) bench/wire.py
 	$(PY) bench/daemon.py
+	$(PY) bench/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

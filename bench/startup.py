@@ -25,10 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 from pathlib import Path
+
+from gossipd.testing import answers_200
 
 GOSSIPD = [sys.executable, "-m", "gossipd"]
 GOSSIP = str(Path(sys.executable).with_name("gossip"))
@@ -40,19 +40,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 def poll(url: str, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> float:
     """Seconds (monotonic) at which ``url`` first answered 200."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if answers(url):
+        if answers_200(url, timeout=0.5):
             return time.monotonic()
         if proc.poll() is not None:
             raise RuntimeError(f"gossipd exited with {proc.returncode}")

@@ -56,7 +56,7 @@ class DaemonProc:
         """The daemon's URL, once it serves: model loaded, /v1/status answers 200."""
         deadline = time.monotonic() + timeout
         url = self.wait_listening(timeout)
-        self._wait(lambda: _answers_200(url + "/v1/status"), max(0.1, deadline - time.monotonic()), "serve")
+        self._wait(lambda: answers_200(url + "/v1/status"), max(0.1, deadline - time.monotonic()), "serve")
         return url
 
     def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
@@ -89,9 +89,10 @@ class DaemonProc:
             self.proc.wait(10)
 
 
-def _answers_200(url: str) -> bool:
+def answers_200(url: str, timeout: float = 2.0) -> bool:
+    """True if GET ``url`` answers 200 now (False on any error or other status)."""
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False

@@ -226,6 +226,11 @@ class TestThreeNodes:
         assert node_id in proc.stdout and url in proc.stdout
         assert proc.stderr == ""
 
+    def test_wait_answers_at_once_for_a_node_that_serves(self, net3: list[DaemonProc]) -> None:
+        line = ok("wait", net3[1].url, "--ready", "--timeout", "30").stdout.strip()
+        node_id = get_json(net3[1].url + "/v1/status")["node_id"]
+        assert line.startswith(f"{net3[1].url} is ready: node {node_id}, model age ")
+
     def test_peers_json_and_table(self, net3: list[DaemonProc]) -> None:
         urls = {p.url for p in net3}
         url = net3[2].url

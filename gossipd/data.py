@@ -13,6 +13,7 @@ training split without talking to each other.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,11 +79,27 @@ def _load_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndar
     li = header.index(label_column)
     try:
         X = np.array([[float(v) for j, v in enumerate(r) if j != li] for r in body])
-    except ValueError as exc:
-        raise DataError(f"{path}: non-numeric feature value ({exc})") from None
+    except ValueError:
+        line, column, value = _first_non_number(rows, li)
+        raise DataError(f"{path}: line {line}, column {column!r}: {value!r} is not a number "
+                        f"(features must be numeric; the label column is {label_column!r})") from None
     if X.ndim != 2 or X.shape[1] != len(header) - 1:
         raise DataError(f"{path}: rows have differing numbers of columns")
     return X, np.array([r[li] for r in body])
+
+
+def _first_non_number(rows: list[list[str]], label_index: int) -> tuple[int, str, str]:
+    """(line number, column name, value) of the first feature cell that is not a number."""
+    header = rows[0]
+    for line, row in enumerate(rows[1:], start=2):
+        for j, value in enumerate(row):
+            if j == label_index:
+                continue
+            try:
+                float(value)
+            except ValueError:
+                return line, header[j], value
+    raise AssertionError("no bad cell")  # only called after float() failed on one
 
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -127,6 +144,7 @@ def load_dataset(
     classes, y = np.unique(y_raw, return_inverse=True)
     if len(classes) < 2:
         raise DataError(f"{source}: need at least two classes, found {len(classes)}")
+    _check_splittable(source, y, classes, test_size)
     X_tr, X_te, y_tr, y_te = train_test_split(
         X, y, test_size=test_size, random_state=seed, stratify=y
     )
@@ -139,6 +157,21 @@ def load_dataset(
         y_test=y_te.astype(np.int64),
         n_classes=len(classes),
     )
+
+
+def _check_splittable(source: str, y: np.ndarray, classes: np.ndarray, test_size: float) -> None:
+    """The stratified train/test split needs every class twice and each part to hold every class."""
+    counts = np.bincount(y)
+    rare = int(np.argmin(counts))
+    if counts[rare] < 2:
+        raise DataError(f"{source}: class {str(classes[rare])!r} has only {counts[rare]} example; "
+                        "the stratified test split needs at least 2 of each class")
+    n, k = len(y), len(classes)
+    n_test = math.ceil(test_size * n)
+    if n_test < k or n - n_test < k:
+        need = next(m for m in range(2 * k, 100 * k + 100) if k <= math.ceil(test_size * m) <= m - k)
+        raise DataError(f"{source}: {n} rows are too few for a stratified {test_size:.0%} test split of "
+                        f"{k} classes; need at least {need}")
 
 
 def parse_split(spec: str) -> tuple[str, float | None]:

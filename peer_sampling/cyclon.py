@@ -155,6 +155,11 @@ class Cyclon:
         self.vouched: dict[Address, None] = {}
         self._strikes: dict[Address, int] = {}
         self._memory = max(2 * self.config.view_size, self.config.view_size + self.config.fallback_size)
+        # Addresses that failed, kept (same bound) rather than forgotten, and tried
+        # only when seeds and ``known`` have nothing left: a node restarted while
+        # all its neighbours were down, or cut off by churn, finds them again
+        # when they come back.
+        self.failed: dict[Address, None] = {}
         # First shuffle somewhere in the first period, so nodes started together
         # do not all shuffle at once.
         self._next_shuffle: float = now + float(rng.random()) * self.config.interval
@@ -196,6 +201,7 @@ class Cyclon:
         """Answer with up to ℓ random entries (never the requester), then take in
         the requester's entries, overwriting the ones just sent back."""
         sender = request.sender
+        self.failed.pop(sender, None)
         reply = self.view.sample(self.config.shuffle_length, self.rng, exclude=sender)
         if sender != self.self_address:
             self._integrate(request.entries, tuple(d.address for d in reply))
@@ -205,6 +211,7 @@ class Cyclon:
         """Take in Q's entries: fill free slots first, then overwrite what was sent
         to Q. An unexpected or late reply only fills free slots."""
         pending = self._pending.pop(reply.sender, None)
+        self.failed.pop(reply.sender, None)
         sent = pending.sent if pending is not None else ()
         placed = self.config.max_from_one - self._integrate(reply.entries, sent)
         self._vouch(reply.sender)
@@ -219,9 +226,9 @@ class Cyclon:
     def on_outcome(self, now: float, address: Address, outcome: Outcome) -> None:
         """Act on what became of a request to ``address`` (see :class:`Outcome`):
         answered -> vouched for; refused or unreachable -> dropped from the view
-        and the fallback book; timeouts -> dropped after ``max_timeouts`` in a
-        row. Seeds stay seeds whatever happens: they are the way back after a
-        partition."""
+        and moved from the fallback book ``known`` to ``failed`` (the last
+        resort); timeouts -> the same after ``max_timeouts`` in a row. Seeds
+        stay seeds whatever happens: they are the way back after a partition."""
         if outcome.alive:
             self._vouch(address)
             return
@@ -236,6 +243,11 @@ class Cyclon:
         self.view.remove(address)
         self.known.pop(address, None)
         self.vouched.pop(address, None)
+        cap = self.config.fallback_size
+        if cap and address not in self.failed and address not in self.seeds and address != self.self_address:
+            self.failed[address] = None
+            if len(self.failed) > cap:
+                del self.failed[next(iter(self.failed))]
 
     def add_seed(self, address: Address) -> None:
         """Remember ``address`` as a seed and, if there is room, as a neighbour
@@ -256,10 +268,11 @@ class Cyclon:
     # -- checkpointing ----------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain lists only: ``{"view": [[address, age], ...], "seeds": [...]}``.
-        Timers and pending shuffles are not saved: they are relative to a clock
-        that does not survive a restart."""
-        return {"view": self.view.to_list(), "seeds": list(self.seeds), "known": list(self.known)}
+        """Plain lists only: ``{"view": [[address, age], ...], "seeds": [...], "known": [...],
+        "failed": [...]}``. Timers and pending shuffles are not saved: they are
+        relative to a clock that does not survive a restart."""
+        return {"view": self.view.to_list(), "seeds": list(self.seeds), "known": list(self.known),
+                "failed": list(self.failed)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore view and seeds from :meth:`state_dict` (ValueError if malformed)."""
@@ -272,15 +285,20 @@ class Cyclon:
         new_seeds = list(seeds)
         if not all(isinstance(s, str) and s for s in new_seeds):
             raise ValueError("Cyclon state 'seeds' must be a list of non-empty strings")
-        known = state.get("known", [])
-        if not isinstance(known, (list, tuple)) or not all(isinstance(a, str) and a for a in known):
-            raise ValueError("Cyclon state 'known' must be a list of non-empty strings")
+        books = {}
+        for name in ("known", "failed"):
+            book = state.get(name, [])
+            if not isinstance(book, (list, tuple)) or not all(isinstance(a, str) and a for a in book):
+                raise ValueError(f"Cyclon state '{name}' must be a list of non-empty strings")
+            books[name] = book
         self.view = view
         self.seeds = []
         for s in new_seeds:
             self._remember_seed(s)
         self.known = {}
-        self._note(known)
+        self._note(books["known"])
+        cap = self.config.fallback_size
+        self.failed = dict.fromkeys(a for a in books["failed"][-cap:] if cap and a != self.self_address)
         self._pending.clear()
 
     # -- internals ----------------------------------------------------------------
@@ -301,7 +319,8 @@ class Cyclon:
 
     def _reseed_target(self, exclude: set[Address]) -> Address | None:
         """A seed or remembered address outside the view (and not being shuffled
-        with): a seed half of the time when there are both. The book is the
+        with): a seed half of the time when there are both; an address that
+        failed before only when there is nothing else. The book is the
         more varied choice and spreads the load; the seeds are the one bridge
         that survives a long partition, since the book fills with the near side
         while the far side is out of reach."""
@@ -312,7 +331,7 @@ class Cyclon:
         if seeds and book:
             pool = seeds if self.rng.random() < 0.5 else book
         else:
-            pool = seeds or book
+            pool = seeds or book or [a for a in self.failed if a not in view and a not in exclude]
         if not pool:
             return None
         return pool[int(self.rng.random() * len(pool))]
@@ -320,6 +339,7 @@ class Cyclon:
     def _vouch(self, address: Address) -> None:
         """``address`` answered a request of ours: its entries age at the normal pace."""
         self._strikes.pop(address, None)
+        self.failed.pop(address, None)
         vouched = self.vouched
         if address not in vouched:
             vouched[address] = None
@@ -352,8 +372,11 @@ class Cyclon:
         (up to ℓ-1 of) the other seeds. Without that, seeds that are not
         configured to know each other each grow an island of the newcomers that
         happened to pick them, and the overlay never becomes connected.
-        Remembered addresses that fail are forgotten (``on_outcome``)."""
+        Remembered addresses that fail move to ``failed`` (``on_outcome``),
+        asked only when nothing else is left."""
         candidates = self.seeds + [a for a in self.known if a not in self.seeds]
+        if not candidates:
+            candidates = list(self.failed)
         if not candidates:
             return None
         target = candidates[int(self.rng.random() * len(candidates))]

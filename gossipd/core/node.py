@@ -26,7 +26,7 @@ from gossipd.core.state import ModelState
 from peer_sampling.knobs import check_knobs, fraction_below_one, integer, knob, non_negative, positive
 from peer_sampling.sampler import PeerSampler
 
-if TYPE_CHECKING:  # the node only calls the learner it is given; importing it (torch) is the caller's business
+if TYPE_CHECKING:  # the node only calls its learner: importing torch here would slow every config reader
     from gossipd.core.learner import Learner, LocalData
 
 

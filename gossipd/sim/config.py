@@ -33,6 +33,7 @@ class SimulationConfig:
     """One experiment. Times are in cycles (Δ = 1)."""
 
     dataset: str = "digits"
+    label_column: str | None = None  # CSV files: the label's column (default: label/target/y/class, else the last)
     model: str = "logreg"
     nodes: int = 100
     cycles: int = 200

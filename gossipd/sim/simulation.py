@@ -79,7 +79,7 @@ class Simulation:
         config.validate()
         if dataset is None:
             try:
-                dataset = load_dataset(config.dataset)
+                dataset = load_dataset(config.dataset, label_column=config.label_column)
             except DataError as exc:
                 raise ConfigError("dataset", f"--dataset: {exc}") from None
         root = np.random.SeedSequence(config.seed)
@@ -88,7 +88,10 @@ class Simulation:
         parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
         addresses = [f"n{i}" for i in range(config.nodes)]
         node_rngs = [np.random.default_rng(s) for s in node_ss.spawn(config.nodes)]
-        samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
+        try:
+            samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
+        except ValueError as exc:  # a topology that cannot be built on this many nodes
+            raise ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}") from None
         gossip = GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge)
         initial = learner.initial_state()
         attack = parse_attackers(config.attackers) if config.attackers is not None else None

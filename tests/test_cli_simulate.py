@@ -140,4 +140,4 @@ def test_json_to_stdout_is_pure_json_and_csv_label_column_is_used(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["config"]["label_column"] == "b"
-    assert "gossip (age, cyclon)" in result.stderr  # the table, out of the way of the JSON
+    assert "gossip (robust, cyclon)" in result.stderr  # the table, out of the way of the JSON

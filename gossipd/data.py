@@ -8,12 +8,16 @@ training split without talking to each other.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-BUNDLED = ("digits", "breast_cancer", "wine")
+from gossipd.core.scaling import MAX_STAT_COLUMNS, FeatureStats, Scaling
+from gossipd.core.spec import Schema, parse_scaling
+
+BUNDLED = ("digits", "breast_cancer", "wine", "diabetes")
 PARTITIONS = ("iid", "labels", "dirichlet:ALPHA")
 # Fixed so that independently started daemons agree on the split.
 DEFAULT_SPLIT_SEED = 0
@@ -21,18 +25,27 @@ DEFAULT_SPLIT_SEED = 0
 
 @dataclass(frozen=True)
 class Dataset:
-    """A standardised train/test split (features float32, labels int64)."""
+    """A train/test split of raw features (float32) and labels (int64 class
+    indices into ``schema.class_names``) or targets (float32, regression)."""
 
     name: str
     X_train: np.ndarray
     y_train: np.ndarray
     X_test: np.ndarray
     y_test: np.ndarray
-    n_classes: int
+    schema: Schema
 
     @property
     def n_features(self) -> int:
         return int(self.X_train.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return self.schema.n_classes
+
+    @property
+    def task(self) -> str:
+        return self.schema.task
 
 
 class DataError(ValueError):
@@ -46,6 +59,7 @@ def _load_bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
         "digits": datasets.load_digits,
         "breast_cancer": datasets.load_breast_cancer,
         "wine": datasets.load_wine,
+        "diabetes": datasets.load_diabetes,
     }[name]
     bunch = loader()
     return np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target)
@@ -112,27 +126,35 @@ def load_dataset(
     test_size: float = 0.25,
     label_column: str | None = None,
 ) -> Dataset:
-    """Load, split 75/25 stratified by label, standardise on the training part only."""
+    """Load and split 75/25 (stratified by label for classification). Features stay
+    raw: scaling is part of the model (``gossipd.core.scaling``)."""
     from sklearn.model_selection import train_test_split
-    from sklearn.preprocessing import StandardScaler
 
     name, X, y_raw = load_raw(source, label_column=label_column)
     if not np.isfinite(X).all():
         raise DataError(f"{source}: features contain NaN or Inf")
-    classes, y = np.unique(y_raw, return_inverse=True)
-    if len(classes) < 2:
-        raise DataError(f"{source}: need at least two classes, found {len(classes)}")
+    if name == "diabetes":
+        schema = Schema.regression(X.shape[1])
+        y = np.asarray(y_raw, dtype=np.float32)
+        stratify = None
+    else:
+        classes, y = np.unique(y_raw, return_inverse=True)
+        if len(classes) < 2:
+            raise DataError(f"{source}: need at least two classes, found {len(classes)}")
+        shape = (1, 8, 8) if name == "digits" else (X.shape[1],)
+        schema = Schema("classification", shape, len(classes), class_names=tuple(str(c) for c in classes))
+        stratify = y
     X_tr, X_te, y_tr, y_te = train_test_split(
-        X, y, test_size=test_size, random_state=seed, stratify=y
+        X, y, test_size=test_size, random_state=seed, stratify=stratify
     )
-    scaler = StandardScaler().fit(X_tr)
+    ydt = np.float32 if schema.task == "regression" else np.int64
     return Dataset(
         name=name,
-        X_train=scaler.transform(X_tr).astype(np.float32),
-        y_train=y_tr.astype(np.int64),
-        X_test=scaler.transform(X_te).astype(np.float32),
-        y_test=y_te.astype(np.int64),
-        n_classes=len(classes),
+        X_train=X_tr.astype(np.float32),
+        y_train=y_tr.astype(ydt),
+        X_test=X_te.astype(np.float32),
+        y_test=y_te.astype(ydt),
+        schema=schema,
     )
 
 
@@ -207,3 +229,55 @@ def node_share(
     test_parts = partition(dataset.y_test, n, "iid", rng)
     tr, te = train_parts[k - 1], test_parts[k - 1]
     return dataset.X_train[tr], dataset.y_train[tr], dataset.X_test[te], dataset.y_test[te]
+
+
+def make_scaling(spec: str, schema: Schema) -> Scaling:
+    """``network`` | ``none`` | ``fixed:PATH`` -> the model's :class:`Scaling`.
+
+    A fixed-statistics file is JSON ``{"mean": [...], "std": [...]}`` with one
+    entry per feature (for regression, optionally ``"target_mean"`` and
+    ``"target_std"``; without them the target is not scaled), or an NPZ with
+    the same arrays.
+    """
+    try:
+        mode, path = parse_scaling(spec)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    if mode == "none":
+        return Scaling.none()
+    if mode == "network":
+        if schema.n_stat_columns > MAX_STAT_COLUMNS:
+            raise DataError(f"scaling 'network' carries statistics of at most {MAX_STAT_COLUMNS} columns in a "
+                            f"model message; this data has {schema.n_stat_columns}: use fixed:PATH or none")
+        return Scaling.network()
+    return Scaling.fixed(_load_fixed_stats(Path(path), schema))
+
+
+def _load_fixed_stats(path: Path, schema: Schema) -> FeatureStats:
+    try:
+        if path.suffix.lower() == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                raw = {k: npz[k] for k in npz.files}
+        else:
+            raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"scaling file {path} not found") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"scaling file {path}: cannot read it ({exc})") from None
+    if not isinstance(raw, dict) or "mean" not in raw or "std" not in raw:
+        raise DataError(f"scaling file {path}: needs 'mean' and 'std' (one number per feature)")
+    try:
+        mean = np.asarray(raw["mean"], dtype=np.float64).reshape(-1)
+        std = np.asarray(raw["std"], dtype=np.float64).reshape(-1)
+        if schema.task == "regression":
+            mean = np.append(mean, float(raw.get("target_mean", 0.0)))
+            std = np.append(std, float(raw.get("target_std", 1.0)))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"scaling file {path}: values must be numbers ({exc})") from None
+    if mean.shape != std.shape or mean.size != schema.n_stat_columns:
+        raise DataError(f"scaling file {path}: {mean.size} means and {std.size} stds for "
+                        f"{schema.n_features} features")
+    try:
+        return FeatureStats.fixed(mean, std)
+    except ValueError as exc:
+        raise DataError(f"scaling file {path}: {exc}") from None

@@ -31,7 +31,7 @@ from gossipd.core.node import GossipConfig, GossipNode
 from peer_sampling.topology import StaticSampler
 
 MODELS = [("small", "logreg"), ("1M", "mlp:1024,960")]
-PARTITION = "1/8"
+SHARE = "1/8"
 
 
 async def load(url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, float]:
@@ -58,7 +58,7 @@ async def load(url: str, body: bytes, seconds: float, concurrency: int) -> dict[
 def in_process_rate(spec: str, body: bytes, fingerprint: str, n_params: int, seconds: float) -> float:
     """decode + merge + train without HTTP: the ceiling the daemon's overhead is measured against."""
     ds = load_dataset("digits")
-    X, y, _, _ = node_share(ds, PARTITION, "iid")
+    X, y, _, _ = node_share(ds, SHARE, "iid")
     learner = Learner(spec, ds.n_features, ds.n_classes)
     assert learner.fingerprint == fingerprint and learner.n_params == n_params
     node = GossipNode("bench", learner, LocalData.from_numpy(X, y, ds.n_classes),
@@ -78,12 +78,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     base = Path(tempfile.mkdtemp(prefix="gossipd-bench-"))
-    print(f"one gossipd on 127.0.0.1, digits part {PARTITION}, {args.concurrency} concurrent senders, "
+    print(f"one gossipd on 127.0.0.1, digits share {SHARE}, {args.concurrency} concurrent senders, "
           f"{args.seconds:g} s per model")
     print(f"{'model':>6} {'params':>10} {'body':>10} {'HTTP merged/s':>14} {'busy 503/s':>11} "
           f"{'in-process/s':>13} {'ratio':>6}")
     for label, spec in MODELS:
-        proc = DaemonProc(base / label, ["--model", spec, "--partition", PARTITION, "--gossip-interval", "3600",
+        proc = DaemonProc(base / label, ["--model", spec, "--share", SHARE, "--gossip-interval", "3600",
                                          "--log-level", "WARNING"]).start()
         try:
             url = proc.wait_ready()

@@ -73,7 +73,7 @@ def main() -> None:
 
     print(f"simulation: digits/logreg, {config.nodes} nodes, {config.cycles} cycles, sampler cyclon, "
           f"seed {config.seed}, torch threads {torch.get_num_threads()}")
-    print(f"  setup (data, partition, nodes)     {setup_s:8.2f} s")
+    print(f"  setup (data, split, nodes)       {setup_s:8.2f} s")
     print(f"  run wall time                      {run_s:8.2f} s")
     print(f"  node updates (sum of merged)       {updates:8d}   ({updates / run_s:,.0f} updates/s)")
     print(f"  model messages / shuffle messages  {final['messages']:8d} / {final['sampling_messages']}")

@@ -76,7 +76,7 @@ def demo(nodes: int, dataset: str, target: float, time_limit: float, gossip_inte
     if workdir.exists():
         shutil.rmtree(workdir)  # a demo starts from scratch: no old checkpoints
     workdir.mkdir(parents=True)
-    extra = ["--data", dataset, "--gossip-interval", str(gossip_interval),
+    extra = ["--dataset", dataset, "--gossip-interval", str(gossip_interval),
              "--shuffle-interval", str(2 * gossip_interval)]
     console.print(f"starting {nodes} gossipd processes (logs in {workdir}/) ...")
     procs = []

@@ -136,7 +136,7 @@ def status_table(url: str, st: dict[str, Any]) -> Table:
         ("pending", str(st.get("pending", "-"))),
     ]
     if data:
-        rows.append(("data", f"{data.get('source')} part {data.get('partition')} ({data.get('split')}), "
+        rows.append(("data", f"{data.get('dataset')} share {data.get('share')} ({data.get('split')} split), "
                              f"{data.get('train_examples')} train / {data.get('test_examples')} test"))
     return kv_table(f"gossipd node {url}", rows)
 
@@ -374,13 +374,15 @@ def _test_share(meta: dict[str, Any]) -> tuple[Any, str]:
     """The node's test features for the parity check, or (None, why not)."""
     from gossipd.data import DataError, load_dataset, node_share
 
-    if not meta.get("source") or not meta.get("partition") or not meta.get("split"):
+    # Checkpoints written before the vocabulary change say source/partition.
+    name, share = meta.get("dataset", meta.get("source")), meta.get("share", meta.get("partition"))
+    if not name or not share or not meta.get("split"):
         return None, "the checkpoint does not name its data"
     try:
-        dataset = load_dataset(str(meta["source"]), label_column=meta.get("label_column") or None)
-        X_te = node_share(dataset, str(meta["partition"]), str(meta["split"]))[2]
+        dataset = load_dataset(str(name), label_column=meta.get("label_column") or None)
+        X_te = node_share(dataset, str(share), str(meta["split"]))[2]
     except (DataError, ValueError, OSError) as exc:
-        return None, f"data {meta['source']!r} not loadable here: {exc}"
+        return None, f"dataset {name!r} not loadable here: {exc}"
     if len(X_te) == 0 or X_te.shape[1] != int(meta["n_features"]):
         return None, "the node's test share is empty or has another shape"
     return X_te, ""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -33,7 +34,9 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
               help="feature scaling: network (learned by gossip) | none | fixed:PATH (JSON mean/std)")
 @click.option("--nodes", default=100, show_default=True, type=int)
 @click.option("--cycles", default=200, show_default=True, type=int, help="gossip periods (Δ) to simulate")
-@click.option("--partition", default="iid", show_default=True, help="iid | labels | dirichlet:ALPHA")
+@click.option("--split", default="iid", show_default=True,
+              help="how the training data is cut over the nodes: iid | labels | dirichlet:ALPHA")
+@click.option("--partition", "old_partition", hidden=True, help="deprecated spelling of --split")
 @click.option("--merge", default="age", show_default=True, help="age | average | overwrite | limited:L")
 @click.option("--sampler", default="cyclon", show_default=True,
               help="cyclon | full | ring | kregular:K | smallworld:K,P | random:P")
@@ -54,15 +57,21 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG: accuracy against cycles and against bytes")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def simulate(json_path: Path | None, plot_path: Path | None, quiet: bool, **options: Any) -> None:
+@click.pass_context
+def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None, quiet: bool,
+             old_partition: str | None, **options: Any) -> None:
     """Simulate gossip learning on one machine, seeded and reproducible.
 
     \b
     Example:
       gossip simulate --dataset digits --model logreg --nodes 100 --cycles 200 \\
-          --partition iid --baselines centralised,local,fedavg --seed 1 \\
+          --split iid --baselines centralised,local,fedavg --seed 1 \\
           --json out.json --plot out.png
     """
+    if old_partition is not None:
+        click.echo("gossip simulate: --partition is deprecated; use --split", err=True)
+        if ctx.get_parameter_source("split") is not ParameterSource.COMMANDLINE:
+            options["split"] = old_partition
     import torch
 
     from gossipd.sim.simulation import simulate as run_simulation
@@ -100,7 +109,7 @@ def summary_table(result: dict[str, Any]) -> Table:
     cfg = result["config"]
     metrics = result.get("metrics", ["accuracy"])
     table = Table(title=f"{cfg['dataset']} / {cfg['model']} / {cfg['nodes']} nodes / {cfg['cycles']} cycles / "
-                        f"{cfg['partition']} / seed {cfg['seed']}")
+                        f"{cfg['split']} / seed {cfg['seed']}")
     cols = [f"{k} {SHORT.get(m, m)}" for m in metrics for k in ("mean", "min", "max")]
     for col in ("method", *cols, "messages", "bytes"):
         table.add_column(col, justify="left" if col == "method" else "right")

@@ -1,4 +1,9 @@
-"""Data: bundled real data sets, user files, the test split and partitioners.
+"""Data: bundled real data sets, user files, the test split, splits and shares.
+
+Vocabulary (the same in flags, TOML, environment and JSON): the *dataset* is
+what is loaded; the *split* is how its training part is cut into N parts
+(``iid`` | ``labels`` | ``dirichlet:ALPHA``); a *share* ``K/N`` is the part one
+daemon holds.
 
 Everything that cuts data takes a seed, so the same seed gives the same split on
 every machine: N daemons told ``1/N`` ... ``N/N`` hold disjoint parts of one
@@ -18,7 +23,7 @@ from gossipd.core.scaling import MAX_STAT_COLUMNS, FeatureStats, Scaling
 from gossipd.core.spec import Schema, parse_scaling
 
 BUNDLED = ("digits", "breast_cancer", "wine", "diabetes")
-PARTITIONS = ("iid", "labels", "dirichlet:ALPHA")
+SPLITS = ("iid", "labels", "dirichlet:ALPHA")
 # Fixed so that independently started daemons agree on the split.
 DEFAULT_SPLIT_SEED = 0
 
@@ -49,7 +54,7 @@ class Dataset:
 
 
 class DataError(ValueError):
-    """A data source or partition spec the user gave cannot be used."""
+    """A dataset, split or share the user gave cannot be used."""
 
 
 def _load_bundled(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +163,7 @@ def load_dataset(
     )
 
 
-def parse_partition(spec: str) -> tuple[str, float | None]:
+def parse_split(spec: str) -> tuple[str, float | None]:
     """Validate ``iid`` | ``labels`` | ``dirichlet:ALPHA`` (ALPHA > 0)."""
     name, _, arg = spec.strip().partition(":")
     if name in ("iid", "labels") and not arg:
@@ -167,14 +172,14 @@ def parse_partition(spec: str) -> tuple[str, float | None]:
         try:
             alpha = float(arg)
         except ValueError:
-            raise DataError(f"partition 'dirichlet:ALPHA' needs a number, got {spec!r}") from None
+            raise DataError(f"split 'dirichlet:ALPHA' needs a number, got {spec!r}") from None
         if not np.isfinite(alpha) or alpha <= 0:
             raise DataError(f"dirichlet ALPHA must be > 0, got {spec!r}")
         return name, alpha
-    raise DataError(f"unknown partition {spec!r}; expected one of {', '.join(PARTITIONS)}")
+    raise DataError(f"unknown split {spec!r}; expected one of {', '.join(SPLITS)}")
 
 
-def partition(y: np.ndarray, n_parts: int, spec: str, rng: np.random.Generator) -> list[np.ndarray]:
+def split_indices(y: np.ndarray, n_parts: int, spec: str, rng: np.random.Generator) -> list[np.ndarray]:
     """Indices of ``y`` cut into ``n_parts`` disjoint parts that cover it.
 
     ``iid``: a random permutation cut into near-equal parts. ``labels``: sorted
@@ -184,7 +189,7 @@ def partition(y: np.ndarray, n_parts: int, spec: str, rng: np.random.Generator) 
     """
     if n_parts < 1:
         raise DataError(f"number of parts must be >= 1, got {n_parts}")
-    name, alpha = parse_partition(spec)
+    name, alpha = parse_split(spec)
     n = len(y)
     if name == "iid":
         return [np.sort(p) for p in np.array_split(rng.permutation(n), n_parts)]
@@ -209,9 +214,9 @@ def parse_share(spec: str) -> tuple[int, int]:
         k_s, n_s = spec.split("/")
         k, n = int(k_s), int(n_s)
     except ValueError:
-        raise DataError(f"partition must look like K/N (e.g. 3/10), got {spec!r}") from None
+        raise DataError(f"share must look like K/N (e.g. 3/10), got {spec!r}") from None
     if n < 1 or not 1 <= k <= n:
-        raise DataError(f"partition K/N needs 1 <= K <= N, got {spec!r}")
+        raise DataError(f"share K/N needs 1 <= K <= N, got {spec!r}")
     return k, n
 
 
@@ -225,8 +230,8 @@ def node_share(
     """
     k, n = parse_share(share)
     rng = np.random.default_rng(seed)
-    train_parts = partition(dataset.y_train, n, split, rng)
-    test_parts = partition(dataset.y_test, n, "iid", rng)
+    train_parts = split_indices(dataset.y_train, n, split, rng)
+    test_parts = split_indices(dataset.y_test, n, "iid", rng)
     tr, te = train_parts[k - 1], test_parts[k - 1]
     return dataset.X_train[tr], dataset.y_train[tr], dataset.X_test[te], dataset.y_test[te]
 

@@ -78,11 +78,11 @@ def start_network(base: Path, n: int, *, extra: list[str] | None = None, split: 
     """n daemons holding parts 1/n..n/n of the data, all joined through the first."""
     procs: list[DaemonProc] = []
     try:
-        first = DaemonProc(base / "n1", ["--partition", f"1/{n}", "--split", split, *(extra or [])]).start()
+        first = DaemonProc(base / "n1", ["--share", f"1/{n}", "--split", split, *(extra or [])]).start()
         procs.append(first)
         seed = first.wait_ready(timeout)
         for k in range(2, n + 1):
-            procs.append(DaemonProc(base / f"n{k}", ["--partition", f"{k}/{n}", "--split", split,
+            procs.append(DaemonProc(base / f"n{k}", ["--share", f"{k}/{n}", "--split", split,
                                                      "--join", seed, *(extra or [])]).start())
         for p in procs:
             p.wait_ready(timeout)

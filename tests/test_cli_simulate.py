@@ -59,7 +59,7 @@ def test_same_seed_same_series_other_seed_differs(tmp_path):
     ("args", "flag"),
     [
         (["--dataset", "nope"], "--dataset"),
-        (["--partition", "bad"], "--partition"),
+        (["--split", "bad"], "--split"),
         (["--nodes", "0"], "--nodes"),
         (["--nodes", "1"], "--nodes"),
         (["--cycles", "-1"], "--cycles"),
@@ -92,3 +92,14 @@ def test_bad_flags_exit_2_with_one_line_error(args, flag, tmp_path):
     assert len(errors) == 1, result.output
     assert flag in errors[0]
     assert not out.exists()  # nothing half-written
+
+
+def test_old_partition_flag_is_an_alias_of_split_with_one_notice(tmp_path):
+    out = tmp_path / "out.json"
+    result = CliRunner().invoke(cli, [*SMALL, "--nodes", "6", "--cycles", "2", "--eval-every", "2",
+                                      "--partition", "labels", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    notices = [line for line in result.stderr.splitlines() if "deprecated" in line]
+    assert notices == ["gossip simulate: --partition is deprecated; use --split"]
+    config = json.loads(out.read_text())["config"]
+    assert config["split"] == "labels" and "partition" not in config

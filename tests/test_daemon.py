@@ -77,7 +77,7 @@ def lone(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """One daemon with no peers: nothing changes its model but what a test posts."""
     # Hour-long periods: it never contacts anyone by itself, so nothing races the tests.
     proc = DaemonProc(tmp_path_factory.mktemp("lone") / "node",
-                      ["--partition", "1/4", "--gossip-interval", "3600", "--shuffle-interval", "3600"]).start()
+                      ["--share", "1/4", "--gossip-interval", "3600", "--shuffle-interval", "3600"]).start()
     proc.wait_ready()
     yield proc
     stop_all([proc])
@@ -184,7 +184,7 @@ def test_probes_and_metrics(lone: DaemonProc) -> None:
 
 
 def test_readyz_needs_a_peer(tmp_path: Path) -> None:
-    procs = [DaemonProc(tmp_path / name, ["--partition", f"{k}/4", *FAST]).start() for k, name in ((2, "a"), (3, "b"))]
+    procs = [DaemonProc(tmp_path / name, ["--share", f"{k}/4", *FAST]).start() for k, name in ((2, "a"), (3, "b"))]
     try:
         a, b = procs
         a.wait_ready()
@@ -205,7 +205,7 @@ def test_readyz_needs_a_peer(tmp_path: Path) -> None:
 
 def test_sigterm_then_restart_restores_bit_identical_model(tmp_path: Path) -> None:
     state_dir = tmp_path / "node"
-    proc = DaemonProc(state_dir, ["--partition", "1/3", *FAST]).start()
+    proc = DaemonProc(state_dir, ["--share", "1/3", *FAST]).start()
     proc.wait_ready()
     status = get_json(proc.url + "/v1/status")
     for age in (50.0, 300.0):
@@ -215,7 +215,7 @@ def test_sigterm_then_restart_restores_bit_identical_model(tmp_path: Path) -> No
     assert proc.terminate() == 0
     assert "checkpoint written" in proc.log()
     assert not (state_dir / "endpoint").exists()
-    proc2 = DaemonProc(state_dir, ["--partition", "1/3", *FAST]).start()
+    proc2 = DaemonProc(state_dir, ["--share", "1/3", *FAST]).start()
     try:
         proc2.wait_ready()
         params2, age2 = current_model(proc2.url)
@@ -232,7 +232,7 @@ def test_corrupt_checkpoint_is_set_aside(tmp_path: Path) -> None:
     state_dir = tmp_path / "node"
     state_dir.mkdir()
     (state_dir / "checkpoint.msgpack").write_bytes(b"\x93garbage that is not a checkpoint")
-    proc = DaemonProc(state_dir, ["--partition", "1/3", *FAST]).start()
+    proc = DaemonProc(state_dir, ["--share", "1/3", *FAST]).start()
     try:
         proc.wait_ready()
         assert get_json(proc.url + "/v1/status")["model"]["age"] == 0

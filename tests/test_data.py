@@ -1,4 +1,4 @@
-"""Data: bundled sets, the stratified split, standardisation, partitioners,
+"""Data: bundled sets, the stratified split, standardisation, splits,
 user files and node shares."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from gossipd.data import (
     load_dataset,
     load_raw,
     node_share,
-    parse_partition,
+    parse_split,
     parse_share,
-    partition,
+    split_indices,
 )
 
 BUNDLED_SHAPES = {"digits": (1797, 64, 10), "breast_cancer": (569, 30, 2), "wine": (178, 13, 3)}
@@ -101,14 +101,14 @@ def test_test_size(size):
     assert len(ds.y_test) == math.ceil(size * 178)
 
 
-# ------------------------------------------------------------------ partitions
+# ------------------------------------------------------------------ splits
 
 
 @pytest.mark.parametrize("spec", ["iid", "labels", "dirichlet:0.5", "dirichlet:100"])
 @pytest.mark.parametrize("n_parts", [1, 7, 100])
-def test_partitions_cover_all_indices_disjointly(digits, spec, n_parts):
+def test_splits_cover_all_indices_disjointly(digits, spec, n_parts):
     y = digits.y_train
-    parts = partition(y, n_parts, spec, np.random.default_rng(4))
+    parts = split_indices(y, n_parts, spec, np.random.default_rng(4))
     assert len(parts) == n_parts
     joined = np.concatenate(parts)
     assert len(joined) == len(y)
@@ -119,25 +119,25 @@ def test_partitions_cover_all_indices_disjointly(digits, spec, n_parts):
 
 @pytest.mark.parametrize("spec", ["iid", "labels"])
 def test_iid_and_labels_parts_are_balanced(digits, spec):
-    sizes = [len(p) for p in partition(digits.y_train, 100, spec, np.random.default_rng(0))]
+    sizes = [len(p) for p in split_indices(digits.y_train, 100, spec, np.random.default_rng(0))]
     assert max(sizes) - min(sizes) <= 1
 
 
-def test_partition_is_deterministic_by_rng(digits):
+def test_split_is_deterministic_by_rng(digits):
     for spec in ("iid", "labels", "dirichlet:0.5"):
-        a = partition(digits.y_train, 20, spec, np.random.default_rng(8))
-        b = partition(digits.y_train, 20, spec, np.random.default_rng(8))
-        c = partition(digits.y_train, 20, spec, np.random.default_rng(9))
+        a = split_indices(digits.y_train, 20, spec, np.random.default_rng(8))
+        b = split_indices(digits.y_train, 20, spec, np.random.default_rng(8))
+        c = split_indices(digits.y_train, 20, spec, np.random.default_rng(9))
         assert all(np.array_equal(x, z) for x, z in zip(a, b))
         assert not all(np.array_equal(x, z) for x, z in zip(a, c))
 
 
-def test_labels_partition_gives_one_or_two_classes_per_part(digits):
-    parts = partition(digits.y_train, 100, "labels", np.random.default_rng(0))
+def test_labels_split_gives_one_or_two_classes_per_part(digits):
+    parts = split_indices(digits.y_train, 100, "labels", np.random.default_rng(0))
     n_classes = [len(np.unique(digits.y_train[p])) for p in parts]
     assert np.mean(np.array(n_classes) <= 2) >= 0.8
     # ...whereas iid parts of the same size mix many classes.
-    iid = partition(digits.y_train, 100, "iid", np.random.default_rng(0))
+    iid = split_indices(digits.y_train, 100, "iid", np.random.default_rng(0))
     assert np.mean([len(np.unique(digits.y_train[p])) for p in iid]) > 6
 
 
@@ -151,8 +151,8 @@ def skew(y: np.ndarray, parts: list[np.ndarray], n_classes: int) -> float:
 def test_dirichlet_small_alpha_is_more_skewed(digits):
     y, c = digits.y_train, digits.n_classes
     rng = np.random.default_rng(0)
-    small = np.mean([skew(y, partition(y, 20, "dirichlet:0.1", rng), c) for _ in range(3)])
-    large = np.mean([skew(y, partition(y, 20, "dirichlet:100", rng), c) for _ in range(3)])
+    small = np.mean([skew(y, split_indices(y, 20, "dirichlet:0.1", rng), c) for _ in range(3)])
+    large = np.mean([skew(y, split_indices(y, 20, "dirichlet:100", rng), c) for _ in range(3)])
     assert small > 0.5
     assert large < 0.25
     assert small > large + 0.3
@@ -163,24 +163,24 @@ def test_dirichlet_small_alpha_is_more_skewed(digits):
     [("iid", ("iid", None)), ("labels", ("labels", None)), ("dirichlet:0.5", ("dirichlet", 0.5)),
      (" dirichlet:2 ", ("dirichlet", 2.0))],
 )
-def test_parse_partition_accepts(spec, parsed):
-    assert parse_partition(spec) == parsed
+def test_parse_split_accepts(spec, parsed):
+    assert parse_split(spec) == parsed
 
 
 @pytest.mark.parametrize(
     "spec", ["dirichlet:", "dirichlet:-1", "dirichlet:0", "dirichlet:nan", "dirichlet:inf", "dirichlet:x",
              "dirichlet", "foo", "iid:3", "labels:2", ""],
 )
-def test_parse_partition_rejects(spec):
+def test_parse_split_rejects(spec):
     with pytest.raises(DataError):
-        parse_partition(spec)
+        parse_split(spec)
     with pytest.raises(DataError):
-        partition(np.arange(10) % 2, 2, spec, np.random.default_rng(0))
+        split_indices(np.arange(10) % 2, 2, spec, np.random.default_rng(0))
 
 
-def test_partition_rejects_zero_parts():
+def test_split_rejects_zero_parts():
     with pytest.raises(DataError):
-        partition(np.arange(10) % 2, 0, "iid", np.random.default_rng(0))
+        split_indices(np.arange(10) % 2, 0, "iid", np.random.default_rng(0))
 
 
 # ------------------------------------------------------------------ user files

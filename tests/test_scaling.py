@@ -147,7 +147,7 @@ def test_wire_rejects_malformed_stats(stats):
 
 def test_nodes_agree_on_scaling_and_it_is_close_to_the_pooled_statistics(digits):
     """Under a label-skewed split each node's own statistics differ; after gossip they agree."""
-    cfg = SimulationConfig(nodes=30, cycles=25, partition="labels", eval_every=25, seed=3)
+    cfg = SimulationConfig(nodes=30, cycles=25, split="labels", eval_every=25, seed=3)
     sim = Simulation.create(cfg, digits)
     before = np.stack([n.stats.mean for n in sim.nodes])
     sim.run()

@@ -253,8 +253,8 @@ def test_example_config_parses_with_every_key() -> None:
     assert isinstance(cfg["join"], list) and all(u.startswith("http://") for u in cfg["join"])
     assert isinstance(cfg["cluster"], str) and cfg["cluster"]
     assert cfg["model"] == {"spec": "logreg"}
-    assert set(cfg["data"]) == {"source", "partition", "split"}
-    k, n = (int(x) for x in cfg["data"]["partition"].split("/"))
+    assert set(cfg["data"]) == {"dataset", "share", "split"}
+    k, n = (int(x) for x in cfg["data"]["share"].split("/"))
     assert 1 <= k <= n
     assert set(cfg["gossip"]) == {"interval", "merge"}
     assert isinstance(cfg["gossip"]["interval"], float) and cfg["gossip"]["interval"] > 0

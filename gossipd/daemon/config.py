@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gossipd.data import DataError, parse_partition, parse_share
+from gossipd.data import DataError, parse_share, parse_split
 from gossipd.core.spec import LearnerConfig, parse_model_spec
 from gossipd.core.node import GossipConfig
 from peer_sampling.cyclon import CyclonConfig
@@ -47,14 +48,14 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class DataSection:
-    """source: a bundled set (digits, breast_cancer, wine) or a .csv/.npz path.
-    partition: ``K/N``, this node holds part K of N of the training split (cut
+    """dataset: a bundled set (digits, breast_cancer, wine) or a .csv/.npz path.
+    share: ``K/N``, this node holds part K of N of the training split (cut
     with one fixed seed, so N daemons hold disjoint parts without talking).
     split: how the N parts are cut: iid | labels | dirichlet:ALPHA.
     label_column: for CSV files (default: label/target/y/class, else the last)."""
 
-    source: str = "digits"
-    partition: str = "1/1"
+    dataset: str = "digits"
+    share: str = "1/1"
     split: str = "iid"
     label_column: str = ""
 
@@ -117,11 +118,18 @@ SECTIONS: dict[str, type] = {
 # Flags of `gossipd` and the dotted field each sets.
 FLAGS: dict[str, str] = {
     "listen": "listen", "advertise": "advertise", "join": "join", "cluster": "cluster",
-    "state_dir": "state_dir", "node_id": "node_id", "model": "model.spec", "data": "data.source",
-    "partition": "data.partition", "split": "data.split", "gossip_interval": "gossip.interval",
+    "state_dir": "state_dir", "node_id": "node_id", "model": "model.spec", "dataset": "data.dataset",
+    "share": "data.share", "split": "data.split", "gossip_interval": "gossip.interval",
     "merge": "gossip.merge", "shuffle_interval": "peer_sampling.interval", "log_level": "log_level",
     "seed": "seed",
 }
+# Old spellings, still accepted; each use prints one line naming the new one.
+DEPRECATED_KEYS: dict[str, str] = {"data.source": "data.dataset", "data.partition": "data.share"}
+DEPRECATED_FLAGS: dict[str, str] = {"data": "dataset", "partition": "share"}
+
+
+def warn_stderr(line: str) -> None:
+    print(f"gossipd: {line}", file=sys.stderr)
 
 
 def _defaults() -> dict[str, Any]:
@@ -176,7 +184,7 @@ def _coerce(dotted: str, value: Any, source: str) -> Any:
     raise ConfigError(f"{where}: unsupported value {value!r}")
 
 
-def _flatten(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
+def _flatten(table: Mapping[str, Any], path: Path, warn: Callable[[str], None]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
         if key in SECTIONS:
@@ -186,6 +194,11 @@ def _flatten(table: Mapping[str, Any], path: Path) -> dict[str, Any]:
                 out[f"{key}.{sub}"] = v
         else:
             out[key] = value
+    for old, new in DEPRECATED_KEYS.items():
+        if old in out:
+            warn(f"{old} (in {path}) is deprecated; use {new}")
+            value = out.pop(old)
+            out.setdefault(new, value)
     for dotted in out:
         if dotted not in DEFAULTS:
             raise ConfigError(f"{dotted} (from {path}): unknown setting")
@@ -197,8 +210,11 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    warn: Callable[[str], None] = warn_stderr,
 ) -> NodeConfig:
-    """Build a NodeConfig: defaults < file < environment < ``overrides`` (dotted names)."""
+    """Build a NodeConfig: defaults < file < environment < ``overrides`` (dotted names).
+
+    ``warn`` receives one line per deprecated spelling used."""
     values: dict[str, Any] = dict(DEFAULTS)
     if path is not None:
         p = Path(path)
@@ -210,9 +226,14 @@ def load_config(
             raise ConfigError(f"config file {p}: cannot read ({exc})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p}: not valid TOML ({exc})") from None
-        for dotted, value in _flatten(table, p).items():
+        for dotted, value in _flatten(table, p, warn).items():
             values[dotted] = _coerce(dotted, value, str(p))
     env = env if env is not None else {}
+    for old, new in DEPRECATED_KEYS.items():
+        if env_name(old) in env:
+            warn(f"${env_name(old)} is deprecated; use ${env_name(new)}")
+            if env_name(new) not in env:
+                values[new] = _coerce(new, env[env_name(old)], f"${env_name(old)}")
     for dotted in DEFAULTS:
         name = env_name(dotted)
         if name in env:
@@ -285,11 +306,11 @@ def validate(config: NodeConfig) -> None:
     except ValueError as exc:
         raise ConfigError(f"model.spec: {exc}") from None
     try:
-        parse_share(config.data.partition)
+        parse_share(config.data.share)
     except DataError as exc:
-        raise ConfigError(f"data.partition: {exc}") from None
+        raise ConfigError(f"data.share: {exc}") from None
     try:
-        parse_partition(config.data.split)
+        parse_split(config.data.split)
     except DataError as exc:
         raise ConfigError(f"data.split: {exc}") from None
-    # data.source is checked when the data is loaded (it may be a file path).
+    # data.dataset is checked when the data is loaded (it may be a file path).

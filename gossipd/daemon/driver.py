@@ -67,13 +67,13 @@ class Daemon:
     def _load_data(self) -> None:
         cfg = self.config
         try:
-            dataset = load_dataset(cfg.data.source, label_column=cfg.data.label_column or None)
-            X_tr, y_tr, X_te, y_te = node_share(dataset, cfg.data.partition, cfg.data.split)
+            dataset = load_dataset(cfg.data.dataset, label_column=cfg.data.label_column or None)
+            X_tr, y_tr, X_te, y_te = node_share(dataset, cfg.data.share, cfg.data.split)
             # Feature scaling learned by the network (issue 11; a config key comes with phase 2).
             self.learner = make_learner(cfg.model.spec, dataset.schema, cfg.model.learner_config(),
                                         scaling=make_scaling("network", dataset.schema))
         except (DataError, ValueError) as exc:
-            raise StartupError(f"data.source: {exc}") from None
+            raise StartupError(f"data.dataset: {exc}") from None
         self.local = LocalData.for_schema(X_tr, y_tr, dataset.schema)
         self.X_test, self.y_test = X_te, y_te
         self.max_body = wire.max_body_bytes(self.learner.n_params)
@@ -106,9 +106,9 @@ class Daemon:
             self._spawn(coro)
         self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
         log.info("gossipd %s node %s listening on %s, advertising %s, cluster %s, model %s (%s, %d params), "
-                 "data %s part %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,
-                 self.learner.spec, self.learner.fingerprint, self.learner.n_params, self.config.data.source,
-                 self.config.data.partition)
+                 "dataset %s share %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,
+                 self.learner.spec, self.learner.fingerprint, self.learner.n_params, self.config.data.dataset,
+                 self.config.data.share)
 
     def _build_node(self, now: float) -> None:
         cfg = self.config
@@ -310,7 +310,7 @@ class Daemon:
             "counters": self.node.counters.as_dict(),
             "pending": self.pending,
             "evaluation": self.evaluation,
-            "data": {"source": self.config.data.source, "partition": self.config.data.partition,
+            "data": {"dataset": self.config.data.dataset, "share": self.config.data.share,
                      "split": self.config.data.split, "train_examples": len(self.local),
                      "test_examples": int(len(self.y_test))},
         }
@@ -329,8 +329,9 @@ class Daemon:
             meta={"spec": self.learner.spec, "n_features": self.learner.n_features,
                   "n_classes": self.learner.n_classes, "schema": self.learner.schema.to_dict(),
                   "scaling": self.learner.scaling.mode,
-                  "stats": None if self.node.stats is None else self.node.stats.to_dict(), "source": self.config.data.source,
-                  "partition": self.config.data.partition, "split": self.config.data.split,
+                  "stats": None if self.node.stats is None else self.node.stats.to_dict(),
+                  "dataset": self.config.data.dataset,
+                  "share": self.config.data.share, "split": self.config.data.split,
                   "label_column": self.config.data.label_column},
         ))
         self._saved_marker = marker

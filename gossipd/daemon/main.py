@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from gossipd.daemon.config import FLAGS, ConfigError, load_config
+from gossipd.daemon.config import DEPRECATED_FLAGS, FLAGS, ConfigError, load_config, warn_stderr
 from gossipd.daemon.driver import VERSION, StartupError, serve
 
 
@@ -25,9 +25,11 @@ from gossipd.daemon.driver import VERSION, StartupError, serve
 @click.option("--state-dir", help="checkpoint directory [./gossipd-state]")
 @click.option("--node-id", help="stable node name [generated, kept in state dir]")
 @click.option("--model", help="logreg | mlp:H1,H2 [logreg]")
-@click.option("--data", help="digits | breast_cancer | wine | FILE.csv | FILE.npz [digits]")
-@click.option("--partition", help="K/N: hold part K of N of the training data [1/1]")
-@click.option("--split", help="iid | labels | dirichlet:ALPHA [iid]")
+@click.option("--dataset", help="digits | breast_cancer | wine | FILE.csv | FILE.npz [digits]")
+@click.option("--share", help="K/N: hold part K of N of the training data [1/1]")
+@click.option("--split", help="how the N shares are cut: iid | labels | dirichlet:ALPHA [iid]")
+@click.option("--data", hidden=True, help="deprecated spelling of --dataset")
+@click.option("--partition", hidden=True, help="deprecated spelling of --share")
 @click.option("--gossip-interval", type=float, help="seconds between pushes [5.0]")
 @click.option("--merge", help="age | average | overwrite | limited:L [age]")
 @click.option("--shuffle-interval", type=float, help="seconds between Cyclon shuffles [10.0]")
@@ -39,11 +41,17 @@ def main(config_path: Path | None, **flags: Any) -> None:
 
     \b
     Example:
-      gossipd --listen 127.0.0.1:7070 --data digits --partition 1/2 --state-dir /tmp/g1
-      gossipd --listen 127.0.0.1:7071 --data digits --partition 2/2 --state-dir /tmp/g2 \\
+      gossipd --listen 127.0.0.1:7070 --dataset digits --share 1/2 --state-dir /tmp/g1
+      gossipd --listen 127.0.0.1:7071 --dataset digits --share 2/2 --state-dir /tmp/g2 \\
               --join http://127.0.0.1:7070
     """
-    overrides = {FLAGS[k]: v for k, v in flags.items() if v is not None and v != ()}
+    given = {k: v for k, v in flags.items() if v is not None and v != ()}
+    for old, new in DEPRECATED_FLAGS.items():
+        if old in given:
+            warn_stderr(f"--{old} is deprecated; use --{new}")
+            value = given.pop(old)
+            given.setdefault(new, value)
+    overrides = {FLAGS[k]: v for k, v in given.items()}
     try:
         config = load_config(config_path, env=os.environ, overrides=overrides)
     except ConfigError as exc:

@@ -44,7 +44,7 @@ class Checkpoint:
     view: dict[str, Any] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     saved_at: float = 0.0
-    # How to rebuild the learner offline: spec, n_features, n_classes, data source/partition/split.
+    # How to rebuild the learner offline: spec, n_features, n_classes, dataset, share, split.
     meta: dict[str, Any] = field(default_factory=dict)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gossipd.core.spec import LearnerConfig, parse_model_spec, parse_scaling, parse_task
 from gossipd.core.merge import parse_merge
-from gossipd.data import parse_partition
+from gossipd.data import parse_split
 from peer_sampling.topology import parse_topology
 
 BASELINES = ("centralised", "local", "fedavg")
@@ -37,7 +37,7 @@ class SimulationConfig:
     scaling: str = "network"  # network | none | fixed:PATH
     nodes: int = 100
     cycles: int = 200
-    partition: str = "iid"
+    split: str = "iid"  # iid | labels | dirichlet:ALPHA: how the training data is cut over the nodes
     merge: str = "age"
     sampler: str = "cyclon"  # cyclon | full | ring | kregular:K | smallworld:K,P | random:P
     drop: float = 0.0  # probability that a message is lost
@@ -79,7 +79,7 @@ class SimulationConfig:
         if not 0.0 <= self.jitter < 1.0:
             raise ConfigError("jitter", f"--jitter must be in [0, 1), got {self.jitter}")
         checks: list[tuple[str, Callable[[str], object], str]] = [
-            ("partition", parse_partition, self.partition),
+            ("split", parse_split, self.split),
             ("merge", parse_merge, self.merge),
             ("model", parse_model_spec, self.model),
             ("task", parse_task, self.task),

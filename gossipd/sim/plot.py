@@ -36,7 +36,7 @@ def plot_simulation(result: dict[str, Any], path: Path) -> None:
         for ax in (ax_c, ax_b):
             ax.axhline(baselines["centralised"][metric], color="black", ls="--", lw=1, label="centralised")
     cfg = result["config"]
-    fig.suptitle(f"{cfg['dataset']}, {cfg['model']}, {cfg['nodes']} nodes, {cfg['partition']}, seed {cfg['seed']}")
+    fig.suptitle(f"{cfg['dataset']}, {cfg['model']}, {cfg['nodes']} nodes, {cfg['split']}, seed {cfg['seed']}")
     ax_c.set(xlabel="cycle", ylabel=f"{label} (mean over nodes)")
     ax_b.set(xlabel="model bytes sent (MB)", ylabel=label, xscale="log")
     for ax in (ax_c, ax_b):

@@ -21,7 +21,7 @@ from gossipd import wire
 from gossipd.core.learner import Learner, LocalData, make_learner
 from gossipd.core.messages import ModelMessage, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipConfig, GossipNode
-from gossipd.data import Dataset, DataError, load_dataset, make_scaling, partition
+from gossipd.data import Dataset, DataError, load_dataset, make_scaling, split_indices
 from gossipd.overlay import indegree_stats, overlay_metrics
 from gossipd.sim.baselines import run_baselines, summarise
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_kill
@@ -66,7 +66,7 @@ class Simulation:
         root = np.random.SeedSequence(config.seed)
         part_ss, node_ss, overlay_ss = root.spawn(3)
         learner = build_learner(config, dataset)
-        parts = partition(dataset.y_train, config.nodes, config.partition, np.random.default_rng(part_ss))
+        parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
         addresses = [f"n{i}" for i in range(config.nodes)]
         node_rngs = [np.random.default_rng(s) for s in node_ss.spawn(config.nodes)]
         samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))

@@ -26,10 +26,12 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 
 @click.command()
 @click.option("--dataset", default="digits", show_default=True,
-              help="digits | breast_cancer | wine | diabetes | a .csv/.npz path")
+              help="digits | breast_cancer | wine | diabetes | a .csv/.npz file or a directory of them | "
+                   "python:PATH.py:LOADER | pkg.module:LOADER")
 @click.option("--model", default="logreg", show_default=True,
               help="logreg | mlp:H1,H2,... | cnn[:C1,C2,...] | python:PATH.py:FACTORY | pkg.module:FACTORY")
 @click.option("--task", default="auto", show_default=True, help="auto | classification | regression")
+@click.option("--input-shape", default="", help="one example's shape, e.g. 1x8x8 (default: as the data says)")
 @click.option("--scaling", default="network", show_default=True,
               help="feature scaling: network (learned by gossip) | none | fixed:PATH (JSON mean/std)")
 @click.option("--nodes", default=100, show_default=True, type=int)

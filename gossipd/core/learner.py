@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from gossipd.core.learner_base import LocalData
+from gossipd.core.local_data import LocalData
 from gossipd.core.linear_stack import LinearStackLearner
 from gossipd.core.scaling import FeatureStats, Scaling
 from gossipd.core.spec import MODEL_SPECS, LearnerConfig, ModelSpec, Schema, parse_model_spec

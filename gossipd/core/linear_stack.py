@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gossipd.core.learner_base import LearnerBase, LocalData
+from gossipd.core.learner_base import LearnerBase
+from gossipd.core.local_data import LocalData
 from gossipd.core.scaling import FeatureStats, Scaling
 from gossipd.core.spec import LearnerConfig, ModelSpec, Schema
 from gossipd.core.state import ModelState

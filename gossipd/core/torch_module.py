@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from gossipd.core.learner_base import LearnerBase, LocalData
+from gossipd.core.learner_base import LearnerBase
+from gossipd.core.local_data import LocalData
 from gossipd.core.plugin import PluginError, resolve
 from gossipd.core.scaling import FeatureStats, Scaling
 from gossipd.core.spec import LearnerConfig, ModelSpec, Schema, format_shape

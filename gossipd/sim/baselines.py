@@ -48,8 +48,9 @@ def summarise(scores: dict[str, np.ndarray]) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, values in scores.items():
         values = np.asarray(values, dtype=np.float64)
-        out.update({f"mean_{name}": float(values.mean()), f"min_{name}": float(values.min()),
-                    f"max_{name}": float(values.max())})
+        lo, hi = float(values.min()), float(values.max())
+        # The mean of equal values can round past them in the last bit; keep min <= mean <= max.
+        out.update({f"mean_{name}": min(max(float(values.mean()), lo), hi), f"min_{name}": lo, f"max_{name}": hi})
     return out
 
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gossipd.core.spec import LearnerConfig, parse_model_spec, parse_scaling, parse_task
+from gossipd.core.spec import LearnerConfig, parse_input_shape, parse_model_spec, parse_scaling, parse_task
 from gossipd.core.merge import parse_merge
 from gossipd.data import parse_split
 from peer_sampling.topology import parse_topology
@@ -34,6 +34,7 @@ class SimulationConfig:
     dataset: str = "digits"
     model: str = "logreg"  # logreg | mlp:H1,... | cnn | python:PATH.py:FACTORY | pkg.module:FACTORY
     task: str = "auto"  # auto | classification | regression (auto: as the data says)
+    input_shape: str = ""  # e.g. 1x8x8 for image rows in a CSV; default: as the data says
     scaling: str = "network"  # network | none | fixed:PATH
     nodes: int = 100
     cycles: int = 200
@@ -83,6 +84,7 @@ class SimulationConfig:
             ("merge", parse_merge, self.merge),
             ("model", parse_model_spec, self.model),
             ("task", parse_task, self.task),
+            ("input_shape", lambda v: v and parse_input_shape(v), self.input_shape),
             ("scaling", parse_scaling, self.scaling),
             ("optimizer", lambda v: LearnerConfig(optimizer=v), self.optimizer),
         ]
@@ -92,7 +94,7 @@ class SimulationConfig:
             try:
                 parse(value)
             except ValueError as exc:
-                raise ConfigError(name, f"--{name}: {exc}") from None
+                raise ConfigError(name, f"--{name.replace('_', '-')}: {exc}") from None
         if self.shuffle_length > self.view_size:
             raise ConfigError("shuffle_length", "--shuffle-length must be <= --view-size")
         unknown = set(self.baselines) - set(BASELINES)

@@ -21,6 +21,7 @@ from gossipd import wire
 from gossipd.core.learner import Learner, LocalData, make_learner
 from gossipd.core.messages import ModelMessage, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipConfig, GossipNode
+from gossipd.core.spec import parse_input_shape, parse_task
 from gossipd.data import Dataset, DataError, load_dataset, make_scaling, split_indices
 from gossipd.overlay import indegree_stats, overlay_metrics
 from gossipd.sim.baselines import run_baselines, summarise
@@ -60,7 +61,8 @@ class Simulation:
         config.validate()
         if dataset is None:
             try:
-                dataset = load_dataset(config.dataset)
+                dataset = load_dataset(config.dataset, task=parse_task(config.task),
+                                       input_shape=parse_input_shape(config.input_shape) if config.input_shape else None)
             except DataError as exc:
                 raise ConfigError("dataset", f"--dataset: {exc}") from None
         root = np.random.SeedSequence(config.seed)

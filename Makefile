@@ -37,6 +37,7 @@ demo: setup
 
 bench: setup
 	$(PY) bench/simulation.py
+	$(PY) bench/learner.py
 	$(PY) bench/wire.py
 	$(PY) bench/daemon.py
 

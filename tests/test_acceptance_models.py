@@ -1,11 +1,11 @@
-"""Issue 11 acceptance, at CI size: a user-written conv module trains by gossip and exports
-with parity; regression on diabetes matches the centralised model. The full-size
-figures (100 nodes, 200 cycles) come from ``bench/acceptance_models.py``."""
+"""Issue 11 acceptance, at CI size: a user-written conv module (``user_conv_spec`` in
+conftest.py) trains by gossip and exports with parity; regression on diabetes matches the
+centralised model. The full-size figures (100 nodes, 200 cycles) come from
+``bench/acceptance_models.py``."""
 
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,37 +15,10 @@ from cli.main import cli
 from gossipd.export import export_onnx, run_onnx
 from gossipd.sim.simulation import Simulation, SimulationConfig, simulate
 
-# Written here, by "the user": not part of the package.
-USER_CONV = """
-import torch
-from torch import nn
-
-class ConvNet(nn.Module):
-    def __init__(self, channels, n_out):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, 8, kernel_size=3, padding=1)
-        self.head = nn.Linear(8 * 4 * 4, n_out)
-
-    def forward(self, x):
-        x = torch.max_pool2d(torch.relu(self.conv(x)), 2)
-        return self.head(x.flatten(1))
-
-def make(schema):
-    return ConvNet(schema.input_shape[0], schema.n_outputs)
-"""
-
-
-@pytest.fixture(scope="module")
-def user_module(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("user") / "my_conv.py"
-    path.write_text(textwrap.dedent(USER_CONV))
-    return f"python:{path}:make"
-
-
 @pytest.mark.slow
-def test_user_conv_module_learns_digits_by_gossip_and_exports_with_parity(user_module, digits, tmp_path):
+def test_user_conv_module_learns_digits_by_gossip_and_exports_with_parity(user_conv_spec, digits, tmp_path):
     """30 nodes x 100 cycles (about 9 s of CPU) reaches the 100 x 200 claim: >= 0.95."""
-    sim = Simulation.create(SimulationConfig(dataset="digits", model=user_module, nodes=30, cycles=100,
+    sim = Simulation.create(SimulationConfig(dataset="digits", model=user_conv_spec, nodes=30, cycles=100,
                                              eval_every=50, seed=1), digits)
     result = sim.run()
     assert result["final"]["mean_accuracy"] >= 0.95, result["final"]
@@ -57,13 +30,13 @@ def test_user_conv_module_learns_digits_by_gossip_and_exports_with_parity(user_m
     np.testing.assert_array_equal(labels, sim.learner.predict(node.state, digits.X_test, node.stats))
 
 
-def test_gossip_simulate_takes_a_module_file(user_module, tmp_path):
+def test_gossip_simulate_takes_a_module_file(user_conv_spec, tmp_path):
     out = tmp_path / "r.json"
-    result = CliRunner().invoke(cli, ["simulate", "--model", user_module, "--nodes", "8", "--cycles", "4",
+    result = CliRunner().invoke(cli, ["simulate", "--model", user_conv_spec, "--nodes", "8", "--cycles", "4",
                                       "--eval-every", "2", "--quiet", "--json", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["config"]["model"] == user_module and data["model"]["scaling"] == "network"
+    assert data["config"]["model"] == user_conv_spec and data["model"]["scaling"] == "network"
     assert data["series"][-1]["mean_accuracy"] > data["series"][0]["mean_accuracy"]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import textwrap
 import threading
 import warnings
 
@@ -263,29 +262,8 @@ def test_string_class_names_become_string_labels(tmp_path):
     assert label_values(("01", "1")).dtype == object  # "01" is not the integer 1's name
 
 
-CONV_MODULE = """
-import torch
-from torch import nn
-
-class ConvNet(nn.Module):
-    def __init__(self, channels, n_out):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, 8, kernel_size=3, padding=1)
-        self.head = nn.Linear(8 * 4 * 4, n_out)
-
-    def forward(self, x):
-        x = torch.max_pool2d(torch.relu(self.conv(x)), 2)
-        return self.head(x.flatten(1))
-
-def make(schema):
-    return ConvNet(schema.input_shape[0], schema.n_outputs)
-"""
-
-
-def test_plugin_convnet_exports_with_parity_on_raw_pixels(tmp_path, digits):
-    path = tmp_path / "user_conv.py"
-    path.write_text(textwrap.dedent(CONV_MODULE))
-    learner = make_learner(f"python:{path}:make", digits.schema, LearnerConfig(lr=0.2), scaling=Scaling.network())
+def test_plugin_convnet_exports_with_parity_on_raw_pixels(tmp_path, digits, user_conv_spec):
+    learner = make_learner(user_conv_spec, digits.schema, LearnerConfig(lr=0.2), scaling=Scaling.network())
     data = LocalData.for_schema(digits.X_train[:300], digits.y_train[:300], digits.schema)
     stats = learner.initial_stats(data)
     state = _train(learner, data, stats, 3, seed=2)

@@ -104,6 +104,17 @@ class LearnerBase:
             raise ValueError(f"stats have {stats.size} columns, this learner needs {self.schema.n_stat_columns}")
         return stats
 
+    def _training_inputs(self, state: ModelState, data: LocalData,
+                         stats: FeatureStats | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Scaled features and targets (one-hot, or standardised values) for an update;
+        None when there is nothing to train on."""
+        self.check(state)
+        if len(data) == 0:
+            return None
+        st = self.stats_for(stats)
+        return (self._scale_x(torch.from_numpy(data.X), st),
+                self._scale_target(torch.from_numpy(data.target), st))
+
     def _scale_x(self, X: torch.Tensor, st: FeatureStats | None) -> torch.Tensor:
         if st is None:
             return X

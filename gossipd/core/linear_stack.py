@@ -117,13 +117,11 @@ class LinearStackLearner(LearnerBase):
     def update(self, state: ModelState, data: LocalData, rng: np.random.Generator,
                stats: FeatureStats | None = None) -> ModelState:
         """One pass of mini-batch SGD over ``data``; age grows by the examples seen."""
-        self.check(state)
-        n = len(data)
-        if n == 0:
+        inputs = self._training_inputs(state, data, stats)
+        if inputs is None:
             return state
-        st = self.stats_for(stats)
-        X = self._scale_x(torch.from_numpy(data.X), st)
-        T = self._scale_target(torch.from_numpy(data.target), st)
+        X, T = inputs
+        n = len(data)
         bs = self.config.batch_size
         age = state.age
         with self.lock, torch.no_grad():

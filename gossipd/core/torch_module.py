@@ -201,16 +201,13 @@ class ModuleLearner(LearnerBase):
     def update(self, state: ModelState, data: LocalData, rng: np.random.Generator,
                stats: FeatureStats | None = None) -> ModelState:
         """One pass over ``data`` in mini-batches; age grows by the examples seen."""
-        self.check(state)
-        n = len(data)
-        if n == 0:
+        inputs = self._training_inputs(state, data, stats)
+        if inputs is None:
             return state
-        st = self.stats_for(stats)
-        X = self._reshape(self._scale_x(torch.from_numpy(data.X), st))
+        X, T = self._reshape(inputs[0]), inputs[1]
         if self.task == "classification":
-            T = torch.from_numpy(data.y)
-        else:
-            T = self._scale_target(torch.from_numpy(data.target), st)
+            T = torch.from_numpy(data.y)  # cross-entropy takes class indices
+        n = len(data)
         bs = self.config.batch_size
         order = torch.from_numpy(rng.permutation(n))
         seed = int(rng.integers(2**63))

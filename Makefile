@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean system-deps
+.PHONY: setup test demo bench docs clean system-deps
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/gossip demo
+
+# Generated documentation: the example config from the setting declarations
+# (tests/test_daemon_config.py fails when the committed copy is stale).
+docs: setup
+	$(VENV)/bin/gossipd --print-config-example > systemd/gossipd.toml
 
 bench: setup
 	$(PY) bench/simulation.py

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -42,14 +43,23 @@ __all__ = [
     "MAX_ENTRIES",
     "MAX_ITEMS",
     "MAX_STR_LEN",
+    "MESSAGE_TYPES",
     "PROTOCOL_VERSION",
+    "SEALED",
     "SUPPORTED_VERSIONS",
+    "KNOWN_TYPES",
+    "MISSING",
+    "Parsed",
     "WireError",
     "decode",
     "encode",
     "encoded_model_size",
     "encoded_size",
     "max_body_bytes",
+    "message_type",
+    "parse",
+    "require_address",
+    "require_field",
 ]
 
 PROTOCOL_VERSION = 1
@@ -68,6 +78,13 @@ MAX_ENTRIES = 64  # peer descriptors in one shuffle message
 HEADER_SLACK = 64 * 1024  # bytes allowed on top of the parameters in max_body_bytes
 
 MESSAGE_TYPES = ("model", "shuffle_request", "shuffle_reply")
+#: The sealed envelope's type (``gossipd.envelope``): a v1 message whose ``ct``
+#: carries one of the MESSAGE_TYPES encrypted. An older node answers it with
+#: 400 ``unknown_type``; that is the version negotiation.
+SEALED = "sealed"
+KNOWN_TYPES = (*MESSAGE_TYPES, SEALED)
+
+Span = tuple[int, int, int]  # (header_start, payload_start, payload_end) of a binary in a body
 
 
 class WireError(Exception):
@@ -134,6 +151,17 @@ def encoded_model_size(n_params: int, sender: str, arch: str, cluster: str, stat
 # -------------------------------------------------------------------------- encode
 
 
+def message_type(message: Message) -> str:
+    """The wire ``type`` of ``message``: model, shuffle_request or shuffle_reply."""
+    if isinstance(message, ModelMessage):
+        return "model"
+    if isinstance(message, ShuffleRequest):
+        return "shuffle_request"
+    if isinstance(message, ShuffleReply):
+        return "shuffle_reply"
+    raise TypeError(f"cannot encode {type(message).__name__}")
+
+
 def encode(message: Message, *, cluster: str) -> bytes:
     """Serialise ``message`` for ``cluster``; the parameters are copied exactly once.
 
@@ -147,11 +175,10 @@ def encode(message: Message, *, cluster: str) -> bytes:
         header = _model_header(message.sender, message.arch, message.age, params.shape[0], cluster, message.stats)
         return b"".join((header, memoryview(params).cast("B")))
     if isinstance(message, (ShuffleRequest, ShuffleReply)):
-        kind = "shuffle_request" if isinstance(message, ShuffleRequest) else "shuffle_reply"
         return msgpack.packb(
             {
                 "v": PROTOCOL_VERSION,
-                "type": kind,
+                "type": message_type(message),
                 "cluster": cluster,
                 "sender": message.sender,
                 "entries": [[e.address, int(e.age)] for e in message.entries],
@@ -209,35 +236,39 @@ def _model_header(sender: str, arch: str, age: float, n: int, cluster: str,
 # -------------------------------------------------------------------------- decode
 
 
-def decode(
-    body: bytes | bytearray | memoryview,
-    *,
-    cluster: str,
-    expected_arch: str | None = None,
-    expected_params: int | None = None,
-    max_bytes: int | None = None,
-    expected_stats: int | None = None,
-) -> ModelMessage | ShuffleRequest | ShuffleReply:
-    """Parse and validate one received body; raise :class:`WireError` on any problem.
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A body that passed the checks every message passes, sealed or not.
 
-    ``max_bytes`` defaults to ``max_body_bytes(expected_params)`` when
-    ``expected_params`` is given, and to no size limit otherwise (the body is
-    already in memory; the structural limits still apply). For a model message,
-    ``params`` is a float32 view of ``body`` (no copy; read-only when ``body``
-    is ``bytes``). It is copied only if a foreign encoder left it misaligned.
-    ``expected_stats``: the number of scaling-statistics columns a model message
-    must carry (network-learned scaling); None: optional, any size.
+    ``obj`` is the top-level map with its one large binary (``params.data`` of a
+    model, ``ct`` of a sealed envelope) replaced by nil; ``span`` says where that
+    binary lies in ``view`` as ``(header_start, payload_start, payload_end)``.
     """
-    if max_bytes is None and expected_params is not None:
-        max_bytes = max_body_bytes(expected_params)
+
+    obj: dict[str, Any]
+    kind: str  # one of KNOWN_TYPES
+    view: bytes | memoryview
+    span: Span | None
+    span_field: str | None  # "params.data" or "ct"
+
+    def span_of(self, field: str) -> Span | None:
+        return self.span if self.span_field == field else None
+
+
+def parse(body: bytes | bytearray | memoryview, *, max_bytes: int | None = None) -> Parsed:
+    """Size, structure, msgpack, ``v`` and ``type``: the first checks of every body.
+
+    Shared by :func:`decode` and by the sealed envelope (``gossipd.envelope``),
+    so both read hostile bytes through the same bounded pre-scan.
+    """
     if max_bytes is not None and len(body) > max_bytes:
         raise _bad("too_large", f"body is {len(body)} bytes, the limit is {max_bytes}", 413)
     view = memoryview(body).cast("B") if not isinstance(body, bytes) else body
 
-    data_span = _scan(view)
-    if data_span is not None:
-        hdr_start, payload_start, payload_end = data_span
-        # Cut params.data out (replaced by nil) so that msgpack never copies it.
+    span, span_field = _scan(view)
+    if span is not None:
+        hdr_start, _, payload_end = span
+        # Cut the large binary out (replaced by nil) so that msgpack never copies it.
         mv = memoryview(view)
         rest = b"".join((mv[:hdr_start], b"\xc0", mv[payload_end:]))
     else:
@@ -260,17 +291,49 @@ def decode(
         raise _bad("not_a_map", "top level of the message must be a map")
 
     _check_version(obj)
-    kind = _field(obj, "type", str)
-    if kind not in MESSAGE_TYPES:
-        raise _bad("unknown_type", f"unknown message type {kind[:64]!r}; known: {', '.join(MESSAGE_TYPES)}")
-    their_cluster = _field(obj, "cluster", str)
+    kind = require_field(obj, "type", str)
+    if kind not in KNOWN_TYPES:
+        raise _bad("unknown_type", f"unknown message type {kind[:64]!r}; known: {', '.join(KNOWN_TYPES)}")
+    return Parsed(obj, kind, view, span, span_field)
+
+
+def decode(
+    body: bytes | bytearray | memoryview,
+    *,
+    cluster: str,
+    expected_arch: str | None = None,
+    expected_params: int | None = None,
+    max_bytes: int | None = None,
+    expected_stats: int | None = None,
+) -> ModelMessage | ShuffleRequest | ShuffleReply:
+    """Parse and validate one received plain (unsealed) body; raise :class:`WireError` on any problem.
+
+    ``max_bytes`` defaults to ``max_body_bytes(expected_params)`` when
+    ``expected_params`` is given, and to no size limit otherwise (the body is
+    already in memory; the structural limits still apply). For a model message,
+    ``params`` is a float32 view of ``body`` (no copy; read-only when ``body``
+    is ``bytes``). It is copied only if a foreign encoder left it misaligned.
+    ``expected_stats``: the number of scaling-statistics columns a model message
+    must carry (network-learned scaling); None: optional, any size.
+
+    A sealed envelope is refused with 401 ``unauthenticated``: this function is
+    what a node without a keyring runs; ``gossipd.envelope`` opens sealed ones.
+    """
+    if max_bytes is None and expected_params is not None:
+        max_bytes = max_body_bytes(expected_params)
+    parsed = parse(body, max_bytes=max_bytes)
+    if parsed.kind == SEALED:
+        raise WireError(401, "unauthenticated", "the message is sealed but this node has no keyring to open it")
+    obj, view, kind = parsed.obj, parsed.view, parsed.kind
+    data_span = parsed.span_of("params.data")
+    their_cluster = require_field(obj, "cluster", str)
     if their_cluster != cluster:
         raise _bad(
             "wrong_cluster",
             f"message is for cluster {their_cluster[:256]!r} but this node is in cluster {cluster!r}",
             409,
         )
-    sender = _address(obj.get("sender", _MISSING), "sender", "bad_sender")
+    sender = require_address(obj.get("sender", MISSING), "sender", "bad_sender")
 
     if kind == "model":
         return _decode_model(obj, sender, view, data_span, expected_arch, expected_params, expected_stats)
@@ -280,12 +343,13 @@ def decode(
     return ShuffleReply(sender=sender, entries=entries)
 
 
-_MISSING = object()
+MISSING = object()  # ``obj.get(name, MISSING)``: absent, as opposed to nil
 
 
-def _field(obj: dict, name: str, typ: type, prefix: str = "") -> Any:
-    value = obj.get(name, _MISSING)
-    if value is _MISSING:
+def require_field(obj: dict, name: str, typ: type, prefix: str = "") -> Any:
+    """``obj[name]`` if present and of msgpack type ``typ`` (bool is not an int); else a 400."""
+    value = obj.get(name, MISSING)
+    if value is MISSING:
         raise _bad("missing_field", f"missing field {prefix + name!r}")
     if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
         raise _bad("bad_field", f"field {prefix + name!r} must be {typ.__name__}, got {_kind(value)}")
@@ -297,14 +361,18 @@ def _kind(value: Any) -> str:
 
 
 def _check_version(obj: dict) -> None:
-    v = _field(obj, "v", int)
+    v = require_field(obj, "v", int)
     if v not in SUPPORTED_VERSIONS:
         supported = ", ".join(map(str, SUPPORTED_VERSIONS))
         raise _bad("unsupported_version", f"protocol version {v} is not supported; this node speaks {supported}")
 
 
-def _address(value: Any, what: str, code: str) -> str:
-    if value is _MISSING:
+def require_address(value: Any, what: str, code: str) -> str:
+    """A peer address as the wire allows it: a printable str of 1 to 256 characters.
+
+    Only the shape; what an address may point at is ``gossipd.addresses``' concern.
+    """
+    if value is MISSING:
         raise _bad("missing_field", f"missing field {what!r}")
     if not isinstance(value, str):
         raise _bad(code, f"{what} must be a string, got {_kind(value)}")
@@ -324,15 +392,15 @@ def _decode_model(
     expected_params: int | None,
     expected_stats: int | None = None,
 ) -> ModelMessage:
-    arch = _field(obj, "arch", str)
+    arch = require_field(obj, "arch", str)
     if expected_arch is not None and arch != expected_arch:
         raise _bad(
             "wrong_arch",
             f"model architecture {arch[:128]!r} differs from this node's {expected_arch!r}",
             409,
         )
-    age = obj.get("age", _MISSING)
-    if age is _MISSING:
+    age = obj.get("age", MISSING)
+    if age is MISSING:
         raise _bad("missing_field", "missing field 'age'")
     if isinstance(age, bool) or not isinstance(age, (int, float)):
         raise _bad("bad_field", f"field 'age' must be a number, got {_kind(age)}")
@@ -340,9 +408,9 @@ def _decode_model(
     if not math.isfinite(age) or age < 0.0:
         raise _bad("bad_age", f"age must be finite and >= 0, got {age!r}")
 
-    p = _field(obj, "params", dict)
-    dtype = _field(p, "dtype", str, "params.")
-    shape = _field(p, "shape", list, "params.")
+    p = require_field(obj, "params", dict)
+    dtype = require_field(p, "dtype", str, "params.")
+    shape = require_field(p, "shape", list, "params.")
     if "data" not in p:
         raise _bad("missing_field", "missing field 'params.data'")
     if data_span is None:
@@ -375,12 +443,12 @@ def _decode_model(
 def _decode_stats(raw: Any, expected: int | None) -> FeatureStats:
     if not isinstance(raw, dict):
         raise _bad("bad_field", f"field 'stats' must be map, got {_kind(raw)}")
-    count = raw.get("count", _MISSING)
-    if count is _MISSING:
+    count = raw.get("count", MISSING)
+    if count is MISSING:
         raise _bad("missing_field", "missing field 'stats.count'")
     if isinstance(count, bool) or not isinstance(count, (int, float)) or not math.isfinite(count) or count < 0:
         raise _bad("bad_stats", f"stats.count must be a finite number >= 0, got {str(count)[:32]}")
-    mean, var = _field(raw, "mean", bytes, "stats."), _field(raw, "var", bytes, "stats.")
+    mean, var = require_field(raw, "mean", bytes, "stats."), require_field(raw, "var", bytes, "stats.")
     if len(mean) != len(var) or len(mean) % 4:
         raise _bad("bad_stats", f"stats.mean ({len(mean)} bytes) and stats.var ({len(var)} bytes) must be "
                                 "float32 vectors of one length")
@@ -394,7 +462,7 @@ def _decode_stats(raw: Any, expected: int | None) -> FeatureStats:
 
 
 def _decode_entries(obj: dict) -> tuple[PeerDescriptor, ...]:
-    entries = _field(obj, "entries", list)
+    entries = require_field(obj, "entries", list)
     if len(entries) > MAX_ENTRIES:
         raise _bad("bad_entries", f"shuffle message has {len(entries)} entries, at most {MAX_ENTRIES} allowed")
     out = []
@@ -402,7 +470,7 @@ def _decode_entries(obj: dict) -> tuple[PeerDescriptor, ...]:
         if not isinstance(entry, list) or len(entry) != 2:
             raise _bad("bad_entries", f"entries[{i}] must be [address, age]")
         address, age = entry
-        _address(address, f"entries[{i}] address", "bad_entries")
+        require_address(address, f"entries[{i}] address", "bad_entries")
         if isinstance(age, bool) or not isinstance(age, int) or age < 0:
             raise _bad("bad_entries", f"entries[{i}] age must be an integer >= 0, got {str(age)[:32]}")
         out.append(PeerDescriptor(address=address, age=age))
@@ -422,18 +490,21 @@ _LEN = {0xC4: ("bin", 1), 0xC5: ("bin", 2), 0xC6: ("bin", 4),
         0xD9: ("str", 1), 0xDA: ("str", 2), 0xDB: ("str", 4)}
 _COUNT = {0xDC: ("array", 2), 0xDD: ("array", 4), 0xDE: ("map", 2), 0xDF: ("map", 4)}
 
-_ROOT, _TOP, _PARAMS, _OTHER = 0, 1, 2, 3  # frame tags for finding params.data
+_ROOT, _TOP, _PARAMS, _OTHER = 0, 1, 2, 3  # frame tags for finding params.data and ct
 
 
-def _scan(buf: bytes | memoryview) -> tuple[int, int, int] | None:
+
+def _scan(buf: bytes | memoryview) -> tuple[Span | None, str | None]:
     """Walk the token headers once, without recursion and without building objects.
 
     Enforces :data:`MAX_DEPTH`, :data:`MAX_ITEMS`, :data:`MAX_STR_LEN` and string
     map keys; detects truncation, the reserved byte 0xc1 and trailing bytes.
-    Returns ``(header_start, payload_start, payload_end)`` of the binary at
-    ``params.data`` in the top-level map (the last one, as msgpack's dict
-    keeps the last of duplicate keys), or ``None``. Cost: O(items), at most
-    :data:`MAX_ITEMS` steps whatever the body size; payloads are skipped.
+    Two binaries may exceed :data:`MAX_STR_LEN`: ``params.data`` (a model's
+    parameters) and the top-level ``ct`` (a sealed envelope's ciphertext); a
+    body holding both is refused. Returns ``((header_start, payload_start,
+    payload_end), field)`` of the one present (the last of duplicate keys, as
+    msgpack's dict keeps the last), or ``(None, None)``. Cost: O(items), at
+    most :data:`MAX_ITEMS` steps whatever the body size; payloads are skipped.
     """
     n = len(buf)
     if n == 0:
@@ -448,7 +519,8 @@ def _scan(buf: bytes | memoryview) -> tuple[int, int, int] | None:
     stack: list[list] = [[1, _ROOT, False, None]]
     pos = 0
     items = 0
-    data_span = None
+    data_span: Span | None = None
+    ct_span: Span | None = None
     while stack:
         frame = stack[-1]
         is_key = frame[2] and frame[0] % 2 == 0
@@ -500,7 +572,7 @@ def _scan(buf: bytes | memoryview) -> tuple[int, int, int] | None:
                 raise _bad("too_many_items", f"{what} at byte {start} declares {count} items, at most {MAX_ITEMS} allowed")
         else:
             if kind != "scalar" and length > MAX_STR_LEN and not (
-                kind == "bin" and frame[1] == _PARAMS and frame[3] == b"data"
+                kind == "bin" and (frame[1], frame[3]) in ((_PARAMS, b"data"), (_TOP, b"ct"))
             ):
                 raise _bad("too_long", f"{kind} at byte {start} is {length} bytes, at most {MAX_STR_LEN} allowed")
             if pos + length > n:
@@ -512,6 +584,8 @@ def _scan(buf: bytes | memoryview) -> tuple[int, int, int] | None:
             frame[3] = bytes(buf[pos - length : pos]) if length <= 16 else None
         elif frame[1] == _TOP and frame[3] == b"params":
             data_span = None  # a later "params" replaces an earlier one
+        elif frame[1] == _TOP and frame[3] == b"ct":
+            ct_span = (start, pos - length, pos) if kind == "bin" else None
         elif frame[1] == _PARAMS and frame[3] == b"data":
             data_span = (start, pos - length, pos) if kind == "bin" else None
 
@@ -532,4 +606,8 @@ def _scan(buf: bytes | memoryview) -> tuple[int, int, int] | None:
             stack.pop()
     if pos != n:
         raise _bad("trailing_data", f"message is followed by {n - pos} extra bytes")
-    return data_span
+    if data_span is not None and ct_span is not None:
+        raise _bad("bad_field", "a message carries either 'params.data' or 'ct', not both")
+    if ct_span is not None:
+        return ct_span, "ct"
+    return data_span, ("params.data" if data_span is not None else None)

@@ -25,6 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from peer_sampling.knobs import (
+    KnobError,
+    check_knobs,
+    fraction_below_one,
+    integer,
+    knob,
+    optional,
+    positive,
+    positive_or_inf,
+)
 from peer_sampling.messages import Address, PeerDescriptor, ShuffleReply, ShuffleRequest
 from peer_sampling.view import View
 
@@ -36,67 +46,40 @@ class CyclonConfig:
     """Cyclon parameters. Times are in the driver's unit (seconds in the daemon,
     cycles in the simulator, which passes ``interval=1.0``)."""
 
-    view_size: int = 20
-    """c: neighbours kept. Larger views heal faster and give a better-connected,
-    more random overlay, at the price of more state and older descriptors
-    (a dead peer lingers ~c shuffles before its pointers are all gone)."""
+    view_size: int = knob(20, """c: neighbours kept. Larger views heal faster and give a better-connected,
+        more random overlay, at the price of more state and older descriptors (a dead peer lingers
+        ~c shuffles before its pointers are all gone).""", integer(1))
 
-    shuffle_length: int = 8
-    """ℓ (1..view_size): descriptors exchanged per shuffle. Larger mixes the
-    overlay in fewer rounds but costs bigger messages."""
+    shuffle_length: int = knob(8, """ℓ (1..view_size): descriptors exchanged per shuffle. Larger mixes
+        the overlay in fewer rounds but costs bigger messages.""", integer(1))
 
-    interval: float = 10.0
-    """Shuffle period. Shorter tracks churn faster but costs one request and one
-    reply per node per period."""
+    interval: float = knob(10.0, """Time between two shuffles of this node's view with a peer. Shorter
+        tracks churn and joins faster but costs one request and one reply per node per period.""",
+        positive)
 
-    jitter: float = 0.1
-    """Fraction of ``interval`` (0 <= jitter < 1): each period is drawn uniformly
-    from interval * [1 - jitter, 1 + jitter], so nodes started together drift
-    out of lock-step. 0 gives exact periods."""
+    jitter: float = knob(0.1, """Fraction of interval: each period is drawn uniformly from
+        interval * [1 - jitter, 1 + jitter], so nodes started together drift out of lock-step.
+        0 gives exact periods.""", fraction_below_one)
 
-    reseed_interval: float = math.inf
-    """How often to shuffle with a random seed in addition to the normal shuffle
-    (inf = never). A finite value lets a partition heal through the seeds, at
-    the cost of extra load on them. Independently of this, a node whose view is
-    empty always contacts a random seed at its next shuffle."""
+    reseed_interval: float = knob(math.inf, """How often to shuffle with a random seed in addition to
+        the normal shuffle (inf = never). A finite value lets a partition heal through the seeds, at
+        the cost of extra load on them. Independently of this, a node whose view is empty always
+        contacts a random seed at its next shuffle.""", positive_or_inf)
 
-    fallback_size: int = 100
-    """Addresses remembered beyond the view (seen in past shuffles) and tried,
-    with the seeds, when the view runs empty. This is what lets a node whose
-    whole neighbourhood crashed (e.g. 90% of the network at once, seeds
-    included) find a survivor again. Costs memory only; 0 disables it."""
+    fallback_size: int = knob(100, """Addresses remembered beyond the view (seen in past shuffles) and
+        tried, with the seeds, when the view runs empty. This is what lets a node whose whole
+        neighbourhood crashed (e.g. 90% of the network at once, seeds included) find a survivor
+        again. Costs memory only; 0 disables it.""", integer(0))
 
-    pending_timeout: float | None = None
-    """How long to remember an unanswered shuffle (None = one ``interval``). A
-    reply arriving later is still used, but only to fill empty slots, since the
-    entries sent with that request have been forgotten."""
+    pending_timeout: float | None = knob(None, """How long to remember an unanswered shuffle (unset:
+        one interval). A reply arriving later is still used, but only to fill empty slots, since the
+        entries sent with that request have been forgotten.""", optional(positive))
 
     def __post_init__(self) -> None:
-        def _int(name: str, value: object, low: int) -> None:
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"CyclonConfig.{name} must be an integer >= {low}, got {value!r}")
-
-        _int("view_size", self.view_size, 1)
-        _int("shuffle_length", self.shuffle_length, 1)
-        _int("fallback_size", self.fallback_size, 0)
+        check_knobs(self)
         if self.shuffle_length > self.view_size:
-            raise ValueError(
-                f"CyclonConfig.shuffle_length must be <= view_size ({self.view_size}), "
-                f"got {self.shuffle_length}"
-            )
-        if not (isinstance(self.interval, (int, float)) and 0 < self.interval < math.inf):
-            raise ValueError(f"CyclonConfig.interval must be a finite number > 0, got {self.interval!r}")
-        if not (isinstance(self.jitter, (int, float)) and 0 <= self.jitter < 1):
-            raise ValueError(f"CyclonConfig.jitter must be in [0, 1), got {self.jitter!r}")
-        if not (isinstance(self.reseed_interval, (int, float)) and self.reseed_interval > 0):
-            raise ValueError(
-                f"CyclonConfig.reseed_interval must be > 0 (inf = never), got {self.reseed_interval!r}"
-            )
-        pt = self.pending_timeout
-        if pt is not None and not (isinstance(pt, (int, float)) and 0 < pt < math.inf):
-            raise ValueError(
-                f"CyclonConfig.pending_timeout must be a finite number > 0 or None, got {pt!r}"
-            )
+            raise KnobError("CyclonConfig", "shuffle_length",
+                            f"must be <= view_size ({self.view_size}), got {self.shuffle_length}")
 
     @property
     def effective_pending_timeout(self) -> float:

@@ -299,7 +299,7 @@ def test_five_daemons_learn_and_survive_a_lost_peer(tmp_path: Path) -> None:
     try:
         def mean_accuracy() -> float | None:
             accs = [get_json(p.url + "/v1/status")["evaluation"]["accuracy"] for p in procs if p.alive()]
-            if None in accs:  # a node serves status a moment before its first evaluation
+            if None in accs:  # a node not evaluated yet (a loaded machine): keep waiting
                 return None
             mean = float(np.mean(accs))
             return mean if mean > 0.85 else None

@@ -241,33 +241,14 @@ def test_systemd_analyze_security(tmp_path: Path, file: str, unit_name: str) -> 
 # -- the example config -------------------------------------------------------
 
 
-def test_example_config_parses_with_every_key() -> None:
+def test_example_config_has_production_values() -> None:
+    """What an operator copies to /etc: reachable on the network, state where the unit keeps it.
+    (That it lists every setting, up to date, is tests/test_daemon_config.py's job.)"""
     with EXAMPLE.open("rb") as f:
         cfg = tomllib.load(f)
-    assert set(cfg) == {"listen", "advertise", "join", "cluster", "state_dir",
-                        "model", "data", "gossip", "peer_sampling"}
-    # Production values.
     assert cfg["listen"] == "0.0.0.0:7070"
     assert cfg["state_dir"] == "/var/lib/gossipd"
     assert cfg["advertise"].startswith("http://")
     assert isinstance(cfg["join"], list) and all(u.startswith("http://") for u in cfg["join"])
-    assert isinstance(cfg["cluster"], str) and cfg["cluster"]
-    assert cfg["model"] == {"spec": "logreg"}
-    assert set(cfg["data"]) == {"dataset", "share", "split"}
     k, n = (int(x) for x in cfg["data"]["share"].split("/"))
     assert 1 <= k <= n
-    assert set(cfg["gossip"]) == {"interval", "merge"}
-    assert isinstance(cfg["gossip"]["interval"], float) and cfg["gossip"]["interval"] > 0
-    assert set(cfg["peer_sampling"]) == {"view_size", "shuffle_length", "interval"}
-    ps = cfg["peer_sampling"]
-    assert isinstance(ps["view_size"], int) and isinstance(ps["shuffle_length"], int)
-    assert 0 < ps["shuffle_length"] <= ps["view_size"]
-    assert isinstance(ps["interval"], float) and ps["interval"] > 0
-
-
-def test_example_config_documents_every_key() -> None:
-    """Each key is preceded by a comment (what it does, its trade-off)."""
-    lines = EXAMPLE.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if re.match(r"^[a-z_]+\s*=", line):
-            assert i > 0 and lines[i - 1].startswith("#"), f"undocumented: {line}"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -15,9 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gossipd import wire
-from gossipd.core.messages import ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest
-from gossipd.wire import WireError, decode, encode
+sys.path.insert(0, str(Path(__file__).parent))
+
+from mutations import EDITS, mutate  # noqa: E402
+
+from gossipd import wire  # noqa: E402
+from gossipd.core.messages import ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest  # noqa: E402
+from gossipd.wire import WireError, decode, encode  # noqa: E402
 
 CLUSTER = "test-cluster"
 ARCH = "mlp-3f2a9c"
@@ -473,21 +479,9 @@ _VALID = [
 
 
 @SEEDED
-@given(
-    which=st.sampled_from(_VALID),
-    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.sampled_from(["set", "insert", "delete"])), min_size=1, max_size=4),
-)
+@given(which=st.sampled_from(_VALID), edits=EDITS)
 def test_mutated_valid_messages_only_raise_wire_error(which, edits):
-    body = bytearray(which)
-    for pos, byte, op in edits:
-        pos %= len(body) + (op == "insert")
-        if op == "set" and pos < len(body):
-            body[pos] = byte
-        elif op == "insert":
-            body.insert(pos, byte)
-        elif op == "delete" and body:
-            del body[pos % len(body)]
-    _decode_or_wire_error(bytes(body))
+    _decode_or_wire_error(mutate(which, edits))
 
 
 msgpack_values = st.recursive(

@@ -12,7 +12,6 @@ report undeliverable messages with ``on_send_failed``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,31 +21,26 @@ from gossipd.core.merge import parse_merge
 from gossipd.core.messages import Address, ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.scaling import FeatureStats
 from gossipd.core.state import ModelState
+from peer_sampling.knobs import check_knobs, fraction_below_one, knob, positive
 from peer_sampling.sampler import PeerSampler
 
 
 @dataclass(frozen=True)
 class GossipConfig:
-    """The gossip-learning protocol's knobs.
+    """The gossip-learning protocol's knobs (times in the driver's unit)."""
 
-    interval: Δ, the mean time between two pushes of this node. Shorter spreads
-        models faster at a proportional cost in bandwidth and CPU (every push
-        triggers a training pass at the receiver).
-    jitter: each period is Δ·(1 ± jitter), uniformly, so nodes drift apart and
-        never push in lock-step; 0 makes runs easier to reason about, not better.
-    merge: ``age`` | ``average`` | ``overwrite`` | ``limited:L`` (see merge.py).
-    """
-
-    interval: float = 5.0
-    jitter: float = 0.1
-    merge: str = "age"
+    interval: float = knob(5.0, """Δ, the mean time between two pushes of this node. Shorter spreads
+        models faster at a proportional cost in bandwidth and CPU (every push triggers a training pass
+        at the receiver).""", positive)
+    jitter: float = knob(0.1, """Each period is Δ·(1 ± jitter), uniformly, so nodes drift apart and never
+        push in lock-step; 0 makes runs easier to reason about, not better.""", fraction_below_one)
+    merge: str = knob("age", """How a received model is combined with ours: age | average | overwrite |
+        limited:L. "age" weights each model by the examples it has seen (robust default); "average" is the plain mean (a fresh model drags a
+        trained one back); "overwrite" takes the received model (random-walk baseline); "limited:L" is
+        "age", but keeps the older model unchanged when the ages differ by more than L.""", parse_merge)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.interval) and self.interval > 0):
-            raise ValueError(f"gossip interval must be > 0, got {self.interval!r}")
-        if not 0 <= self.jitter < 1:
-            raise ValueError(f"gossip jitter must be in [0, 1), got {self.jitter!r}")
-        parse_merge(self.merge)
+        check_knobs(self)
 
 
 @dataclass

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossipd.core.plugin import split_reference
+from peer_sampling.knobs import check_knobs, integer, knob, non_negative, positive
 
 TASKS = ("classification", "regression")
 MODEL_SPECS = ("logreg", "mlp:H1[,H2...]", "cnn[:C1[,C2...]]", "python:PATH.py:FACTORY", "pkg.module:FACTORY")
@@ -220,42 +221,32 @@ def parse_scaling(text: str) -> tuple[str, str]:
 # -- training settings -----------------------------------------------------------------
 
 
+def _optimizer(value: str) -> None:
+    if value not in OPTIMIZERS:
+        raise ValueError(f"expected one of {', '.join(OPTIMIZERS)}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class LearnerConfig:
-    """How a node trains on its local data.
+    """How a node trains on its local data."""
 
-    lr: initial step size. Larger learns faster from few examples but makes the
-        model jump towards whatever data the current node holds (bad under skew).
-        ``DEFAULT_LR`` gives each task's default (:meth:`for_task`).
-    lr_decay: the age (examples seen) at which the step size has halved:
-        ``lr(age) = lr / (1 + age / lr_decay)``. Smaller settles sooner, larger
-        keeps adapting longer.
-    batch_size: mini-batch size of the one local pass per update.
-    weight_decay: L2 penalty; keeps logistic regression from over-confident weights.
-    init_seed: seed of the initial parameters. Every node of a network must use
-        the same one, since averaging differently initialised MLPs does not work.
-    optimizer: ``sgd`` (plain steps on the age schedule above) or ``adam`` (torch
-        modules only; its moments live for one local pass and are never gossiped).
-    """
-
-    lr: float = DEFAULT_LR["classification"]
-    lr_decay: float = 2000.0
-    batch_size: int = 32
-    weight_decay: float = 1e-4
-    init_seed: int = 0
-    optimizer: str = "sgd"
+    lr: float = knob(DEFAULT_LR["classification"], """Initial SGD step size. Larger learns faster from
+        few examples but makes the model jump towards whatever data the current node holds (bad under
+        skew). Regression (squared error) wants a smaller one, about 0.1.""", positive)
+    lr_decay: float = knob(2000.0, """The model age (examples seen) at which the step size has halved:
+        lr(age) = lr / (1 + age / lr_decay). Smaller settles sooner, larger keeps adapting longer.""",
+        positive)
+    batch_size: int = knob(32, "Mini-batch size of the one local pass per update.", integer(1))
+    weight_decay: float = knob(1e-4, "L2 penalty; keeps logistic regression from over-confident weights.",
+                               non_negative)
+    init_seed: int = knob(0, """Seed of the initial parameters. Every node of a network must use the same
+        one, since averaging differently initialised MLPs does not work.""", integer(0))
+    optimizer: str = knob("sgd", """sgd | adam. sgd: plain steps on the age schedule above. adam: torch
+        modules only (python:/module: models, cnn); its moments live for one local pass and are never
+        gossiped.""", _optimizer)
 
     def __post_init__(self) -> None:
-        for name in ("lr", "lr_decay"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"learner {name} must be finite and > 0, got {v!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"learner batch_size must be >= 1, got {self.batch_size}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"learner weight_decay must be >= 0, got {self.weight_decay}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"learner optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        check_knobs(self)
 
     @classmethod
     def for_task(cls, task: str, lr: float | None = None, **settings: Any) -> LearnerConfig:

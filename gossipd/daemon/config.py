@@ -1,105 +1,245 @@
-"""NodeConfig: everything a daemon is told, from one place.
+"""NodeConfig: everything a daemon can be told, each setting declared once.
+
+A setting is a dataclass field declared with ``knob(default, doc, check,
+flag=..., example=...)``; sections are the core's own config dataclasses
+(``GossipConfig``, ``CyclonConfig``, ``LearnerConfig``), so their knobs are
+defined in one place for the simulator and the daemon alike. From these
+declarations ``gossipd.daemon.settings`` derives the TOML keys, the
+``GOSSIPD_*`` variables, the flags of ``gossipd``, the checks and the
+documented example (``gossipd --print-config-example``, kept in
+``systemd/gossipd.toml``).
+
+Adding a setting: one ``knob(...)`` line in the dataclass it belongs to (a new
+section: one ``section(...)`` line in NodeConfig), then ``make docs`` to
+regenerate the example; ``tests/test_daemon_config.py`` fails until then.
 
 Layers, later wins: defaults < TOML file < ``GOSSIPD_*`` environment < flags.
-Every field has a dotted name (``gossip.interval``), an environment variable
-(``GOSSIPD_GOSSIP_INTERVAL``) and, for the common ones, a flag. An invalid value
-stops start-up with one line that names the field and where it came from.
+An invalid value stops start-up with one line that names the key and where
+the value came from.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import tomllib
+import ipaddress
+import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from gossipd.data import DataError, parse_share, parse_split
-from gossipd.core.spec import LearnerConfig, parse_model_spec
 from gossipd.core.node import GossipConfig
+from gossipd.core.spec import LearnerConfig, parse_model_spec
+from gossipd.daemon.settings import (
+    ConfigError,
+    Layered,
+    build,
+    layer_env,
+    layer_file,
+    layer_overrides,
+    render_example,
+    section,
+    settings_of,
+)
+from gossipd.data import parse_share, parse_split
 from peer_sampling.cyclon import CyclonConfig
+from peer_sampling.knobs import KnobError, check_knobs, integer, knob, positive
 
 ENV_PREFIX = "GOSSIPD_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+__all__ = ["ConfigError", "NodeConfig", "SETTINGS", "check_peer_url", "load_config", "example_config"]
 
 
-class ConfigError(ValueError):
-    """One bad field: ``str(err)`` is the line printed before exiting."""
+# -- checks of the daemon's own settings ------------------------------------------------
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port_s = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:7070), got {listen!r}")
+    return host, int(port_s)
+
+
+def peer_url(url: str) -> str:
+    """``url`` without its trailing slash if it is an http(s)://HOST[:PORT] URL; else ValueError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http(s)://HOST:PORT URL, got {url!r}")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError(f"bad port in {url!r}") from None
+    return url.rstrip("/")
+
+
+def check_peer_url(url: str, what: str) -> str:
+    """``peer_url`` for a value from elsewhere (e.g. an admin join body); ConfigError names ``what``."""
+    try:
+        return peer_url(url)
+    except ValueError as exc:
+        raise ConfigError(what, str(exc)) from None
+
+
+def _advertise(url: str) -> None:
+    if url:
+        peer_url(url)
+
+
+def _urls(urls: tuple[str, ...]) -> None:
+    for url in urls:
+        peer_url(url)
+
+
+def _cluster(name: str) -> None:
+    if not 1 <= len(name) <= 128:
+        raise ValueError(f"expected 1 to 128 characters, got {name!r}")
+
+
+def _not_empty(value: str) -> None:
+    if not value.strip():
+        raise ValueError("must not be empty")
+
+
+_NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _node_id(value: str) -> None:
+    # It names files and appears in an HTTP header (the ONNX download's file name).
+    if value and not _NODE_ID.fullmatch(value):
+        raise ValueError(f"expected up to 64 letters, digits, '.', '_' or '-', got {value!r}")
+
+
+def _networks(entries: tuple[str, ...]) -> None:
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"expected IP addresses, CIDR ranges (10.0.0.0/8) or *, got {entry!r}") from None
+
+
+def _log_level(value: str) -> None:
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(f"expected {', '.join(LOG_LEVELS)}, got {value!r}")
+
+
+def _share(value: str) -> None:
+    parse_share(value)
+
+
+def _split(value: str) -> None:
+    parse_split(value)
+
+
+# -- the declaration ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ModelSection:
-    """spec: the architecture (``logreg``, ``mlp:64,32``); must match the whole cluster.
-    The rest tune local SGD (see ``LearnerConfig``)."""
+    """The model and how this node trains it (one local SGD pass per received model)."""
 
-    spec: str = "logreg"
-    lr: float = LearnerConfig.lr
-    lr_decay: float = LearnerConfig.lr_decay
-    batch_size: int = LearnerConfig.batch_size
-    weight_decay: float = LearnerConfig.weight_decay
+    spec: str = knob("logreg", """Architecture: "logreg", "mlp:H1,H2,..." (hidden layer widths), "cnn"
+        (image-shaped data), or your own torch module: "python:PATH.py:FACTORY" / "pkg.module:FACTORY"
+        (README: "Your own model").
+        Peers with another architecture are refused, so the whole cluster must agree. logreg is small
+        and fast (cheap messages, quick convergence); bigger models learn more, but every gossip
+        message carries all the parameters.""", parse_model_spec, flag="--model", metavar="SPEC")
+    learner: LearnerConfig = section(LearnerConfig, "local training", flatten=True)
 
-    def learner_config(self) -> LearnerConfig:
-        return LearnerConfig(lr=self.lr, lr_decay=self.lr_decay, batch_size=self.batch_size,
-                             weight_decay=self.weight_decay)
+    def __post_init__(self) -> None:
+        check_knobs(self)
 
 
 @dataclass(frozen=True)
 class DataSection:
-    """dataset: a bundled set (digits, breast_cancer, wine) or a .csv/.npz path.
-    share: ``K/N``, this node holds part K of N of the training split (cut
-    with one fixed seed, so N daemons hold disjoint parts without talking).
-    split: how the N parts are cut: iid | labels | dirichlet:ALPHA.
-    label_column: for CSV files (default: label/target/y/class, else the last)."""
+    """This node's local data."""
 
-    dataset: str = "digits"
-    share: str = "1/1"
-    split: str = "iid"
-    label_column: str = ""
+    dataset: str = knob("digits", """The local training data: a bundled data set (digits,
+        breast_cancer, wine, diabetes), a path to a .csv or .npz file or a directory of them, or
+        "python:PATH.py:LOADER" (README: "Data files"). In production
+        each machine points at its own data; the bundled sets are for demos and experiments. Checked
+        when the data is loaded.""", _not_empty, flag="--dataset", metavar="NAME|FILE", old_keys=("data.source",),
+        old_flags=("--data",))
+    share: str = knob("1/1", """K/N: this node trains on part K of N (1-based) of the data set's
+        training split. The split is cut with one fixed seed, so N daemons hold disjoint parts without
+        talking to each other; every node needs a different K with the same N. "1/1": all of it.""", _share,
+        flag="--share", metavar="K/N", example="3/10", old_keys=("data.partition",), old_flags=("--partition",))
+    split: str = knob("iid", """How the N shares are cut: iid | labels | dirichlet:ALPHA. "iid": shuffled, every share looks alike
+        (easiest, fastest convergence); "labels": each share holds few classes (hard, realistic for
+        personal data); "dirichlet:ALPHA": label skew in between, smaller ALPHA = more skewed.""",
+        _split, flag="--split")
+    label_column: str = knob("", """CSV files only: the column holding the label. Empty: "label",
+        "target", "y" or "class" if there is one, else the last column.""")
+
+    def __post_init__(self) -> None:
+        check_knobs(self)
 
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """A daemon's configuration. Times are in seconds.
+    """A daemon's configuration. Times are in seconds."""
 
-    listen: host:port to bind (port 0 picks a free port: tests).
-    advertise: the URL peers use to reach this node; default http://listen.
-        Required when listening on 0.0.0.0 or ::, which is not an address.
-    join: seed peers' URLs; contacted when the view is empty.
-    cluster: nodes only accept messages of their own cluster.
-    state_dir: checkpoints and the node id live here.
-    node_id: stable name of this node; default: generated once, kept in state_dir.
-    admin_allow: client IPs allowed to call /v1/admin/*; ``*`` allows all.
-    checkpoint_interval: seconds between checkpoints; shorter loses less on a
-        crash at the cost of disk writes (each one fsyncs the whole model).
-    eval_interval: minimum seconds between two evaluations on the local test
-        share (they cost a forward pass over it).
-    request_timeout: seconds before a peer that does not answer counts as failed.
-    max_pending: received models waiting for the trainer before new ones get
-        503; bounds memory and latency under load.
-    seed: seeds this node's randomness (peer choice, batches); default: random.
-    log_level: DEBUG | INFO | WARNING | ERROR.
-    """
+    listen: str = knob("127.0.0.1:7070", """HOST:PORT the HTTP server binds; port 0 picks a free port
+        (tests). 0.0.0.0 accepts peers on every IPv4 interface ("[::]:7070" for IPv6 too); 127.0.0.1
+        keeps the node private to this machine (tests, a local demo). Wider is reachable by more
+        peers, and by more attackers: firewall it to the cluster's hosts. The API has no
+        authentication of its own.""", split_listen,
+        flag="--listen", metavar="HOST:PORT", example="0.0.0.0:7070")
+    advertise: str = knob("", """The URL other nodes use to reach this one; it is what we put in our
+        messages and peer descriptors. Empty: http://LISTEN, which is not an address when listening
+        on 0.0.0.0 or ::, so it is required then. Must be reachable from the peers (not 127.0.0.1
+        unless every node runs on this machine). A wrong value does not stop us from sending, but no
+        peer can ever answer us.""", _advertise, flag="--advertise", metavar="URL", example="http://node1.example.org:7070")
+    join: tuple[str, ...] = knob((), """Seed peers' URLs, contacted at start-up (and again whenever the
+        view runs empty) to fill the peer view. One reachable seed is enough; more survive a seed being
+        down. Empty: this node waits to be joined by others.""", _urls, flag="--join", metavar="URL",
+        example=("http://node2.example.org:7070", "http://node3.example.org:7070"))
+    cluster: str = knob("default", """Name of the learning group (1 to 128 characters). Messages from
+        another cluster are refused, so two experiments can share hosts without mixing their models.
+        All nodes of one cluster must agree on it (and on model.spec).""", _cluster, flag="--cluster")
+    state_dir: str = knob("./gossipd-state", """Where the model, its age and the peer view are
+        checkpointed and the node id is kept. A restart resumes from there instead of from a random
+        model. Must be writable and private to the daemon; the systemd units set $GOSSIPD_STATE_DIR
+        (= StateDirectory=, /var/lib/gossipd), which takes precedence over this value.""", _not_empty,
+        flag="--state-dir", metavar="DIR", example="/var/lib/gossipd")
+    node_id: str = knob("", """Stable name of this node in logs, status and exported models (up to 64
+        letters, digits, '.', '_', '-'). Empty: generated once and kept in state_dir.""", _node_id,
+        flag="--node-id")
+    admin_allow: tuple[str, ...] = knob(("127.0.0.1", "::1"), """Client addresses allowed to call
+        /v1/admin/* (e.g. join): IP addresses or CIDR ranges such as 10.0.0.0/8, or "*" for anyone.
+        Admin calls change whom this node talks to: keep it narrow.""", _networks)
+    checkpoint_interval: float = knob(5.0, """Seconds between checkpoints (written only when the model
+        changed). Shorter loses less on a crash, at the cost of disk writes (each one fsyncs the whole
+        model).""", positive)
+    eval_interval: float = knob(2.0, """Minimum seconds between two evaluations of the model on the
+        local test share (gossip status, /metrics); each costs a forward pass over the share.""", positive)
+    request_timeout: float = knob(5.0, """Seconds before a peer that does not answer counts as failed
+        and leaves the view. Too short drops slow but healthy peers; too long keeps dead ones
+        longer.""", positive)
+    max_pending: int = knob(32, """Received models waiting for the trainer before new ones are refused
+        with 503 (busy); bounds memory and latency under load.""", integer(1))
+    seed: int = knob(-1, """Seeds this node's randomness (timers, peer choice, mini-batches), for
+        reproducible runs. -1: random at each start.""", integer(-1), flag="--seed")
+    log_level: str = knob("INFO", "DEBUG | INFO | WARNING | ERROR.", _log_level, flag="--log-level")
+    model: ModelSection = section(ModelSection, ModelSection.__doc__ or "")
+    data: DataSection = section(DataSection, DataSection.__doc__ or "")
+    gossip: GossipConfig = section(GossipConfig, """The gossip-learning protocol: how often this node
+        pushes its model and how it merges what it receives. Times in seconds.""",
+        flags={"interval": "--gossip-interval", "merge": "--merge"})
+    peer_sampling: CyclonConfig = section(CyclonConfig, """Cyclon peer sampling: the small, constantly
+        reshuffled view of the network from which gossip partners are drawn. Times in seconds.""",
+        flags={"interval": "--shuffle-interval"}, examples={"pending_timeout": 20.0})
 
-    listen: str = "127.0.0.1:7070"
-    advertise: str = ""
-    join: tuple[str, ...] = ()
-    cluster: str = "default"
-    state_dir: str = "./gossipd-state"
-    node_id: str = ""
-    admin_allow: tuple[str, ...] = ("127.0.0.1", "::1")
-    checkpoint_interval: float = 5.0
-    eval_interval: float = 2.0
-    request_timeout: float = 5.0
-    max_pending: int = 32
-    seed: int = -1
-    log_level: str = "INFO"
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    gossip: GossipConfig = field(default_factory=GossipConfig)
-    peer_sampling: CyclonConfig = field(default_factory=CyclonConfig)
+    def __post_init__(self) -> None:
+        check_knobs(self)
+        host, _ = split_listen(self.listen)
+        if not self.advertise and host in ("0.0.0.0", "::"):
+            raise KnobError("", "advertise", f"required when listen is {self.listen} (peers need a reachable URL)")
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -109,100 +249,29 @@ class NodeConfig:
         return dataclasses.asdict(self)
 
 
-SECTIONS: dict[str, type] = {
-    "model": ModelSection,
-    "data": DataSection,
-    "gossip": GossipConfig,
-    "peer_sampling": CyclonConfig,
-}
-# Flags of `gossipd` and the dotted field each sets.
-FLAGS: dict[str, str] = {
-    "listen": "listen", "advertise": "advertise", "join": "join", "cluster": "cluster",
-    "state_dir": "state_dir", "node_id": "node_id", "model": "model.spec", "dataset": "data.dataset",
-    "share": "data.share", "split": "data.split", "gossip_interval": "gossip.interval",
-    "merge": "gossip.merge", "shuffle_interval": "peer_sampling.interval", "log_level": "log_level",
-    "seed": "seed",
-}
-# Old spellings, still accepted; each use prints one line naming the new one.
-DEPRECATED_KEYS: dict[str, str] = {"data.source": "data.dataset", "data.partition": "data.share"}
-DEPRECATED_FLAGS: dict[str, str] = {"data": "dataset", "partition": "share"}
+SETTINGS, TABLES = settings_of(NodeConfig)
+
+EXAMPLE_HEADER = """/etc/gossipd/gossipd.toml: configuration of one gossipd node.
+
+Every key is documented below with its flag (if it has one), its GOSSIPD_*
+environment variable and its default; flag > environment > this file >
+default. The systemd units set GOSSIPD_STATE_DIR, so under systemd state_dir
+below is only documentation. For the template unit gossipd@NAME.service, copy
+this file to /etc/gossipd/NAME.toml and give each instance its own listen
+port.
+
+Generated by `gossipd --print-config-example` from the declarations in
+gossipd/daemon/config.py (and the core's GossipConfig, CyclonConfig and
+LearnerConfig): change the text there, then run `make docs`."""
+
+
+def example_config() -> str:
+    """The documented example configuration (``systemd/gossipd.toml``)."""
+    return render_example(SETTINGS, TABLES, EXAMPLE_HEADER, ENV_PREFIX)
 
 
 def warn_stderr(line: str) -> None:
     print(f"gossipd: {line}", file=sys.stderr)
-
-
-def _defaults() -> dict[str, Any]:
-    """Dotted name -> default value, for every settable field."""
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(NodeConfig):
-        if f.name in SECTIONS:
-            for sf in dataclasses.fields(SECTIONS[f.name]):
-                out[f"{f.name}.{sf.name}"] = getattr(SECTIONS[f.name](), sf.name)
-        else:
-            out[f.name] = getattr(NodeConfig(), f.name)
-    return out
-
-
-DEFAULTS = _defaults()
-
-
-def env_name(dotted: str) -> str:
-    return ENV_PREFIX + dotted.replace(".", "_").upper()
-
-
-def _coerce(dotted: str, value: Any, source: str) -> Any:
-    """Convert ``value`` to the type of the field's default, or raise ConfigError."""
-    default = DEFAULTS[dotted]
-    if default is None:  # optional numbers, e.g. peer_sampling.pending_timeout
-        default = 0.0
-    where = f"{dotted} (from {source})"
-    try:
-        if isinstance(default, tuple):
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise TypeError("a list of strings")
-            return tuple(value)
-        if isinstance(default, bool):
-            raise TypeError("unsupported")
-        if isinstance(default, int):
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError("an integer")
-            return int(value)
-        if isinstance(default, float):
-            if isinstance(value, bool):
-                raise TypeError("a number")
-            return float(value)
-        if isinstance(default, str):
-            if not isinstance(value, str):
-                raise TypeError("a string")
-            return value
-    except (TypeError, ValueError) as exc:
-        kind = exc.args[0] if isinstance(exc, TypeError) else f"a {type(default).__name__}"
-        raise ConfigError(f"{where}: expected {kind}, got {value!r}") from None
-    raise ConfigError(f"{where}: unsupported value {value!r}")
-
-
-def _flatten(table: Mapping[str, Any], path: Path, warn: Callable[[str], None]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        if key in SECTIONS:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{key} (from {path}): expected a [{key}] table")
-            for sub, v in value.items():
-                out[f"{key}.{sub}"] = v
-        else:
-            out[key] = value
-    for old, new in DEPRECATED_KEYS.items():
-        if old in out:
-            warn(f"{old} (in {path}) is deprecated; use {new}")
-            value = out.pop(old)
-            out.setdefault(new, value)
-    for dotted in out:
-        if dotted not in DEFAULTS:
-            raise ConfigError(f"{dotted} (from {path}): unknown setting")
-    return out
 
 
 def load_config(
@@ -212,105 +281,14 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
     warn: Callable[[str], None] = warn_stderr,
 ) -> NodeConfig:
-    """Build a NodeConfig: defaults < file < environment < ``overrides`` (dotted names).
+    """Build a NodeConfig: defaults < file < environment < ``overrides`` (dotted keys).
 
-    ``warn`` receives one line per deprecated spelling used."""
-    values: dict[str, Any] = dict(DEFAULTS)
+    ``warn`` receives one line per deprecated spelling used.
+    """
+    layers = Layered()
     if path is not None:
-        p = Path(path)
-        try:
-            table = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file {p}: not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {p}: cannot read ({exc})") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {p}: not valid TOML ({exc})") from None
-        for dotted, value in _flatten(table, p, warn).items():
-            values[dotted] = _coerce(dotted, value, str(p))
-    env = env if env is not None else {}
-    for old, new in DEPRECATED_KEYS.items():
-        if env_name(old) in env:
-            warn(f"${env_name(old)} is deprecated; use ${env_name(new)}")
-            if env_name(new) not in env:
-                values[new] = _coerce(new, env[env_name(old)], f"${env_name(old)}")
-    for dotted in DEFAULTS:
-        name = env_name(dotted)
-        if name in env:
-            values[dotted] = _coerce(dotted, env[name], f"${name}")
-    for dotted, value in (overrides or {}).items():
-        if dotted not in DEFAULTS:
-            raise ConfigError(f"{dotted}: unknown setting")
-        values[dotted] = _coerce(dotted, value, "command line")
-    return build(values)
-
-
-def build(values: Mapping[str, Any]) -> NodeConfig:
-    """Construct and validate; every error names its dotted field."""
-    sections: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        kwargs = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith(name + ".")}
-        try:
-            sections[name] = cls(**kwargs)
-        except ValueError as exc:
-            named = [f.name for f in dataclasses.fields(cls) if f.name in str(exc)]
-            where = f"{name}.{max(named, key=len)}" if named else name
-            raise ConfigError(f"{where}: {exc}") from None
-    top = {k: v for k, v in values.items() if "." not in k}
-    config = NodeConfig(**top, **sections)
-    validate(config)
+        layer_file(layers, SETTINGS, TABLES, Path(path), warn)
+    layer_env(layers, SETTINGS, env or {}, ENV_PREFIX, warn)
+    layer_overrides(layers, SETTINGS, overrides or {})
+    config: NodeConfig = build(NodeConfig, layers)
     return config
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, sep, port_s = listen.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
-        raise ConfigError(f"listen: expected HOST:PORT (e.g. 127.0.0.1:7070), got {listen!r}")
-    return host, int(port_s)
-
-
-def check_peer_url(url: str, what: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{what}: expected an http(s)://HOST:PORT URL, got {url!r}")
-    try:
-        parts.port
-    except ValueError:
-        raise ConfigError(f"{what}: bad port in {url!r}") from None
-    return url.rstrip("/")
-
-
-def validate(config: NodeConfig) -> None:
-    host, _ = split_listen(config.listen)
-    if config.advertise:
-        check_peer_url(config.advertise, "advertise")
-    elif host in ("0.0.0.0", "::"):
-        raise ConfigError(f"advertise: required when listen is {config.listen} (peers need a reachable URL)")
-    for url in config.join:
-        check_peer_url(url, "join")
-    if not config.cluster or len(config.cluster) > 128:
-        raise ConfigError(f"cluster: expected 1 to 128 characters, got {config.cluster!r}")
-    if not config.state_dir:
-        raise ConfigError("state_dir: must not be empty")
-    for name in ("checkpoint_interval", "eval_interval", "request_timeout"):
-        v = getattr(config, name)
-        if not (math.isfinite(v) and v > 0):
-            raise ConfigError(f"{name}: must be a number > 0, got {v!r}")
-    if config.max_pending < 1:
-        raise ConfigError(f"max_pending: must be >= 1, got {config.max_pending}")
-    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"log_level: expected DEBUG, INFO, WARNING or ERROR, got {config.log_level!r}")
-    try:
-        parse_model_spec(config.model.spec)
-    except ValueError as exc:
-        raise ConfigError(f"model.spec: {exc}") from None
-    try:
-        parse_share(config.data.share)
-    except DataError as exc:
-        raise ConfigError(f"data.share: {exc}") from None
-    try:
-        parse_split(config.data.split)
-    except DataError as exc:
-        raise ConfigError(f"data.split: {exc}") from None
-    # data.dataset is checked when the data is loaded (it may be a file path).

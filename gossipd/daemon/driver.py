@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
@@ -29,14 +29,10 @@ from gossipd.daemon.metrics import Metrics, MetricsSnapshot
 from gossipd.daemon.sdnotify import Notifier
 from gossipd.daemon.store import Checkpoint, Store, atomic_write
 from gossipd.data import DataError, load_dataset, make_scaling, node_share
+from gossipd.version import VERSION
 from peer_sampling.cyclon import Cyclon
 
 log = logging.getLogger("gossipd")
-
-try:
-    VERSION = version("gossipd")
-except PackageNotFoundError:  # running from a source tree
-    VERSION = "0+unknown"
 
 
 class StartupError(RuntimeError):
@@ -70,7 +66,7 @@ class Daemon:
             dataset = load_dataset(cfg.data.dataset, label_column=cfg.data.label_column or None)
             X_tr, y_tr, X_te, y_te = node_share(dataset, cfg.data.share, cfg.data.split)
             # Feature scaling learned by the network (issue 11; a config key comes with phase 2).
-            self.learner = make_learner(cfg.model.spec, dataset.schema, cfg.model.learner_config(),
+            self.learner = make_learner(cfg.model.spec, dataset.schema, cfg.model.learner,
                                         scaling=make_scaling("network", dataset.schema))
         except (DataError, ValueError) as exc:
             raise StartupError(f"data.dataset: {exc}") from None
@@ -382,6 +378,25 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def run(config: NodeConfig) -> int:
+    """Serve until SIGTERM/SIGINT; the process exit code (one line on stderr if it cannot start)."""
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    # One intra-op thread: several daemons often share a machine, and OpenMP
+    # workers spinning against each other cost far more than they give on small models.
+    torch.set_num_threads(1)
+    try:
+        asyncio.run(serve(config))
+    except StartupError as exc:
+        print(f"gossipd: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
+    return 0
+
+
 async def serve(config: NodeConfig) -> None:
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
@@ -394,4 +409,4 @@ async def serve(config: NodeConfig) -> None:
     await daemon.stop()
 
 
-__all__ = ["Daemon", "StartupError", "VERSION", "serve"]
+__all__ = ["Daemon", "StartupError", "run", "serve"]

@@ -1,40 +1,86 @@
-"""The ``gossipd`` command: flags and environment onto a NodeConfig, then serve."""
+"""The ``gossipd`` command: flags and environment onto a NodeConfig, then serve.
+
+The flags are generated from the setting declarations (``gossipd.daemon.config``):
+a setting declared with a ``flag`` gets an option whose help is the first
+sentence of its documentation and whose default is the declared one.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from gossipd.daemon.config import DEPRECATED_FLAGS, FLAGS, ConfigError, load_config, warn_stderr
-from gossipd.daemon.driver import VERSION, StartupError, serve
+from gossipd.daemon.config import ENV_PREFIX, SETTINGS, ConfigError, example_config, load_config, warn_stderr
+from gossipd.daemon.settings import Setting, env_name, first_sentence, is_list, toml_value
+from gossipd.version import VERSION
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _param(key: str) -> str:
+    return "set__" + key.replace(".", "__")
+
+
+def _click_type(setting: Setting) -> Any:
+    return setting.type if setting.type in (int, float) else None
+
+
+def _help(setting: Setting) -> str:
+    env = env_name(setting.key, ENV_PREFIX)
+    if setting.default in (None, "", ()):
+        return f"{first_sentence(setting.doc)} [env {env}]"
+    default = toml_value(setting.default).strip('"')
+    return f"{first_sentence(setting.doc)} [default {default}; env {env}]"
+
+
+def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """One option per setting that declares a flag, plus hidden deprecated spellings."""
+    for setting in reversed(list(SETTINGS.values())):
+        if setting.flag is None:
+            continue
+        kind: dict[str, Any] = {"multiple": True} if is_list(setting.type) else {"type": _click_type(setting)}
+        if setting.metavar:
+            kind["metavar"] = setting.metavar
+        if setting.type is bool:
+            kind = {"is_flag": True, "default": None, "flag_value": True}
+        for old in setting.old_flags:
+            command = click.option(old, "old__" + old.lstrip("-").replace("-", "_"), hidden=True, **kind,
+                                   help=f"deprecated spelling of {setting.flag}")(command)
+        command = click.option(setting.flag, _param(setting.key), help=_help(setting), **kind)(command)
+    return command
+
+
+def _print_example(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(example_config(), nl=False)
+        ctx.exit(0)
+
+
+def overrides_from_flags(flags: dict[str, Any], warn: Callable[[str], None] = warn_stderr) -> dict[str, Any]:
+    """Dotted key -> value of the flags given; each deprecated spelling used prints one line."""
+    given = {k: v for k, v in flags.items() if v is not None and v != ()}
+    out: dict[str, Any] = {}
+    for setting in SETTINGS.values():
+        if _param(setting.key) in given:
+            out[setting.key] = given[_param(setting.key)]
+        for old in setting.old_flags:
+            name = "old__" + old.lstrip("-").replace("-", "_")
+            if name in given:
+                warn(f"{old} is deprecated; use {setting.flag}")
+                out.setdefault(setting.key, given[name])
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+               epilog="Every setting, with its TOML key, variable and trade-offs: gossipd --print-config-example")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML file (see systemd/gossipd.toml)")
-@click.option("--listen", help="HOST:PORT to bind [127.0.0.1:7070]")
-@click.option("--advertise", help="URL peers use to reach this node [http://LISTEN]")
-@click.option("--join", multiple=True, help="seed peer URL (repeatable)")
-@click.option("--cluster", help="cluster name [default]")
-@click.option("--state-dir", help="checkpoint directory [./gossipd-state]")
-@click.option("--node-id", help="stable node name [generated, kept in state dir]")
-@click.option("--model", help="logreg | mlp:H1,H2 [logreg]")
-@click.option("--dataset", help="digits | breast_cancer | wine | FILE.csv | FILE.npz [digits]")
-@click.option("--share", help="K/N: hold part K of N of the training data [1/1]")
-@click.option("--split", help="how the N shares are cut: iid | labels | dirichlet:ALPHA [iid]")
-@click.option("--data", hidden=True, help="deprecated spelling of --dataset")
-@click.option("--partition", hidden=True, help="deprecated spelling of --share")
-@click.option("--gossip-interval", type=float, help="seconds between pushes [5.0]")
-@click.option("--merge", help="age | average | overwrite | limited:L [age]")
-@click.option("--shuffle-interval", type=float, help="seconds between Cyclon shuffles [10.0]")
-@click.option("--seed", type=int, help="seed this node's randomness [random]")
-@click.option("--log-level", help="DEBUG | INFO | WARNING | ERROR [INFO]")
+@_setting_options
+@click.option("--print-config-example", is_flag=True, expose_value=False, is_eager=True, callback=_print_example,
+              help="print the documented example configuration (every key) and exit")
 @click.version_option(VERSION, package_name="gossipd")
 def main(config_path: Path | None, **flags: Any) -> None:
     """gossipd: one gossip-learning node. Settings: flag > GOSSIPD_* env > --config file > default.
@@ -45,29 +91,12 @@ def main(config_path: Path | None, **flags: Any) -> None:
       gossipd --listen 127.0.0.1:7071 --dataset digits --share 2/2 --state-dir /tmp/g2 \\
               --join http://127.0.0.1:7070
     """
-    given = {k: v for k, v in flags.items() if v is not None and v != ()}
-    for old, new in DEPRECATED_FLAGS.items():
-        if old in given:
-            warn_stderr(f"--{old} is deprecated; use --{new}")
-            value = given.pop(old)
-            given.setdefault(new, value)
-    overrides = {FLAGS[k]: v for k, v in given.items()}
     try:
-        config = load_config(config_path, env=os.environ, overrides=overrides)
+        config = load_config(config_path, env=os.environ, overrides=overrides_from_flags(flags))
     except ConfigError as exc:
         click.echo(f"gossipd: invalid config: {exc}", err=True)
         sys.exit(2)
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
+    from gossipd.daemon.driver import run
 
-    # One intra-op thread: several daemons often share a machine, and OpenMP
-    # workers spinning against each other cost far more than they give on small models.
-    torch.set_num_threads(1)
-    try:
-        asyncio.run(serve(config))
-    except StartupError as exc:
-        click.echo(f"gossipd: cannot start: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-        sys.exit(130)
+    sys.exit(run(config))
+

@@ -147,8 +147,11 @@ class GossipNode:
         local = self.state
         assert local is not None
         merged = self._merge(local, ModelState(msg.params, msg.age))
+        state = self.learner.update(merged, self.data, self._learn_rng, stats)
+        # Back to back, so a reader on another thread sees a model with its own scaling
+        # (up to one bytecode apart).
         self.stats = stats
-        self.state = self.learner.update(merged, self.data, self._learn_rng, stats)
+        self.state = state
         self.counters.merged += 1
         return self.state
 

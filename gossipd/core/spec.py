@@ -25,8 +25,6 @@ SCALINGS = ("network", "none", "fixed:PATH")
 
 #: What each task measures; the first is the headline (tables, plots, ``evaluate``).
 METRICS: dict[str, tuple[str, ...]] = {"classification": ("accuracy",), "regression": ("rmse", "r2")}
-#: Whether a larger value of the metric is better.
-HIGHER_IS_BETTER: dict[str, bool] = {"accuracy": True, "rmse": False, "r2": True}
 
 BUILTIN_MODELS = ("logreg", "mlp", "cnn")
 DEFAULT_CNN_CHANNELS = (16, 32)

@@ -199,12 +199,13 @@ class Daemon:
         return self.node.on_model(now, msg)
 
     def _evaluate(self) -> None:
-        """Accuracy of the current model on the local test share (trainer thread)."""
+        """The task's metrics of the current model on the local test share (trainer thread):
+        accuracy, or rmse and r2 for regression (accuracy stays None then)."""
         if len(self.y_test) == 0:
             return
-        state = self.node.state
-        acc = self.learner.evaluate(state, self.X_test, self.y_test, self.node.stats)
-        self.evaluation = {"accuracy": acc, "at": time.time(), "age": state.age,
+        state, stats = self.node.state, self.node.stats
+        scores = self.learner.scores(state, self.X_test, self.y_test, stats)
+        self.evaluation = {"accuracy": None, **scores, "at": time.time(), "age": state.age,
                            "examples": int(len(self.y_test))}
 
     async def _eval_loop(self) -> None:

@@ -176,7 +176,8 @@ class ModuleLearner(LearnerBase):
     def build_module(self, state: ModelState | None = None) -> nn.Module:
         """A copy of the module holding ``state``, in eval mode, taking flat scaled rows
         (image-shaped models get an ``Unflatten`` in front): for export."""
-        module = copy.deepcopy(self.module)
+        with self.lock:  # not while training swaps views into the template (functional_call)
+            module = copy.deepcopy(self.module)
         if state is not None:
             self.check(state)
             values = torch.from_numpy(np.array(state.params))

@@ -240,3 +240,11 @@ def test_module_form_errors():
         make_learner("no_such_pkg_gossipd.nets:make", Schema.classification(4, 2))
     with pytest.raises(PluginError, match="has no function 'nope'"):
         make_learner("json:nope", Schema.classification(4, 2))
+
+
+def test_batchnorm_module_trains_when_one_example_is_left_over(tmp_path):
+    """33 examples in batches of 32: the single last one joins the previous batch."""
+    schema = Schema.classification(6, 3)
+    learner = make_learner(f"python:{plugin(tmp_path, BN_PLUGIN)}:make", schema, LearnerConfig(batch_size=32))
+    new = learner.update(learner.initial_state(), data_for(schema, n=33), np.random.default_rng(0))
+    assert new.age == 33 and np.isfinite(new.params).all()

@@ -68,6 +68,11 @@ class LearnerBase:
         return self.schema.n_outputs
 
     @property
+    def stat_columns(self) -> int:
+        """Columns of the scaling statistics a model message carries; 0 unless the network learns them."""
+        return self.schema.n_stat_columns if self.scaling.learned else 0
+
+    @property
     def metrics(self) -> tuple[str, ...]:
         return METRICS[self.task]
 

@@ -165,12 +165,6 @@ class Schema:
         """Columns the scaler keeps statistics of: the features, and the target for regression."""
         return self.n_features + (1 if self.task == "regression" else 0)
 
-    def with_input_shape(self, shape: tuple[int, ...]) -> Schema:
-        if math.prod(shape) != self.n_features:
-            raise ValueError(f"input shape {format_shape(shape)} holds {math.prod(shape)} values, "
-                             f"the data has {self.n_features} features")
-        return Schema(self.task, shape, self.n_outputs, self.feature_names, self.class_names)
-
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "input_shape": list(self.input_shape), "n_outputs": self.n_outputs,
                 "feature_names": list(self.feature_names), "class_names": list(self.class_names)}

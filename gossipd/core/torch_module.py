@@ -222,8 +222,7 @@ class ModuleLearner(LearnerBase):
             # ~1 ms per call) every accelerator backend.
             torch.default_generator.manual_seed(seed)
             _set_mode(self.module, training=True)
-            for start in range(0, n, bs):
-                idx = order[start: start + bs]
+            for idx in _batches(order, bs):
                 out = functional_call(self.module, self._tensors(flat, buffers), (X[idx],))
                 tb = T[idx]
                 if out.dim() == 1 and tb.dim() == 2:
@@ -245,6 +244,15 @@ class ModuleLearner(LearnerBase):
             out = functional_call(self.module, self._tensors(values[: self.n_trainable], values[self.n_trainable:]),
                                   (self._reshape(x),))
         return out.reshape(x.shape[0], -1) if out.dim() == 1 else out
+
+
+def _batches(order: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """``order`` in mini-batches of ``size``; a last batch of one example joins the one
+    before it, since BatchNorm cannot train on a single example."""
+    batches = list(order.split(size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
 
 
 def _set_mode(module: nn.Module, training: bool) -> None:

@@ -223,9 +223,9 @@ class Daemon:
         return self.node is None
 
     def decode(self, body: bytes) -> Message:
-        cols = self.learner.schema.n_stat_columns if self.learner.scaling.learned else None
         return wire.decode(body, cluster=self.config.cluster, expected_arch=self.learner.fingerprint,
-                           expected_params=self.learner.n_params, max_bytes=self.max_body, expected_stats=cols)
+                           expected_params=self.learner.n_params, max_bytes=self.max_body,
+                           expected_stats=self.learner.stat_columns or None)
 
     def count_rejected(self, code: str) -> None:
         self.node.counters.rejected += 1
@@ -302,7 +302,7 @@ class Daemon:
                       "params": self.learner.n_params, "age": state.age, "task": self.learner.task,
                       "scaling": self.learner.scaling.mode,
                       # columns of the scaling statistics a pushed model must carry (0: none)
-                      "stat_columns": self.learner.schema.n_stat_columns if self.learner.scaling.learned else 0},
+                      "stat_columns": self.learner.stat_columns},
             "peers": len(self.node.sampler.peers()),
             "counters": self.node.counters.as_dict(),
             "pending": self.pending,

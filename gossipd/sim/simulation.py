@@ -269,8 +269,8 @@ class _MessageSizes:
     """Bytes a message would take on the wire, encoded once per shape and cached."""
 
     def __init__(self, learner: Learner) -> None:
-        cols = learner.schema.n_stat_columns if learner.scaling.learned else 0
-        self.model = wire.encoded_model_size(learner.n_params, "n0000", learner.fingerprint, "sim", cols)
+        self.model = wire.encoded_model_size(learner.n_params, "n0000", learner.fingerprint, "sim",
+                                             learner.stat_columns)
         self._shuffle: dict[int, int] = {}
 
     def shuffle(self, entries: int) -> int:

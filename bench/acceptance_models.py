@@ -6,8 +6,8 @@ Run: ``python bench/acceptance_models.py [--seeds 1,2,3]``.
    the file's ``label`` on the RAW digits test rows with onnxruntime (no
    scaling by the caller), and whether ``label`` equals the node's own
    predictions.
-2. A user-written conv + linear module (the file is written by this script,
-   it is not part of the package) in ``gossip simulate`` on digits images,
+2. A user-written conv + linear module (``tests/plugins/user_conv.py``, not
+   part of the package) in ``gossip simulate`` on digits images,
    100 nodes, 200 cycles: mean accuracy, then ONNX parity of node 0.
 3. Regression on diabetes, 50 nodes, 200 cycles: gossip RMSE against the
    centralised model's.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -34,23 +33,8 @@ from gossipd.export import export_onnx, run_onnx  # noqa: E402
 from gossipd.sim.baselines import centralised  # noqa: E402
 from gossipd.sim.simulation import Simulation, SimulationConfig  # noqa: E402
 
-USER_CONV = """
-import torch
-from torch import nn
-
-class ConvNet(nn.Module):
-    def __init__(self, channels, n_out):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, 8, kernel_size=3, padding=1)
-        self.head = nn.Linear(8 * 4 * 4, n_out)
-
-    def forward(self, x):
-        x = torch.max_pool2d(torch.relu(self.conv(x)), 2)
-        return self.head(x.flatten(1))
-
-def make(schema):
-    return ConvNet(schema.input_shape[0], schema.n_outputs)
-"""
+# The user's module the acceptance tests use: a file outside the package.
+USER_CONV = Path(__file__).resolve().parent.parent / "tests" / "plugins" / "user_conv.py"
 
 
 def run(config: SimulationConfig, dataset) -> tuple[Simulation, dict, float]:
@@ -76,8 +60,7 @@ def main() -> None:
     torch.set_num_threads(1)
     digits, diabetes = load_dataset("digits"), load_dataset("diabetes")
     tmp = Path(tempfile.mkdtemp(prefix="gossipd-acceptance-"))
-    module = tmp / "my_conv.py"
-    module.write_text(textwrap.dedent(USER_CONV))
+    module = USER_CONV
 
     for seed in seeds:
         print(f"== seed {seed}")

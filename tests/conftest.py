@@ -7,6 +7,8 @@ the simulator do the same.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -75,30 +77,7 @@ def small_data() -> LocalData:
     return random_local_data(10, 4, 3, seed=123)
 
 
-# A user's own module (conv + linear), written here rather than shipped in the package:
-# the acceptance and export tests train and export it as a plugin file.
-USER_CONV = """
-import torch
-from torch import nn
-
-class ConvNet(nn.Module):
-    def __init__(self, channels, n_out):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, 8, kernel_size=3, padding=1)
-        self.head = nn.Linear(8 * 4 * 4, n_out)
-
-    def forward(self, x):
-        x = torch.max_pool2d(torch.relu(self.conv(x)), 2)
-        return self.head(x.flatten(1))
-
-def make(schema):
-    return ConvNet(schema.input_shape[0], schema.n_outputs)
-"""
-
-
 @pytest.fixture(scope="session")
-def user_conv_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """``python:PATH.py:make`` of a conv + linear module file written for the tests."""
-    path = tmp_path_factory.mktemp("user") / "my_conv.py"
-    path.write_text(USER_CONV)
-    return f"python:{path}:make"
+def user_conv_spec() -> str:
+    """``python:PATH.py:make`` of a conv + linear module file that is not part of the package."""
+    return f"python:{Path(__file__).parent / 'plugins' / 'user_conv.py'}:make"

@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # The CPU build of torch is installed first: an unpinned torch would make pip
 # pick a multi-GB CUDA build here. pyproject.toml keeps torch>=2.2 for users.
 TORCH_SPEC ?= torch==2.13.0
+# Then the project with its dev and ray extras (`gossip sweep` runs on Ray, and its
+# test runs a real local Ray).
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test demo bench docs clean system-deps
@@ -13,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 # systemd-analyze checks the unit files in the tests; install it when missing

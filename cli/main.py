@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from cli import crawl, demo_cmd, inspect_cmd, keygen_cmd, simulate_cmd
+from cli import sweep_cmd
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -27,6 +28,7 @@ def cli() -> None:
 
 
 cli.add_command(simulate_cmd.simulate)
+cli.add_command(sweep_cmd.sweep)
 cli.add_command(demo_cmd.demo)
 cli.add_command(keygen_cmd.keygen)
 for _command in (inspect_cmd.status, inspect_cmd.peers, inspect_cmd.join, crawl.crawl_cmd, inspect_cmd.export):

@@ -104,27 +104,30 @@ def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None,
 
 
 SHORT = {"accuracy": "acc", "rmse": "RMSE", "r2": "R²"}
+FORMAT = {"accuracy": ".4f", "rmse": "#.4g", "r2": ".3f"}  # RMSE: 4 significant digits, any scale
 
 
 def summary_table(result: dict[str, Any]) -> Table:
-    """One row per method: each metric's mean, min and max over nodes (accuracy; or RMSE and R²)."""
+    """One row per method: the headline metric's mean, min and max over nodes (accuracy, or
+    RMSE), and the mean of any other (R²)."""
     cfg = result["config"]
     metrics = result.get("metrics", ["accuracy"])
+    # (metric, statistic) per column: all three for the headline metric, the mean for the rest.
+    cols = [(metrics[0], k) for k in ("mean", "min", "max")] + [(m, "mean") for m in metrics[1:]]
     table = Table(title=f"{cfg['dataset']} / {cfg['model']} / {cfg['nodes']} nodes / {cfg['cycles']} cycles / "
                         f"{cfg['split']} / seed {cfg['seed']}")
-    cols = [f"{k} {SHORT.get(m, m)}" for m in metrics for k in ("mean", "min", "max")]
-    for col in ("method", *cols, "messages", "bytes"):
+    for col in ("method", *(f"{k} {SHORT.get(m, m)}" for m, k in cols), "messages", "bytes"):
         table.add_column(col, justify="left" if col == "method" else "right")
 
     def cells(entry: dict[str, Any]) -> list[str]:
-        return [f"{entry[f'{k}_{m}']:.4f}" for m in metrics for k in ("mean", "min", "max")]
+        return [format(entry[f"{k}_{m}"], FORMAT.get(m, ".4f")) for m, k in cols]
 
     f = result["final"]
     table.add_row(f"gossip ({cfg['merge']}, {cfg['sampler']})", *cells(f), f"{f['messages']:,}", _mb(f["bytes"]))
     for name, base in result.get("baselines", {}).items():
         if name == "centralised":
-            table.add_row("centralised", *[f"{base[m]:.4f}" if k == "mean" else "" for m in metrics
-                                           for k in ("mean", "min", "max")], "-", "-")
+            table.add_row("centralised", *[format(base[m], FORMAT.get(m, ".4f")) if k == "mean" else ""
+                                           for m, k in cols], "-", "-")
         else:
             b = base["final"]
             table.add_row(name, *cells(b), f"{b['messages']:,}", _mb(b["bytes"]))

@@ -103,3 +103,20 @@ def test_old_partition_flag_is_an_alias_of_split_with_one_notice(tmp_path):
     assert notices == ["gossip simulate: --partition is deprecated; use --split"]
     config = json.loads(out.read_text())["config"]
     assert config["split"] == "labels" and "partition" not in config
+
+
+def test_regression_reports_rmse_and_r2_in_table_json_and_plot(tmp_path):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    result = invoke(["simulate", "--dataset", "diabetes", "--nodes", "10", "--cycles", "6", "--eval-every", "3",
+                     "--baselines", "centralised,fedavg", "--quiet", "--json", str(out), "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    for text in ("mean RMSE", "min RMSE", "max RMSE", "mean R²", "centralised", "fedavg"):
+        assert text in result.output, text
+    assert "acc" not in result.output.split("┃ method")[1].split("\n")[0]  # no accuracy column
+    data = json.loads(out.read_text())
+    assert data["task"] == "regression" and data["metrics"] == ["rmse", "r2"]
+    last = data["series"][-1]
+    assert last["min_rmse"] <= last["mean_rmse"] <= last["max_rmse"] and "mean_accuracy" not in last
+    assert data["baselines"]["centralised"]["rmse"] > 0 and "mean_r2" in data["baselines"]["fedavg"]["final"]
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert data["config"]["lr"] is None and data["model"]["lr"] == 0.1  # the task's default step

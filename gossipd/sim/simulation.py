@@ -211,7 +211,8 @@ class Simulation:
             "metrics": list(self.learner.metrics),
             "model": {"spec": self.learner.spec, "params": self.learner.n_params,
                       "fingerprint": self.learner.fingerprint, "message_bytes": sizes.model,
-                      "scaling": self.learner.scaling.mode},
+                      "scaling": self.learner.scaling.mode, "lr": self.learner.config.lr,
+                      "optimizer": self.learner.config.optimizer},
             "series": series,
             "final": final,
         }

@@ -38,15 +38,18 @@ demo: setup
 	$(VENV)/bin/gossip demo
 
 # Generated documentation: the example config from the setting declarations
-# (tests/test_daemon_config.py fails when the committed copy is stale).
+# (tests/test_daemon_config.py fails when the committed copy is stale), and the
+# outputs README.md shows, by running the commands it shows (a few minutes).
 docs: setup
 	$(VENV)/bin/gossipd --print-config-example > systemd/gossipd.toml
+	$(PY) docs/gen_readme_outputs.py
 
 bench: setup
 	$(PY) bench/simulation.py
 	$(PY) bench/learner.py
 	$(PY) bench/wire.py
 	$(PY) bench/daemon.py
+	$(PY) bench/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from cli.errors import UserError
-from gossipd.wire import PROTOCOL_VERSION, SUPPORTED_VERSIONS
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp and gossipd.wire (numpy, msgpack) are imported when a request is made,
+# not when the CLI starts: `gossip status --help` should not wait for them.
 
 # Fields every gossipd /v1/status answer carries; their absence means "not a gossipd".
 STATUS_FIELDS = ("node_id", "protocol", "advertise", "model", "counters")
@@ -82,27 +84,6 @@ def check_url(url: str, what: str = "URL") -> str:
     return url.rstrip("/")
 
 
-def describe_exception(exc: BaseException, timeout: float) -> str:
-    """A short reason for a failed request: 'connection refused', 'timed out after 3s', ..."""
-    if isinstance(exc, asyncio.TimeoutError):
-        return f"timed out after {timeout:g}s"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        os_err = exc.os_error
-        if isinstance(os_err, socket.gaierror):
-            return f"unknown host {exc.host!r} ({os_err.strerror or os_err})"
-        if isinstance(os_err, ConnectionRefusedError):
-            return "connection refused"
-        return (getattr(os_err, "strerror", None) or str(os_err) or type(os_err).__name__).strip()
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection without answering"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return f"broken response ({exc})"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"bad HTTP response ({exc.message})"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _one_line(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -120,6 +101,10 @@ class Client:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
+        import aiohttp
+
+        from gossipd.wire import PROTOCOL_VERSION
+
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             connector=aiohttp.TCPConnector(limit=self._limit),
@@ -137,6 +122,8 @@ class Client:
     async def request(self, method: str, url: str, path: str, *, json_body: Any = None) -> tuple[int, str, bytes]:
         """(status, content type, body) of one request, or Unreachable."""
         assert self._session is not None, "use Client as 'async with'"
+        import aiohttp
+
         try:
             async with self._session.request(method, url + path, json=json_body, allow_redirects=False) as resp:
                 body = await resp.content.read(self.max_bytes + 1)
@@ -147,6 +134,8 @@ class Client:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             if isinstance(exc, UserError):
                 raise
+            from gossipd.daemon.reasons import describe_exception
+
             raise Unreachable(f"cannot reach {url}: {describe_exception(exc, self.timeout)}") from None
 
     async def request_json(self, method: str, url: str, path: str, *, json_body: Any = None,
@@ -175,6 +164,8 @@ class Client:
         try:
             data = await self.request_json("GET", url, "/v1/status")
         except DaemonError as exc:  # e.g. a JSON API that is not ours answering 404
+            if exc.code == "starting":
+                raise
             raise NotGossipd(f"{url} is not a gossipd node (GET /v1/status answered HTTP {exc.status})") from None
         if not isinstance(data, dict):
             raise NotGossipd(f"{url} is not a gossipd node (GET /v1/status answered JSON {type(data).__name__}, "
@@ -189,6 +180,8 @@ class Client:
         try:
             data = await self.request_json("GET", url, "/v1/peers")
         except DaemonError as exc:
+            if exc.code == "starting":
+                raise
             raise NotGossipd(f"{url} is not a gossipd node (GET /v1/peers answered HTTP {exc.status})") from None
         if not isinstance(data, dict) or any(f not in data for f in PEERS_FIELDS) \
                 or not isinstance(data["peers"], list):
@@ -225,6 +218,8 @@ class Client:
 
 
 def check_protocol(url: str, protocol: Any) -> None:
+    from gossipd.wire import SUPPORTED_VERSIONS
+
     if not isinstance(protocol, int) or isinstance(protocol, bool):
         raise NotGossipd(f"{url} is not a gossipd node (status 'protocol' is {protocol!r}, not a version number)")
     if protocol not in SUPPORTED_VERSIONS:

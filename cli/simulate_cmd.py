@@ -12,8 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.errors import UserError
+from cli.errors import UserError, check_output
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -28,6 +31,8 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--dataset", default="digits", show_default=True,
               help="digits | breast_cancer | wine | diabetes | a .csv/.npz file or a directory of them | "
                    "python:PATH.py:LOADER | pkg.module:LOADER")
+@click.option("--label-column", default=None,
+              help="CSV: the column holding the label [label, target, y or class, else the last]")
 @click.option("--model", default="logreg", show_default=True,
               help="logreg | mlp:H1,H2,... | cnn[:C1,C2,...] | python:PATH.py:FACTORY | pkg.module:FACTORY")
 @click.option("--task", default="auto", show_default=True, help="auto | classification | regression")
@@ -55,9 +60,10 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
               help="age at which the step has halved")
 @click.option("--optimizer", default="sgd", show_default=True, help="sgd | adam (adam: torch modules only)")
 @click.option("--seed", default=1, show_default=True, type=int)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write results here")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="write the results as JSON to this file ('-': standard output, the table goes to stderr)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG: accuracy against cycles and against bytes")
+              help="accuracy against cycles and against bytes (.png, .pdf or .svg)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.pass_context
 def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None, quiet: bool,
@@ -74,16 +80,22 @@ def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None,
         click.echo("gossip simulate: --partition is deprecated; use --split", err=True)
         if ctx.get_parameter_source("split") is not ParameterSource.COMMANDLINE:
             options["split"] = old_partition
-    import torch
-
-    from gossipd.sim.simulation import simulate as run_simulation
-
-    torch.set_num_threads(1)  # tiny per-node models: threads cost more than they give
+    to_stdout = json_path is not None and str(json_path) == "-"
+    # Everything that could fail at the end is checked now: a run's results are never lost to a typo.
+    if json_path is not None and not to_stdout:
+        check_output(json_path, "--json")
+    if plot_path is not None:
+        check_output(plot_path, "--plot", PLOT_SUFFIXES)
     config = SimulationConfig(**options)
     try:
         config.validate()
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    import torch
+
+    from gossipd.sim.simulation import simulate as run_simulation
+
+    torch.set_num_threads(1)  # tiny per-node models: threads cost more than they give
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]simulating"), BarColumn(), TextColumn("cycle {task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
@@ -92,8 +104,10 @@ def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None,
             result = run_simulation(config, progress=lambda c: progress.update(task, completed=c))
         except ConfigError as exc:
             raise UserError(str(exc)) from None
-    Console().print(summary_table(result))
-    if json_path is not None:
+    (console if to_stdout else Console()).print(summary_table(result))
+    if to_stdout:
+        click.echo(json.dumps(result, indent=2))
+    elif json_path is not None:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
         console.print(f"wrote {json_path}")
     if plot_path is not None:

@@ -263,9 +263,9 @@ def test_npz_missing_arrays_names_the_path(tmp_path):
     ("content", "fragment"),
     [
         ("a,label\n", "header"),
-        ("a,label\nx,1\n1,0\n", "line 2, column 'a': 'x' is not a finite number"),
-        ("a,b,label\n1,2,0\n3,,1\n", "line 3, column 'b': '' is not a finite number"),
-        ("a,b,label\n1,2,0\n3,nan,1\n", "line 3, column 'b': 'nan'"),
+        ("a,label\nx,1\n1,0\n", "line 2, column 'a': 'x' is not a number"),
+        ("a,b,label\n1,2,0\n3,,1\n", "line 3, column 'b': '' is not a number"),
+        ("a,b,label\n1,2,0\n3,nan,1\n", "line 3, column 'b': 'nan' is not a finite number"),
         ("a,b,label\n1,2,0\n3,4,1,9\n", ""),  # a row too long
         ("a,b,label\n1,2,0\n3,1\n", ""),  # a row too short (the label cell is missing)
     ],

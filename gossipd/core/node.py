@@ -13,16 +13,19 @@ report undeliverable messages with ``on_send_failed``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gossipd.core.learner import Learner, LocalData
 from gossipd.core.merge import parse_merge
 from gossipd.core.messages import Address, ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.scaling import FeatureStats
 from gossipd.core.state import ModelState
 from peer_sampling.knobs import check_knobs, fraction_below_one, knob, positive
 from peer_sampling.sampler import PeerSampler
+
+if TYPE_CHECKING:  # the node only calls its learner: importing torch here would slow every config reader
+    from gossipd.core.learner import Learner, LocalData
 
 
 @dataclass(frozen=True)

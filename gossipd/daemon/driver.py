@@ -3,12 +3,20 @@
 The same GossipNode and Cyclon sampler the simulator drives; this module only
 adds time (``loop.time()``), transport (aiohttp), a trainer thread, checkpoints,
 signals and sd_notify.
+
+Start-up binds the port first and loads torch, scikit-learn and the data after,
+in a worker thread: ``/healthz`` answers within a second of exec, everything
+else says 503 ``starting`` until the node exists. Shutdown writes the final
+checkpoint last; ``run`` then ends the process without the interpreter's
+teardown (which spends seconds unloading torch).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -18,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from gossipd import wire
-from gossipd.core.learner import LocalData, make_learner
 from gossipd.core.scaling import FeatureStats
 from gossipd.core.messages import Message, ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipNode
@@ -28,11 +35,15 @@ from gossipd.daemon.http import Api, PeerClient, PeerError, ip_allowed
 from gossipd.daemon.metrics import Metrics, MetricsSnapshot
 from gossipd.daemon.sdnotify import Notifier
 from gossipd.daemon.store import Checkpoint, Store, atomic_write
+from gossipd.logsummary import LogSummary
 from gossipd.data import DataError, load_dataset, make_scaling, node_share
 from gossipd.version import VERSION
 from peer_sampling.cyclon import Cyclon
 
 log = logging.getLogger("gossipd")
+
+# At most one line about view changes per this many seconds (Cyclon swaps entries every shuffle).
+VIEW_LOG_INTERVAL = 10.0
 
 
 class StartupError(RuntimeError):
@@ -47,6 +58,8 @@ class Daemon:
         self.store = Store(config.state_dir)
         self.started = time.monotonic()
         self.pending = 0
+        # Until the learner exists the size limit is unknown; peer messages get 503 "starting" anyway.
+        self.max_body = 1 << 20
         self.evaluation: dict[str, Any] = {"accuracy": None, "at": None}
         self.notifier = Notifier.from_env()
         self._trainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipd-train")
@@ -57,10 +70,28 @@ class Daemon:
         self.node: GossipNode | None = None
         self.sampler: Cyclon = None  # type: ignore[assignment]
         self.address = ""
+        self.node_id = ""
+        self._runner: Any = None
+        self.api: Api | None = None
+        self.client: PeerClient | None = None
+        # Failures and refusals of our own messages: one line per peer and reason, then counts.
+        self.unreachable = LogSummary(log, "cannot reach", level=logging.INFO)
+        self.refused = LogSummary(log, "refused by")
+        self._logged_view: set[str] = set()
+        self._view_logged_at = -math.inf
+        self._left_why: dict[str, str] = {}
 
     # -- start-up ---------------------------------------------------------------
 
     def _load_data(self) -> None:
+        """Data set, share and learner: imports torch and scikit-learn, so it runs off the loop."""
+        import torch
+
+        from gossipd.core.learner import LocalData, make_learner
+
+        # One intra-op thread: several daemons often share a machine, and OpenMP workers
+        # spinning against each other cost far more than they give on small models.
+        torch.set_num_threads(1)
         cfg = self.config
         try:
             dataset = load_dataset(cfg.data.dataset, label_column=cfg.data.label_column or None)
@@ -75,36 +106,52 @@ class Daemon:
         self.max_body = wire.max_body_bytes(self.learner.n_params)
 
     async def start(self) -> None:
+        """Bind, then load data and model off the loop, then build the node and start its timers."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.store.ensure()
+            self.node_id = self.store.node_id(self.config.node_id)
+        except OSError as exc:
+            raise StartupError(f"state_dir: cannot use {self.config.state_dir}: {exc.strerror or exc}") from None
+        await self._bind()
+        # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
+        atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
+        self.notifier.status(f"listening on {self.address}; loading data and model")
+        await loop.run_in_executor(None, self._load_data)
+        if self._stopping.is_set():
+            return
+        self._build_node(loop.time())
+        self.client = PeerClient(self.config.request_timeout, self.max_body)
+        await loop.run_in_executor(self._trainer, self._evaluate)
+        for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop(),
+                     self._log_loop()):
+            self._spawn(coro)
+        self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
+        log.info("node %s serving: cluster %s, model %s (%s, %d params, age %g), dataset %s share %s (%s split), "
+                 "%d peers", self.node_id, self.config.cluster, self.learner.spec, self.learner.fingerprint,
+                 self.learner.n_params, self.node.state.age, self.config.data.dataset, self.config.data.share,
+                 self.config.data.split, len(self.sampler.peers()))
+
+    async def _bind(self) -> None:
         from aiohttp import web
 
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._load_data)  # sklearn + torch set-up, off the loop
-        self.store.ensure()
-        self.node_id = self.store.node_id(self.config.node_id)
         host, port = self.config.host_port
         self.metrics = Metrics(self.metrics_snapshot)
-        self._runner = web.AppRunner(Api(self).app(), access_log=None, shutdown_timeout=3.0)
+        # shutdown_timeout: grace for handlers in flight at SIGTERM (a merge takes milliseconds).
+        self.api = Api(self)
+        self._runner = web.AppRunner(self.api.app(), access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         try:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
+            self._runner = None
             raise StartupError(f"listen: cannot bind {self.config.listen}: {exc.strerror or exc}") from None
         bound_port = self._runner.addresses[0][1]  # the real port when listening on port 0
         self.address = (self.config.advertise or f"http://{_url_host(host)}:{bound_port}").rstrip("/")
-        self._build_node(loop.time())
-        # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
-        atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
-        self.client = PeerClient(self.config.request_timeout, self.max_body)
-        await loop.run_in_executor(self._trainer, self._evaluate)
-        for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop()):
-            self._spawn(coro)
-        self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
-        log.info("gossipd %s node %s listening on %s, advertising %s, cluster %s, model %s (%s, %d params), "
-                 "dataset %s share %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,
-                 self.learner.spec, self.learner.fingerprint, self.learner.n_params, self.config.data.dataset,
-                 self.config.data.share)
+        log.info("gossipd %s listening on %s:%d, advertising %s; loading data and model", VERSION,
+                 _url_host(host), bound_port, self.address)
 
     def _build_node(self, now: float) -> None:
         cfg = self.config
@@ -125,7 +172,11 @@ class Daemon:
                 log.warning("saved peer view not used: %s", exc)
             for seed_url in cfg.join:
                 sampler.add_seed(seed_url)
-            log.info("resumed from checkpoint: model age %g, %d peers", state.age, len(sampler.peers()))
+            # The saved view may be dead by now; seeds, then every address seen, then those
+            # that failed are tried in turn once it empties (Cyclon's bootstrap).
+            log.info("resumed from checkpoint: model age %g; %d peers, %d seeds, %d more addresses to "
+                     "rejoin through", state.age, len(sampler.peers()), len(sampler.seeds),
+                     len(set(sampler.known) | set(sampler.failed)))
         self.sampler = sampler
         self.node = GossipNode(address=self.address, learner=self.learner, data=self.local, sampler=sampler,
                                config=cfg.gossip, rng=np.random.default_rng(node_ss), state=state, now=now,
@@ -164,26 +215,59 @@ class Daemon:
         try:
             status, body = await self.client.post(send.peer, path, wire.encode(msg, cluster=self.config.cluster))
         except PeerError as exc:
-            log.info("peer unreachable, dropped from view: %s", exc)
-            self.node.on_send_failed(self.now(), send.peer)
+            self.unreachable.record((send.peer, exc.reason), f"{send.peer}: {exc.reason}")
+            self._peer_failed(send.peer, exc.reason)
             return
         if status == 503:
             return  # busy peer: alive, just loaded; the model walks elsewhere next time
         if status != 200:
-            log.warning("peer %s answered %s to %s: %s", send.peer, status, path, body[:300].decode(errors="replace"))
             # A peer that refuses our messages (other cluster, architecture or
             # protocol) is no use as a neighbour.
-            self.node.on_send_failed(self.now(), send.peer)
+            why = _error_text(status, body)
+            self.refused.record((send.peer, path, why), f"{send.peer}: {path} answered {why}")
+            self._peer_failed(send.peer, why)
             return
         if isinstance(msg, ShuffleRequest):
             try:
                 reply = wire.decode(body, cluster=self.config.cluster, max_bytes=self.max_body)
             except wire.WireError as err:
-                log.warning("bad shuffle reply from %s: %s", send.peer, err.detail)
-                self.node.on_send_failed(self.now(), send.peer)
+                self.refused.record((send.peer, "reply", err.code), f"{send.peer}: bad shuffle reply {err.code}",
+                                    err.detail)
+                self._peer_failed(send.peer, f"bad shuffle reply ({err.code})")
                 return
             if isinstance(reply, ShuffleReply):
                 self.node.on_shuffle_reply(self.now(), reply)
+
+    def _peer_failed(self, peer: str, why: str) -> None:
+        if peer in self._logged_view and len(self._left_why) < 1000:
+            self._left_why[peer] = why
+        self.node.on_send_failed(self.now(), peer)
+
+    async def _log_loop(self) -> None:
+        """Counts of summarised lines once their minute is over; view changes, rate-limited."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(1.0)
+            for summary in (self.unreachable, self.refused, self.api.rejections):
+                summary.flush()
+            self._log_view_changes()
+
+    def _log_view_changes(self) -> None:
+        now = time.monotonic()
+        if now - self._view_logged_at < VIEW_LOG_INTERVAL:
+            return
+        current = set(self.sampler.peers())
+        entered, left = current - self._logged_view, self._logged_view - current
+        if not entered and not left:
+            return
+        parts = []
+        if entered:
+            parts.append("entered " + _some(sorted(entered)))
+        if left:
+            parts.append("left " + _some([f"{p} ({self._left_why[p]})" if p in self._left_why else p
+                                          for p in sorted(left)]))
+        log.info("view: %d peer%s; %s", len(current), "" if len(current) == 1 else "s", "; ".join(parts))
+        self._logged_view, self._view_logged_at = current, now
+        self._left_why.clear()
 
     async def apply_model(self, msg: ModelMessage) -> float:
         """Merge and train in the trainer thread (one at a time); the loop stays free. The new age."""
@@ -360,19 +444,39 @@ class Daemon:
         await self._stopping.wait()
 
     async def stop(self) -> None:
-        """Stop timers, finish the update in flight, checkpoint, close."""
+        """Stop timers, finish the update in flight, close, then write the checkpoint last."""
         self._stopping.set()
         self.notifier.stopping("checkpointing")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._runner.cleanup()  # no new requests; in-flight handlers get a short grace
+        if self._runner is not None:
+            await self._runner.cleanup()  # no new requests; in-flight handlers get a short grace
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._trainer.shutdown, True)  # the update in flight completes
-        await loop.run_in_executor(None, self.checkpoint)
-        await self.client.close()
+        if self.client is not None:
+            await self.client.close()
         (self.store.dir / "endpoint").unlink(missing_ok=True)
-        log.info("stopped; checkpoint written (model age %g)", self.node.state.age)
+        for summary in (self.unreachable, self.refused, *([self.api.rejections] if self.api else [])):
+            summary.close()
+        if self.node is not None:
+            await loop.run_in_executor(None, self.checkpoint)
+            log.info("stopped; checkpoint written (model age %g)", self.node.state.age)
+
+
+def _some(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _error_text(status: int, body: bytes) -> str:
+    """``HTTP 409 wrong_cluster: detail`` from a gossipd JSON error, else the status and a snippet."""
+    try:
+        data = json.loads(body)
+        return f"HTTP {status} {data['error']}: {data.get('detail', '')}".rstrip(": ")
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        snippet = " ".join(body[:120].decode(errors="replace").split())
+        return f"HTTP {status}" + (f" ({snippet})" if snippet else "")
 
 
 def _url_host(host: str) -> str:
@@ -383,11 +487,6 @@ def run(config: NodeConfig) -> int:
     """Serve until SIGTERM/SIGINT; the process exit code (one line on stderr if it cannot start)."""
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
-
-    # One intra-op thread: several daemons often share a machine, and OpenMP
-    # workers spinning against each other cost far more than they give on small models.
-    torch.set_num_threads(1)
     try:
         asyncio.run(serve(config))
     except StartupError as exc:
@@ -401,13 +500,14 @@ def run(config: NodeConfig) -> int:
 async def serve(config: NodeConfig) -> None:
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
-    # Before start(): READY=1 goes out from start(), and a SIGTERM right after
-    # it must still get the graceful path.
+    # Before start(): a SIGTERM while the model loads must still get the graceful path.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
-    await daemon.start()
-    await daemon.wait_stopped()
-    await daemon.stop()
+    try:
+        await daemon.start()
+        await daemon.wait_stopped()
+    finally:
+        await daemon.stop()
 
 
 __all__ = ["Daemon", "StartupError", "run", "serve"]

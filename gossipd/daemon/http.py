@@ -20,6 +20,8 @@ from aiohttp import web
 from gossipd import wire
 from gossipd.core.messages import Message, ModelMessage, ShuffleRequest
 from gossipd.daemon.config import ConfigError, check_peer_url
+from gossipd.daemon.reasons import describe_exception
+from gossipd.logsummary import LogSummary
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +97,21 @@ class Api:
 
     def __init__(self, service: NodeService) -> None:
         self.s = service
+        # One line per sender, path and reason at once, then a count at most once a minute:
+        # one WARNING per refused message let a hostile sender grow the log by 50 MB in 30 s.
+        self.rejections = LogSummary(log, "rejected")
 
     @web.middleware
     async def starting(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """The socket is bound before the node exists (its URL needs the port): 503 until then."""
-        if self.s.is_starting():
+        """The socket is bound before the model is loaded: 503 until then, except for
+        the liveness probe (the process is up and serving HTTP)."""
+        if self.s.is_starting() and request.path != "/healthz":
             return json_error(503, "starting", "the node is still starting; try again in a moment")
         return await handler(request)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.s.max_body, middlewares=[json_errors, self.starting])
+        # Peer bodies are read by _body against the node's own limit, known once the model is.
+        app = web.Application(middlewares=[json_errors, self.starting])
         app.add_routes([
             web.post("/v1/gossip/model", self.post_model),
             web.post("/v1/gossip/shuffle", self.post_shuffle),
@@ -123,10 +130,12 @@ class Api:
         limit = self.s.max_body
         if request.content_length is not None and request.content_length > limit:
             raise wire.WireError(413, "too_large", f"body of {request.content_length} bytes exceeds the limit of {limit}")
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise wire.WireError(413, "too_large", f"body exceeds the limit of {limit} bytes") from None
+        body = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > limit:  # a chunked body has no length to check up front
+                raise wire.WireError(413, "too_large", f"body exceeds the limit of {limit} bytes")
+        return bytes(body)
 
     async def _decode(self, request: web.Request, expected: type[Any]) -> Any:
         """The posted message if it decodes and is of the type this endpoint takes."""
@@ -137,7 +146,8 @@ class Api:
 
     def _reject(self, request: web.Request, err: wire.WireError) -> web.Response:
         self.s.count_rejected(err.code)
-        log.warning("rejected %s from %s: %s (%s)", request.path, request.remote, err.code, err.detail)
+        self.rejections.record((request.remote, request.path, err.code),
+                               f"{request.method} {request.path} from {request.remote}: {err.code}", err.detail)
         return web.json_response(err.to_json(), status=err.status)
 
     # -- peer traffic -----------------------------------------------------
@@ -169,7 +179,7 @@ class Api:
         return web.json_response(self.s.peers_report())
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "starting" if self.s.is_starting() else "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, details = self.s.readiness()
@@ -215,6 +225,7 @@ class PeerClient:
 
     def __init__(self, timeout: float, max_body: int) -> None:
         self.max_body = max_body
+        self.timeout = timeout
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=timeout),
             connector=aiohttp.TCPConnector(limit=32),
@@ -229,11 +240,16 @@ class PeerClient:
             async with self._session.post(peer + path, data=body) as resp:
                 return resp.status, await resp.content.read(self.max_body + 1)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise PeerError(f"{peer}: {type(exc).__name__}: {exc}") from None
+            raise PeerError(peer, describe_exception(exc, self.timeout)) from None
 
 
 class PeerError(Exception):
-    """The peer could not be reached or did not answer in time."""
+    """The peer could not be reached or did not answer in time; ``reason`` says how."""
+
+    def __init__(self, peer: str, reason: str) -> None:
+        super().__init__(f"{peer}: {reason}")
+        self.peer = peer
+        self.reason = reason
 
 
 def ip_allowed(remote: str | None, allow: tuple[str, ...]) -> bool:

@@ -6,6 +6,7 @@ the same numbers go into training, evaluation and the exported ONNX file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,21 @@ def schema_of(ex: Examples, *, task: str | None = None, input_shape: tuple[int, 
     return Schema("classification", shape, len(classes), ex.feature_names, classes)
 
 
+def _check_splittable(source: str, y: np.ndarray, classes: tuple[str, ...], test_size: float) -> None:
+    """The stratified train/test split needs every class twice and each part to hold every class."""
+    counts = np.bincount(y, minlength=len(classes))
+    rare = int(np.argmin(counts))
+    if counts[rare] < 2:
+        raise DataError(f"{source}: class {classes[rare]!r} has only {counts[rare]} example; "
+                        "the stratified test split needs at least 2 of each class")
+    n, k = len(y), len(classes)
+    n_test = math.ceil(test_size * n)
+    if n_test < k or n - n_test < k:
+        need = next(m for m in range(2 * k, 100 * k + 100) if k <= math.ceil(test_size * m) <= m - k)
+        raise DataError(f"{source}: {n} rows are too few for a stratified {test_size:.0%} test split of "
+                        f"{k} classes; need at least {need}")
+
+
 def load_dataset(
     source: str,
     *,
@@ -68,8 +84,8 @@ def load_dataset(
     task: str | None = None,
     input_shape: tuple[int, ...] | None = None,
 ) -> Dataset:
-    """Load ``source`` and split it 75/25 (stratified by class where every class has two
-    examples). ``task``: None infers it from the labels (see ``infer_task``)."""
+    """Load ``source`` and split it 75/25 (stratified by class for classification).
+    ``task``: None infers it from the labels (see ``infer_task``)."""
     from sklearn.model_selection import train_test_split
 
     ex = load_raw(source, label_column=label_column)
@@ -78,7 +94,8 @@ def load_dataset(
     schema = schema_of(ex, task=task, input_shape=input_shape, where=source)
     y = encode_labels(ex.y, schema, source)
     stratify = None
-    if schema.task == "classification" and np.bincount(y).min() >= 2:
+    if schema.task == "classification":
+        _check_splittable(source, y, schema.class_names, test_size)
         stratify = y
     try:
         X_tr, X_te, y_tr, y_te = train_test_split(ex.X, y, test_size=test_size, random_state=seed,

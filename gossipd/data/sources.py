@@ -65,7 +65,8 @@ def parse_csv_rows(rows: Iterable[tuple[int, list[str]]], header: list[str], li:
             try:
                 f = float(v)
             except ValueError:
-                f = math.nan
+                raise DataError(f"{where}: line {line}, column {header[j]!r}: {v!r} is not a number (features "
+                                f"must be numeric; the label column is {header[li]!r})") from None
             if not math.isfinite(f):
                 raise DataError(f"{where}: line {line}, column {header[j]!r}: {v!r} is not a finite number")
             values.append(f)

@@ -32,6 +32,7 @@ class SimulationConfig:
     """One experiment. Times are in cycles (Δ = 1)."""
 
     dataset: str = "digits"
+    label_column: str | None = None  # CSV files: the label's column (default: label/target/y/class, else the last)
     model: str = "logreg"  # logreg | mlp:H1,... | cnn | python:PATH.py:FACTORY | pkg.module:FACTORY
     task: str = "auto"  # auto | classification | regression (auto: as the data says)
     input_shape: str = ""  # e.g. 1x8x8 for image rows in a CSV; default: as the data says

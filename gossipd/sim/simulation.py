@@ -61,7 +61,7 @@ class Simulation:
         config.validate()
         if dataset is None:
             try:
-                dataset = load_dataset(config.dataset, task=parse_task(config.task),
+                dataset = load_dataset(config.dataset, label_column=config.label_column, task=parse_task(config.task),
                                        input_shape=parse_input_shape(config.input_shape) if config.input_shape else None)
             except DataError as exc:
                 raise ConfigError("dataset", f"--dataset: {exc}") from None
@@ -71,7 +71,10 @@ class Simulation:
         parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
         addresses = [f"n{i}" for i in range(config.nodes)]
         node_rngs = [np.random.default_rng(s) for s in node_ss.spawn(config.nodes)]
-        samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
+        try:
+            samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
+        except ValueError as exc:  # a topology that cannot be built on this many nodes
+            raise ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}") from None
         gossip = GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge)
         initial = learner.initial_state()
         nodes = [

@@ -46,6 +46,7 @@ docs: setup
 
 bench: setup
 	$(PY) bench/simulation.py
+	$(PY) bench/learner.py
 	$(PY) bench/wire.py
 	$(PY) bench/daemon.py
 	$(PY) bench/startup.py

@@ -46,10 +46,12 @@ class Scorer:
     """Accuracy of models on the whole test set: alone (trained here) and gossiped (fetched)."""
 
     def __init__(self, dataset: Any, spec: str = "logreg") -> None:
-        from gossipd.core.learner import Learner
+        from gossipd.core.learner import make_learner
+        from gossipd.data import make_scaling
 
         self.dataset = dataset
-        self.learner = Learner(spec, dataset.n_features, dataset.n_classes)
+        # As the daemons: features scaled by statistics the network learns (each node's own, alone).
+        self.learner = make_learner(spec, dataset.schema, scaling=make_scaling("network", dataset.schema))
 
     def alone(self, nodes: int, split: str) -> list[float]:
         """Each node's model trained only on its own share (LOCAL_EPOCHS passes)."""
@@ -61,11 +63,12 @@ class Scorer:
         ds, scores = self.dataset, []
         for k in range(1, nodes + 1):
             X_tr, y_tr, _, _ = node_share(ds, f"{k}/{nodes}", split)
-            data, state = LocalData.from_numpy(X_tr, y_tr, ds.n_classes), self.learner.initial_state()
+            data, state = LocalData.for_schema(X_tr, y_tr, ds.schema), self.learner.initial_state()
+            stats = self.learner.initial_stats(data)
             rng = np.random.default_rng(k)
             for _ in range(LOCAL_EPOCHS):
-                state = self.learner.update(state, data, rng)
-            scores.append(self.learner.evaluate(state, ds.X_test, ds.y_test))
+                state = self.learner.update(state, data, rng, stats)
+            scores.append(self.learner.evaluate(state, ds.X_test, ds.y_test, stats))
         return scores
 
     def gossiped(self, url: str, cluster: str) -> float | None:
@@ -79,9 +82,10 @@ class Scorer:
             msg = None if body is None else wire.decode(body, cluster=cluster)
         except wire.WireError:
             return None
-        if not isinstance(msg, ModelMessage) or msg.params.size != self.learner.n_params:
+        if not isinstance(msg, ModelMessage) or msg.params.size != self.learner.n_params or msg.stats is None:
             return None
-        return self.learner.evaluate(ModelState(msg.params, msg.age), self.dataset.X_test, self.dataset.y_test)
+        return self.learner.evaluate(ModelState(msg.params, msg.age), self.dataset.X_test, self.dataset.y_test,
+                                     msg.stats)
 
 
 Row = tuple[str, dict[str, Any] | None, float | None]  # node name, status, gossip accuracy

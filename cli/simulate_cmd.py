@@ -28,10 +28,17 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 
 
 @click.command()
-@click.option("--dataset", default="digits", show_default=True, help="digits | breast_cancer | wine | a .csv/.npz path")
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits | breast_cancer | wine | diabetes | a .csv/.npz file or a directory of them | "
+                   "python:PATH.py:LOADER | pkg.module:LOADER")
 @click.option("--label-column", default=None,
               help="CSV: the column holding the label [label, target, y or class, else the last]")
-@click.option("--model", default="logreg", show_default=True, help="logreg | mlp:H1,H2,...")
+@click.option("--model", default="logreg", show_default=True,
+              help="logreg | mlp:H1,H2,... | cnn[:C1,C2,...] | python:PATH.py:FACTORY | pkg.module:FACTORY")
+@click.option("--task", default="auto", show_default=True, help="auto | classification | regression")
+@click.option("--input-shape", default="", help="one example's shape, e.g. 1x8x8 (default: as the data says)")
+@click.option("--scaling", default="network", show_default=True,
+              help="feature scaling: network (learned by gossip) | none | fixed:PATH (JSON mean/std)")
 @click.option("--nodes", default=100, show_default=True, type=int)
 @click.option("--cycles", default=200, show_default=True, type=int, help="gossip periods (Δ) to simulate")
 @click.option("--split", default="iid", show_default=True,
@@ -52,9 +59,10 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--shuffle-length", default=8, show_default=True, type=int, help="Cyclon shuffle length ℓ")
 @click.option("--baselines", default="", callback=_baselines, help="comma list of centralised,local,fedavg")
 @click.option("--eval-every", default=10, show_default=True, type=int, help="cycles between evaluations")
-@click.option("--lr", default=SimulationConfig.lr, show_default=True, type=float, help="initial SGD step")
+@click.option("--lr", default=None, type=float, help="initial step  [default: 0.5; 0.1 for regression]")
 @click.option("--lr-decay", default=SimulationConfig.lr_decay, show_default=True, type=float,
               help="age at which the step has halved")
+@click.option("--optimizer", default="sgd", show_default=True, help="sgd | adam (adam: torch modules only)")
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               help="write the results as JSON to this file ('-': standard output, the table goes to stderr)")
@@ -113,27 +121,40 @@ def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None,
         console.print(f"wrote {plot_path}")
 
 
+SHORT = {"accuracy": "acc", "rmse": "RMSE", "r2": "R²"}
+FORMAT = {"accuracy": ".4f", "rmse": "#.4g", "r2": ".3f"}  # RMSE: 4 significant digits, any scale
+
+
 def summary_table(result: dict[str, Any]) -> Table:
+    """One row per method: the headline metric's mean, min and max over nodes (accuracy, or
+    RMSE), and the mean of any other (R²)."""
     cfg = result["config"]
+    metrics = result.get("metrics", ["accuracy"])
+    # (metric, statistic) per column: all three for the headline metric, the mean for the rest.
+    cols = [(metrics[0], k) for k in ("mean", "min", "max")] + [(m, "mean") for m in metrics[1:]]
     table = Table(title=f"{cfg['dataset']} / {cfg['model']} / {cfg['nodes']} nodes / {cfg['cycles']} cycles / "
                         f"{cfg['split']} / seed {cfg['seed']}")
-    for col in ("method", "mean acc", "min acc", "max acc", "messages", "bytes"):
+    for col in ("method", *(f"{k} {SHORT.get(m, m)}" for m, k in cols), "messages", "bytes"):
         table.add_column(col, justify="left" if col == "method" else "right")
+
+    def cells(entry: dict[str, Any]) -> list[str]:
+        return [format(entry[f"{k}_{m}"], FORMAT.get(m, ".4f")) for m, k in cols]
+
     f = result["final"]
     attack = f", honest {result['honest_nodes']} of {cfg['nodes']}" if cfg.get("attackers") else ""
-    table.add_row(f"gossip ({cfg['merge']}, {cfg['sampler']}{attack})", f"{f['mean_accuracy']:.4f}",
-                  f"{f['min_accuracy']:.4f}", f"{f['max_accuracy']:.4f}", f"{f['messages']:,}", _mb(f["bytes"]))
+    table.add_row(f"gossip ({cfg['merge']}, {cfg['sampler']}{attack})", *cells(f), f"{f['messages']:,}",
+                  _mb(f["bytes"]))
     for name, base in result.get("baselines", {}).items():
         if name == "centralised":
-            table.add_row("centralised", f"{base['accuracy']:.4f}", "", "", "-", "-")
+            table.add_row("centralised", *[format(base[m], FORMAT.get(m, ".4f")) if k == "mean" else ""
+                                           for m, k in cols], "-", "-")
         else:
             b = base["final"]
-            table.add_row(name, f"{b['mean_accuracy']:.4f}", f"{b['min_accuracy']:.4f}",
-                          f"{b['max_accuracy']:.4f}", f"{b['messages']:,}", _mb(b["bytes"]))
+            table.add_row(name, *cells(b), f"{b['messages']:,}", _mb(b["bytes"]))
     table.caption = f"wall time {result['wall_seconds']:.1f} s; peer sampling: " \
                     f"{f['sampling_messages']:,} messages, {_mb(f['sampling_bytes'])}"
     if cfg.get("attackers"):
-        table.caption += (f"\nattackers {cfg['attackers']}: accuracies are honest nodes'; attackers hold "
+        table.caption += (f"\nattackers {cfg['attackers']}: scores are honest nodes'; attackers hold "
                           f"{f['attacker_view_share']:.1%} of honest views")
     return table
 

@@ -271,10 +271,12 @@ class TestThreeNodes:
         assert report["fingerprint"] == st["model"]["fingerprint"]
         assert report["node_id"] == st["node_id"] and report["age"] >= st["model"]["age"]
         assert read_metadata(out)["gossipd.node_id"] == st["node_id"]
-        assert "[batch, 64]" in report["check"]
+        assert "[batch, 64]" in report["check"] and report["task"] == "classification"
+        assert [o["name"] for o in report["signature"]["outputs"]] == ["label", "probabilities"]
 
         table = ok("export", url, "-o", tmp_path / "again.onnx").stdout
-        for text in (str(tmp_path / "again.onnx"), "bytes", st["model"]["fingerprint"], "model age", "loads"):
+        for text in (str(tmp_path / "again.onnx"), "bytes", st["model"]["fingerprint"], "model age", "loads",
+                     "input float32 [batch, 64]", "label int64 [batch]", "probabilities float32 [batch, 10]"):
             assert text in table, (text, table)
 
     def test_export_offline_matches_reported_accuracy(self, net3: list[DaemonProc], tmp_path: Path) -> None:

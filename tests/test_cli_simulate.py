@@ -68,7 +68,13 @@ def test_same_seed_same_series_other_seed_differs(tmp_path):
         (["--sampler", "weird"], "--sampler"),
         (["--baselines", "foo"], "--baselines"),
         (["--merge", "limited:"], "--merge"),
-        (["--model", "cnn"], "--model"),
+        (["--model", "cnn:x"], "--model"),
+        (["--dataset", "wine", "--model", "cnn"], "--model"),  # not image-shaped data
+        (["--model", "python:missing_plugin.py:make"], "--model"),
+        (["--scaling", "global"], "--scaling"),
+        (["--scaling", "fixed:missing.json"], "--scaling"),
+        (["--task", "ranking"], "--task"),
+        (["--optimizer", "lbfgs"], "--optimizer"),
         (["--drop", "1.5"], "--drop"),
         (["--online", "0"], "--online"),
         (["--view-size", "4", "--shuffle-length", "8"], "--shuffle-length"),
@@ -141,3 +147,20 @@ def test_json_to_stdout_is_pure_json_and_csv_label_column_is_used(tmp_path):
     data = json.loads(result.stdout)
     assert data["config"]["label_column"] == "b"
     assert "gossip (robust, cyclon)" in result.stderr  # the table, out of the way of the JSON
+
+
+def test_regression_reports_rmse_and_r2_in_table_json_and_plot(tmp_path):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    result = invoke(["simulate", "--dataset", "diabetes", "--nodes", "10", "--cycles", "6", "--eval-every", "3",
+                     "--baselines", "centralised,fedavg", "--quiet", "--json", str(out), "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    for text in ("mean RMSE", "min RMSE", "max RMSE", "mean R²", "centralised", "fedavg"):
+        assert text in result.output, text
+    assert "acc" not in result.output.split("┃ method")[1].split("\n")[0]  # no accuracy column
+    data = json.loads(out.read_text())
+    assert data["task"] == "regression" and data["metrics"] == ["rmse", "r2"]
+    last = data["series"][-1]
+    assert last["min_rmse"] <= last["mean_rmse"] <= last["max_rmse"] and "mean_accuracy" not in last
+    assert data["baselines"]["centralised"]["rmse"] > 0 and "mean_r2" in data["baselines"]["fedavg"]["final"]
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert data["config"]["lr"] is None and data["model"]["lr"] == 0.1  # the task's default step

@@ -22,6 +22,7 @@ from harness import FAST, DaemonProc, get_json, post, start_network, stop_all, w
 
 from gossipd import wire  # noqa: E402
 from gossipd.core.messages import ModelMessage  # noqa: E402
+from gossipd.core.scaling import FeatureStats  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -30,8 +31,14 @@ def model_body(status: dict[str, Any], *, age: float = 100.0, params: np.ndarray
                cluster: str | None = None, arch: str | None = None) -> bytes:
     n = status["model"]["params"]
     p = params if params is not None else np.full(n, 0.01, dtype=np.float32)
-    msg = ModelMessage("http://127.0.0.1:1", arch or status["model"]["fingerprint"], age, p)
+    msg = ModelMessage("http://127.0.0.1:1", arch or status["model"]["fingerprint"], age, p, some_stats(status))
     return wire.encode(msg, cluster=cluster or status["cluster"])
+
+
+def some_stats(status: dict[str, Any]) -> FeatureStats | None:
+    """Scaling statistics of the size the node expects (network-learned scaling), else None."""
+    k = status["model"].get("stat_columns", 0)
+    return FeatureStats(1.0, np.zeros(k), np.ones(k)) if k else None
 
 
 def raw_model(status: dict[str, Any], **override: Any) -> bytes:
@@ -42,6 +49,9 @@ def raw_model(status: dict[str, Any], **override: Any) -> bytes:
         "arch": status["model"]["fingerprint"], "age": 10.0,
         "params": {"dtype": "<f4", "shape": [n], "data": np.zeros(n, np.float32).tobytes()},
     }
+    k = status["model"].get("stat_columns", 0)
+    if k:
+        msg["stats"] = {"count": 1.0, "mean": np.zeros(k, "<f4").tobytes(), "var": np.ones(k, "<f4").tobytes()}
     for key, value in override.items():
         if value is None:
             msg.pop(key)
@@ -101,6 +111,9 @@ def _bad_cases(status: dict[str, Any]) -> list[tuple[str, bytes, int, str]]:
         ("Inf", model_body(status, params=inf), 400, "non_finite"),
         ("negative age", raw_model(status, age=-1.0), 400, "bad_age"),
         ("non-finite age", raw_model(status, age=math.inf), 400, "bad_age"),
+        ("missing scaling stats", raw_model(status, stats=None), 400, "missing_field"),
+        ("scaling stats of another size", raw_model(status, stats={"count": 1.0, "mean": b"\0" * 8,
+                                                                   "var": b"\0" * 8}), 400, "bad_stats"),
         ("over the size limit", b"\0" * (wire.max_body_bytes(n) + 10), 413, "too_large"),
     ]
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from gossipd.core.merge import CLIP_SCALE, CLIP_WINDOW, MergeRule, parse_merge
 from gossipd.core.messages import Address, ModelMessage, Outcome, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.scaling import FeatureStats
 from gossipd.core.state import ModelState
 from peer_sampling.knobs import check_knobs, fraction_below_one, integer, knob, non_negative, positive
 from peer_sampling.sampler import PeerSampler
@@ -128,12 +129,19 @@ class GossipNode:
     state: ModelState | None = None
     now: float = 0.0
     counters: Counters = field(default_factory=Counters)
+    # The scaling statistics the model's inputs are standardised by. With
+    # network-learned scaling they travel with every push and merge like the
+    # model; otherwise they are the learner's fixed ones (or None).
+    stats: FeatureStats | None = None
 
     def __post_init__(self) -> None:
         self._merge = self.config.merge_rule(len(self.data))
         if self.state is None:
             self.state = self.learner.initial_state()
         self.learner.check(self.state)
+        if self.stats is None:
+            self.stats = self.learner.initial_stats(self.data)
+        self.learner.stats_for(self.stats)  # ValueError if they do not fit the learner
         if self._unsafe(self.state.params) is not None:
             raise ValueError("initial model has non-finite or out-of-bound parameters")
         self._discards: list[Discard] = []
@@ -170,7 +178,8 @@ class GossipNode:
         state = self.state
         assert state is not None
         self.counters.sent += 1
-        return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, state.params))
+        stats = self.stats if self.learner.scaling.learned else None
+        return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, state.params, stats))
 
     # -- inputs --------------------------------------------------------------
 
@@ -192,6 +201,13 @@ class GossipNode:
                 f"model from {msg.sender} has architecture {msg.arch} with {msg.params.size} "
                 f"parameters; this node runs {self.learner.fingerprint} with {self.learner.n_params}"
             )
+        stats = self.stats
+        if self.learner.scaling.learned:
+            if msg.stats is None or stats is None or msg.stats.size != stats.size:
+                self.counters.rejected += 1
+                raise RejectedMessage(f"model from {msg.sender} lacks scaling statistics of "
+                                      f"{self.learner.schema.n_stat_columns} columns")
+            stats = stats.merge(msg.stats)
         self.counters.received += 1
         local = self.state
         assert local is not None
@@ -199,11 +215,14 @@ class GossipNode:
         reason = self._unsafe(merged.params)
         if reason is not None:
             return self._discard("merge", reason, msg)
-        updated = self.learner.update(merged, self.data, self._learn_rng)
+        updated = self.learner.update(merged, self.data, self._learn_rng, stats)
         # The learner hands its input back when its own step went non-finite.
         reason = "diverged" if updated is merged and len(self.data) > 0 else self._unsafe(updated.params)
         if reason is not None:
-            return self._discard("update", reason, msg)
+            return self._discard("update", reason, msg)  # the scaling statistics stay as they were too
+        # Back to back, so a reader on another thread sees a model with its own scaling
+        # (up to one bytecode apart).
+        self.stats = stats
         self.state = updated
         self.counters.merged += 1
         return updated
@@ -231,6 +250,13 @@ class GossipNode:
         The core does not log: the daemon logs these, the simulator counts."""
         out, self._discards = self._discards, []
         return out
+
+    def use_data(self, data: LocalData, added: LocalData | None = None) -> None:
+        """Train on ``data`` from now on; ``added``: the examples that are new in it,
+        which join network-learned scaling statistics (examples that left do not)."""
+        if self.learner.scaling.learned and added is not None and len(added) and self.stats is not None:
+            self.stats = self.stats.pooled(self.learner.initial_stats(added))  # type: ignore[arg-type]
+        self.data = data
 
     def on_shuffle_request(self, now: float, request: ShuffleRequest) -> ShuffleReply | None:
         return self.sampler.on_request(now, request)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from gossipd import wire
+from gossipd.core.scaling import FeatureStats
 from gossipd.core.messages import Message, ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipNode
 from gossipd.core.state import ModelState
@@ -35,7 +36,7 @@ from gossipd.daemon.metrics import Metrics, MetricsSnapshot
 from gossipd.daemon.sdnotify import Notifier
 from gossipd.daemon.store import Checkpoint, Store, atomic_write
 from gossipd.logsummary import LogSummary
-from gossipd.data import DataError, load_dataset, node_share
+from gossipd.data import DataError, load_dataset, make_scaling, node_share
 from gossipd.version import VERSION
 from peer_sampling.cyclon import Cyclon
 
@@ -86,7 +87,7 @@ class Daemon:
         """Data set, share and learner: imports torch and scikit-learn, so it runs off the loop."""
         import torch
 
-        from gossipd.core.learner import Learner, LocalData
+        from gossipd.core.learner import LocalData, make_learner
 
         # One intra-op thread: several daemons often share a machine, and OpenMP workers
         # spinning against each other cost far more than they give on small models.
@@ -95,11 +96,12 @@ class Daemon:
         try:
             dataset = load_dataset(cfg.data.dataset, label_column=cfg.data.label_column or None)
             X_tr, y_tr, X_te, y_te = node_share(dataset, cfg.data.share, cfg.data.split)
-            self.learner = Learner(cfg.model.spec, dataset.n_features, dataset.n_classes,
-                                   cfg.model.learner)
+            # Feature scaling learned by the network (issue 11; a config key comes with phase 2).
+            self.learner = make_learner(cfg.model.spec, dataset.schema, cfg.model.learner,
+                                        scaling=make_scaling("network", dataset.schema))
         except (DataError, ValueError) as exc:
             raise StartupError(f"data.dataset: {exc}") from None
-        self.local = LocalData.from_numpy(X_tr, y_tr, dataset.n_classes)
+        self.local = LocalData.for_schema(X_tr, y_tr, dataset.schema)
         self.X_test, self.y_test = X_te, y_te
         self.max_body = wire.max_body_bytes(self.learner.n_params)
 
@@ -159,8 +161,11 @@ class Daemon:
         sampler = Cyclon(self.address, list(cfg.join), cfg.peer_sampling, np.random.default_rng(sampler_ss), now=now)
         checkpoint = self.store.load(cluster=cfg.cluster, fingerprint=self.learner.fingerprint)
         state: ModelState | None = None
+        stats: FeatureStats | None = None
         if checkpoint is not None:
             state = checkpoint.state
+            if checkpoint.meta.get("stats"):
+                stats = FeatureStats.from_dict(checkpoint.meta["stats"])
             try:
                 sampler.load_state_dict(checkpoint.view)
             except ValueError as exc:
@@ -174,7 +179,8 @@ class Daemon:
                      len(set(sampler.known) | set(sampler.failed)))
         self.sampler = sampler
         self.node = GossipNode(address=self.address, learner=self.learner, data=self.local, sampler=sampler,
-                               config=cfg.gossip, rng=np.random.default_rng(node_ss), state=state, now=now)
+                               config=cfg.gossip, rng=np.random.default_rng(node_ss), state=state, now=now,
+                               stats=stats)
         if checkpoint is not None:
             for key, value in checkpoint.counters.items():
                 if hasattr(self.node.counters, key):
@@ -277,12 +283,13 @@ class Daemon:
         return self.node.on_model(now, msg)
 
     def _evaluate(self) -> None:
-        """Accuracy of the current model on the local test share (trainer thread)."""
+        """The task's metrics of the current model on the local test share (trainer thread):
+        accuracy, or rmse and r2 for regression (accuracy stays None then)."""
         if len(self.y_test) == 0:
             return
-        state = self.node.state
-        acc = self.learner.evaluate(state, self.X_test, self.y_test)
-        self.evaluation = {"accuracy": acc, "at": time.time(), "age": state.age,
+        state, stats = self.node.state, self.node.stats
+        scores = self.learner.scores(state, self.X_test, self.y_test, stats)
+        self.evaluation = {"accuracy": None, **scores, "at": time.time(), "age": state.age,
                            "examples": int(len(self.y_test))}
 
     async def _eval_loop(self) -> None:
@@ -301,7 +308,8 @@ class Daemon:
 
     def decode(self, body: bytes) -> Message:
         return wire.decode(body, cluster=self.config.cluster, expected_arch=self.learner.fingerprint,
-                           expected_params=self.learner.n_params, max_bytes=self.max_body)
+                           expected_params=self.learner.n_params, max_bytes=self.max_body,
+                           expected_stats=self.learner.stat_columns or None)
 
     def count_rejected(self, code: str) -> None:
         self.node.counters.rejected += 1
@@ -337,13 +345,15 @@ class Daemon:
 
     def model_msgpack(self) -> bytes:
         state = self.node.state
-        msg = ModelMessage(self.address, self.learner.fingerprint, state.age, state.params)
+        stats = self.node.stats if self.learner.scaling.learned else None
+        msg = ModelMessage(self.address, self.learner.fingerprint, state.age, state.params, stats)
         return wire.encode(msg, cluster=self.config.cluster)
 
     def model_onnx(self) -> tuple[bytes, str]:
         from gossipd.export import export_onnx_bytes
 
-        data = export_onnx_bytes(self.learner, self.node.state, metadata={"gossipd.node_id": self.node_id},
+        data = export_onnx_bytes(self.learner, self.node.state, stats=self.node.stats,
+                                 metadata={"gossipd.node_id": self.node_id},
                                  check_X=self.X_test if len(self.X_test) else None)
         return data, f"gossipd-{self.node_id}.onnx"
 
@@ -373,7 +383,10 @@ class Daemon:
             "advertise": self.address,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "model": {"spec": self.learner.spec, "fingerprint": self.learner.fingerprint,
-                      "params": self.learner.n_params, "age": state.age},
+                      "params": self.learner.n_params, "age": state.age, "task": self.learner.task,
+                      "scaling": self.learner.scaling.mode,
+                      # columns of the scaling statistics a pushed model must carry (0: none)
+                      "stat_columns": self.learner.stat_columns},
             "peers": len(self.node.sampler.peers()),
             "counters": self.node.counters.as_dict(),
             "pending": self.pending,
@@ -395,7 +408,10 @@ class Daemon:
             node_id=self.node_id, cluster=self.config.cluster, fingerprint=self.learner.fingerprint,
             state=self.node.state, view=self.sampler.state_dict(), counters=self.node.counters.as_dict(),
             meta={"spec": self.learner.spec, "n_features": self.learner.n_features,
-                  "n_classes": self.learner.n_classes, "dataset": self.config.data.dataset,
+                  "n_classes": self.learner.n_classes, "schema": self.learner.schema.to_dict(),
+                  "scaling": self.learner.scaling.mode,
+                  "stats": None if self.node.stats is None else self.node.stats.to_dict(),
+                  "dataset": self.config.data.dataset,
                   "share": self.config.data.share, "split": self.config.data.split,
                   "label_column": self.config.data.label_column},
         ))

@@ -18,7 +18,7 @@ import argparse
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-KINDS = ("none", "age", "age:zero", "scale:10", "signflip", "noise:1", "zero")
+KINDS = ("none", "age", "age:zero", "scale:10", "signflip", "noise:1", "zero", "stats")
 
 
 def run_one(job: tuple[str, str, int, int, int, float]) -> tuple[str, str, int, float, float]:

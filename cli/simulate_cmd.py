@@ -54,7 +54,7 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--kill", default=None, help="FRACTION@CYCLE: crash that share of nodes at that cycle")
 @click.option("--cut", default=None, help="FRACTION@START-END: that share of nodes cannot reach the rest meanwhile")
 @click.option("--attackers", default=None,
-              help="FRACTION:KIND, KIND = age | age:zero | scale:S | signflip | noise:SIGMA | zero")
+              help="FRACTION:KIND, KIND = age | age:zero | scale:S | signflip | noise:SIGMA | zero | stats")
 @click.option("--view-size", default=20, show_default=True, type=int, help="Cyclon view size c")
 @click.option("--shuffle-length", default=8, show_default=True, type=int, help="Cyclon shuffle length ℓ")
 @click.option("--baselines", default="", callback=_baselines, help="comma list of centralised,local,fedavg")

@@ -8,7 +8,8 @@ import pytest
 
 from gossipd.core.messages import ModelMessage
 from gossipd.core.node import GossipConfig, GossipNode
-from gossipd.sim.attackers import CLAIMED_AGE, AttackingNode, ClaimAge, Noise, Scale, parse_attackers
+from gossipd.core.scaling import FeatureStats
+from gossipd.sim.attackers import CLAIMED_AGE, AttackingNode, ClaimAge, LieAboutScaling, Noise, Scale, parse_attackers
 from peer_sampling.topology import StaticSampler
 
 
@@ -16,7 +17,8 @@ from peer_sampling.topology import StaticSampler
     ("spec", "kind", "attack"),
     [("0.2:age", "age", ClaimAge()), ("0.2:age:zero", "age:zero", ClaimAge(zero=True)),
      ("0.1:scale:10", "scale:10", Scale(10.0)), ("0.5:signflip", "signflip", Scale(-1.0)),
-     ("0.3:noise:0.5", "noise:0.5", Noise(0.5)), (" 0.2:zero ", "zero", Scale(0.0))],
+     ("0.3:noise:0.5", "noise:0.5", Noise(0.5)), (" 0.2:zero ", "zero", Scale(0.0)),
+     ("0.2:stats", "stats", LieAboutScaling())],
 )
 def test_parse_attackers(spec, kind, attack):
     parsed = parse_attackers(spec)
@@ -55,6 +57,11 @@ def test_each_kind_corrupts_as_documented():
     for out in (age, scaled, noisy):
         assert out.params.dtype == np.float32 and out.sender == "a" and out.arch == "fp"
     assert np.array_equal(msg.params, [1.0, -2.0, 3.0])  # the attacker's own model is untouched
+    assert LieAboutScaling().corrupt(msg, rng) is msg  # no statistics travel: nothing to lie about
+    honest_stats = FeatureStats(20.0, np.zeros(2), np.ones(2))
+    lie = LieAboutScaling().corrupt(ModelMessage("a", "fp", 50.0, params, stats=honest_stats), rng)
+    assert np.array_equal(lie.params, params) and lie.age == 50.0
+    assert lie.stats.count == CLAIMED_AGE and (lie.stats.mean == 100.0).all()
 
 
 def test_an_attacker_pushes_lies_but_otherwise_is_an_ordinary_node(small_learner, make_local_data):

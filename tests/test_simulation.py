@@ -347,8 +347,9 @@ def test_acceptance_cyclon_heals_after_half_the_nodes_crash():
 def test_attackers_are_left_out_of_the_measurements(digits):
     r, sim = run(digits, nodes=40, cycles=20, attackers="0.25:signflip", eval_every=10)
     assert r["honest_nodes"] == int(sim.honest.sum()) == 30
-    honest = [sim.nodes[i].state for i in np.flatnonzero(sim.honest)]
-    accs = sim.learner.evaluate_many(honest, digits.X_test, digits.y_test)
+    honest = [sim.nodes[i] for i in np.flatnonzero(sim.honest)]
+    accs = sim.learner.evaluate_many([n.state for n in honest], digits.X_test, digits.y_test,
+                                     [n.stats for n in honest])
     assert r["final"]["mean_accuracy"] == pytest.approx(float(accs.mean()))
     assert r["final"]["min_accuracy"] == pytest.approx(float(accs.min()))
     # the attackers keep sampling like everyone else: a quarter of the views

@@ -15,6 +15,9 @@ only the measurements leave attackers out.
 ``signflip``    sends minus its model (its true age)
 ``noise:SIGMA`` adds N(0, SIGMA²) to every parameter (its true age)
 ``zero``        sends all-zero parameters (its true age)
+``stats``       an honest model with lying feature-scaling statistics (count
+                1e300, mean 100, variance 1e-4 in every column); only under
+                ``--scaling network``, where statistics travel with models
 =============== =============================================================
 """
 
@@ -28,8 +31,9 @@ import numpy as np
 
 from gossipd.core.messages import ModelMessage, Send
 from gossipd.core.node import GossipNode
+from gossipd.core.scaling import FeatureStats
 
-ATTACK_KINDS = ("age", "age:zero", "scale:S", "signflip", "noise:SIGMA", "zero")
+ATTACK_KINDS = ("age", "age:zero", "scale:S", "signflip", "noise:SIGMA", "zero", "stats")
 CLAIMED_AGE = 1e300  # finite, so it passes every wire check, and larger than any honest age
 
 
@@ -72,6 +76,18 @@ class Noise:
 
 
 @dataclass(frozen=True)
+class LieAboutScaling:
+    """The attacker's own model, with feature statistics that claim to summarise
+    everything and shift every feature by 100 standard deviations."""
+
+    def corrupt(self, msg: ModelMessage, rng: np.random.Generator) -> ModelMessage:
+        if msg.stats is None:  # no network-learned scaling: nothing to lie about
+            return msg
+        n = msg.stats.mean.shape[0]
+        return replace(msg, stats=FeatureStats(CLAIMED_AGE, np.full(n, 100.0), np.full(n, 1e-4)))
+
+
+@dataclass(frozen=True)
 class AttackSpec:
     """A parsed ``--attackers`` value."""
 
@@ -104,7 +120,8 @@ def parse_attackers(spec: str) -> AttackSpec:
 
 def _parse_kind(kind: str) -> Attack:
     name, _, arg = kind.partition(":")
-    fixed: dict[str, Attack] = {"signflip": Scale(-1.0), "zero": Scale(0.0), "age": ClaimAge()}
+    fixed: dict[str, Attack] = {"signflip": Scale(-1.0), "zero": Scale(0.0), "age": ClaimAge(),
+                                "stats": LieAboutScaling()}
     if name in fixed and not arg:
         return fixed[name]
     if kind == "age:zero":

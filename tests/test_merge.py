@@ -11,16 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gossipd.core.merge import (
-    RobustMerge,
-    RobustStatsMerge,
-    merge_age,
-    merge_average,
-    merge_limited,
-    merge_overwrite,
-    parse_merge,
-)
-from gossipd.core.scaling import FeatureStats
+from gossipd.core.merge import RobustMerge, merge_age, merge_average, merge_limited, merge_overwrite, parse_merge
 from gossipd.core.state import ModelState
 
 SEEDED = settings(derandomize=True, deadline=None, max_examples=200)
@@ -323,39 +314,3 @@ def test_robust_survives_float32_extremes_without_overflow():
     with np.errstate(all="raise"):
         merged = RobustMerge()(local, remote)
     np.testing.assert_allclose(merged.params, float(f32max) * 0.875, rtol=1e-6)
-
-
-# ------------------------------------------------------------ robust scaling statistics
-
-
-def sample_stats(seed: int, n: int, shift: float = 0.0, k: int = 8) -> FeatureStats:
-    return FeatureStats.of(np.random.default_rng(seed).normal(shift, 2.0, size=(n, k)))
-
-
-def test_robust_stats_between_honest_estimates_is_the_plain_merge():
-    rule = RobustStatsMerge(max_count_lead=50.0)
-    for seed in range(20):
-        local, remote = sample_stats(seed, 40), sample_stats(seed + 100, 60)
-        got, want = rule(local, remote), local.merge(remote)
-        assert rule.last_clip == 1.0
-        np.testing.assert_allclose(got.mean, want.mean)
-        np.testing.assert_allclose(got.var, want.var)
-        assert got.count == want.count == 60.0
-
-
-def test_lying_statistics_barely_move_us_and_their_count_does_not_spread():
-    local = sample_stats(0, 40)
-    lie = FeatureStats(1e300, np.full(8, 100.0), np.full(8, 1e-4))
-    assert local.merge(lie).count == 1e300 and np.allclose(local.merge(lie).mean, 100.0)  # the plain merge: taken over
-    merged = RobustStatsMerge(max_count_lead=40.0)(local, lie)
-    plain = local.merge(lie)
-    assert np.abs(merged.mean - local.mean).max() < 0.01 * np.abs(plain.mean - local.mean).min()  # < 1% of the way
-    np.testing.assert_allclose(merged.var, local.var, rtol=0.05)  # not inflated by the shift either
-    assert merged.count < 41.0
-
-
-def test_robust_stats_result_out_of_range_raises_for_the_node_to_discard():
-    local = FeatureStats(10.0, np.zeros(2), np.full(2, 1e300))
-    remote = FeatureStats(10.0, np.full(2, 1e300), np.full(2, 1e300))
-    with pytest.raises(ValueError):
-        RobustStatsMerge(max_count_lead=10.0, clip_scale=1e200)(local, remote)  # no clipping: delta^2 overflows

@@ -15,13 +15,12 @@ After ``on_model`` they collect ``take_discards()`` to log what was thrown away.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gossipd.core.merge import CLIP_SCALE, CLIP_WINDOW, MergeRule, RobustStatsMerge, parse_merge
+from gossipd.core.merge import CLIP_SCALE, CLIP_WINDOW, MergeRule, parse_merge
 from gossipd.core.messages import Address, ModelMessage, Outcome, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.scaling import FeatureStats
 from gossipd.core.state import ModelState
@@ -74,13 +73,6 @@ class GossipConfig:
         ``max_age_lead_passes`` passes over them)."""
         return parse_merge(self.merge, max_age_lead=self.max_age_lead_passes * max(local_examples, 1),
                            clip_scale=self.clip_scale, clip_window=self.clip_window)
-
-    def stats_merge_rule(self, local_examples: int = 1) -> Callable[[FeatureStats, FeatureStats], FeatureStats]:
-        """How scaling statistics received with a model join ours: with the robust
-        rule's bounds under ``robust``, count-weighted as they are otherwise."""
-        if self.merge.strip() == "robust":
-            return RobustStatsMerge(max(local_examples, 1), self.clip_scale)
-        return FeatureStats.merge
 
 
 @dataclass
@@ -144,7 +136,6 @@ class GossipNode:
 
     def __post_init__(self) -> None:
         self._merge = self.config.merge_rule(len(self.data))
-        self._merge_stats = self.config.stats_merge_rule(len(self.data))
         if self.state is None:
             self.state = self.learner.initial_state()
         self.learner.check(self.state)
@@ -216,11 +207,7 @@ class GossipNode:
                 self.counters.rejected += 1
                 raise RejectedMessage(f"model from {msg.sender} lacks scaling statistics of "
                                       f"{self.learner.schema.n_stat_columns} columns")
-            try:
-                stats = self._merge_stats(stats, msg.stats)
-            except ValueError:  # finite inputs, out-of-range result
-                self.counters.received += 1
-                return self._discard("merge", "non_finite", msg)
+            stats = stats.merge(msg.stats)
         self.counters.received += 1
         local = self.state
         assert local is not None

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-import torch
 
+from gossipd.threads import one_compute_thread
 from gossipd import wire
 from gossipd.data import load_dataset, make_scaling, node_share
 from gossipd.testing import DaemonProc, stop_all
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    one_compute_thread()
     base = Path(tempfile.mkdtemp(prefix="gossipd-bench-"))
     print(f"one gossipd on 127.0.0.1, digits share {SHARE}, {args.concurrency} concurrent senders, "
           f"{args.seconds:g} s per model")

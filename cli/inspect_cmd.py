@@ -372,11 +372,9 @@ def _export_offline(state_dir: Path, output: Path) -> dict[str, Any]:
         raise UserError(f"--state-dir: {store.checkpoint_path} lacks the model description "
                         f"({', '.join(missing)}); it was written by an older gossipd")
 
-    import torch
-
     from gossipd.export import ExportError, export_onnx
+    from gossipd.threads import one_compute_thread
 
-    torch.set_num_threads(1)
     try:
         learner, stats = _rebuild_learner(meta)
     except (ValueError, TypeError, KeyError) as exc:
@@ -384,6 +382,7 @@ def _export_offline(state_dir: Path, output: Path) -> dict[str, Any]:
     if learner.fingerprint != cp.fingerprint:
         raise UserError(f"--state-dir: {store.checkpoint_path}: model description {learner.spec!r} gives "
                         f"fingerprint {learner.fingerprint}, the checkpoint says {cp.fingerprint}")
+    one_compute_thread()  # after the learner: a torch module has loaded torch by now
     check_X, note = _test_share(meta)
     try:
         report = export_onnx(learner, cp.state, output, stats=stats, metadata={"gossipd.node_id": cp.node_id},

@@ -4,8 +4,8 @@ The same GossipNode and Cyclon sampler the simulator drives; this module only
 adds time (``loop.time()``), transport (aiohttp), a trainer thread, checkpoints,
 signals and sd_notify.
 
-Start-up binds the port first and loads torch, scikit-learn and the data after,
-in a worker thread: ``/healthz`` answers within a second of exec, everything
+Start-up binds the port first and loads the data and the model after (torch
+only for a torch-module model), in a worker thread: ``/healthz`` answers within a second of exec, everything
 else says 503 ``starting`` until the node exists. Shutdown writes the final
 checkpoint last; ``run`` then ends the process without the interpreter's
 teardown (which spends seconds unloading torch).
@@ -84,14 +84,11 @@ class Daemon:
     # -- start-up ---------------------------------------------------------------
 
     def _load_data(self) -> None:
-        """Data set, share and learner: imports torch and scikit-learn, so it runs off the loop."""
-        import torch
-
+        """Data set, share and learner, off the loop: a torch module imports torch (seconds);
+        a built-in model needs numpy only."""
         from gossipd.core.learner import LocalData, make_learner
+        from gossipd.threads import one_compute_thread
 
-        # One intra-op thread: several daemons often share a machine, and OpenMP workers
-        # spinning against each other cost far more than they give on small models.
-        torch.set_num_threads(1)
         cfg = self.config
         try:
             dataset = load_dataset(cfg.data.dataset, label_column=cfg.data.label_column or None)
@@ -101,6 +98,9 @@ class Daemon:
                                         scaling=make_scaling("network", dataset.schema))
         except (DataError, ValueError) as exc:
             raise StartupError(f"data.dataset: {exc}") from None
+        # One compute thread (BLAS, and torch if the model loaded it): several daemons often
+        # share a machine, and workers spinning against each other cost more than they give.
+        one_compute_thread()
         self.local = LocalData.for_schema(X_tr, y_tr, dataset.schema)
         self.X_test, self.y_test = X_te, y_te
         self.max_body = wire.max_body_bytes(self.learner.n_params)

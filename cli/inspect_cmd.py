@@ -111,33 +111,61 @@ def status(url: str, as_json: bool, timeout: float) -> None:
     console().print(status_table(url, st))
 
 
+def fmt_number(value: Any) -> str:
+    """4 significant digits (RMSE in the target's own units), '-' when absent."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{float(value):.4g}"
+
+
+def evaluation_row(model: dict[str, Any], ev: dict[str, Any]) -> tuple[str, str]:
+    """("accuracy", "0.9511 on 45 held-out examples, ...") or, for regression,
+    ("rmse, r2", "RMSE 54.1, R² 0.452 on ...")."""
+    if model.get("task") == "regression":
+        label, value = "rmse, r2", ev.get("rmse")
+        text = "-" if value is None else f"RMSE {fmt_number(value)}, R² {fmt_number(ev.get('r2'))}"
+    else:
+        label, value = "accuracy", ev.get("accuracy")
+        text = fmt_acc(value)
+    if value is not None:
+        text += f" on {ev.get('examples', '?')} held-out examples, at {fmt_when(ev.get('at'))}"
+        if ev.get("age") is not None:
+            text += f", model age {fmt_age(ev.get('age'))}"
+    return label, text
+
+
+def data_row(data: dict[str, Any]) -> str:
+    text = (f"{data.get('dataset')} share {data.get('share')} ({data.get('split')} split), "
+            f"{data.get('train_examples')} train / {data.get('test_examples')} held out")
+    if data.get("following"):
+        text += f"; following {data['following']}"
+    if data.get("arrived") or data.get("refused"):
+        text += f"; {data.get('arrived', 0)} rows arrived, {data.get('refused', 0)} refused"
+    return text
+
+
 def status_table(url: str, st: dict[str, Any]) -> Table:
     model = st.get("model") or {}
     ev = st.get("evaluation") or {}
     counters = st.get("counters") or {}
     data = st.get("data") or {}
-    acc = ev.get("accuracy")
-    acc_text = fmt_acc(acc)
-    if acc is not None:
-        acc_text += f" on {ev.get('examples', '?')} test examples, at {fmt_when(ev.get('at'))}"
-        if ev.get("age") is not None:
-            acc_text += f", model age {fmt_age(ev.get('age'))}"
+    task = f", {model['task']}, scaling {model.get('scaling')}" if model.get("task") else ""
     rows = [
         ("node_id", str(st.get("node_id"))),
         ("advertise", str(st.get("advertise"))),
         ("cluster", str(st.get("cluster"))),
         ("version", f"gossipd {st.get('version')}, protocol v{st.get('protocol')}"),
         ("uptime", fmt_duration(st.get("uptime_s"))),
-        ("model", f"{model.get('spec')} ({model.get('params')} params, fingerprint {model.get('fingerprint')})"),
+        ("model", f"{model.get('spec')} ({model.get('params')} params{task}, "
+                  f"fingerprint {model.get('fingerprint')})"),
         ("model age", fmt_age(model.get("age"))),
-        ("accuracy", acc_text),
+        evaluation_row(model, ev),
         ("peers", str(st.get("peers"))),
         ("counters", ", ".join(f"{k} {v}" for k, v in counters.items()) or "-"),
         ("pending", str(st.get("pending", "-"))),
     ]
     if data:
-        rows.append(("data", f"{data.get('dataset')} share {data.get('share')} ({data.get('split')} split), "
-                             f"{data.get('train_examples')} train / {data.get('test_examples')} test"))
+        rows.append(("data", data_row(data)))
     return kv_table(f"gossipd node {url}", rows)
 
 
@@ -427,8 +455,10 @@ def _test_share(meta: dict[str, Any]) -> tuple[Any, str]:
     name, share = meta.get("dataset", meta.get("source")), meta.get("share", meta.get("partition"))
     if not name or not share or not meta.get("split"):
         return None, "the checkpoint does not name its data"
+    schema = meta.get("schema") or {}
     try:
-        dataset = load_dataset(str(name), label_column=meta.get("label_column") or None)
+        dataset = load_dataset(str(name), label_column=meta.get("label_column") or None, task=schema.get("task"),
+                               input_shape=tuple(schema["input_shape"]) if schema.get("input_shape") else None)
         X_te = node_share(dataset, str(share), str(meta["split"]))[2]
     except (DataError, ValueError, OSError) as exc:
         return None, f"dataset {name!r} not loadable here: {exc}"

@@ -163,6 +163,28 @@ def test_every_command_has_an_example() -> None:
         assert "Example:" in ok(command, "--help").stdout, command
 
 
+def test_status_table_of_a_regression_node_shows_rmse_and_r2() -> None:
+    """A regressor has no accuracy: the table says RMSE (target units) and R² instead, and the
+    data row says what the node follows and what arrived."""
+    from rich.console import Console
+
+    from cli.inspect_cmd import status_table
+
+    st = {"node_id": "n1", "model": {"spec": "logreg", "params": 11, "task": "regression", "scaling": "network",
+                                     "fingerprint": "f" * 16, "age": 1234.0},
+          "evaluation": {"accuracy": None, "rmse": 54.06789, "r2": 0.4521, "at": None, "age": 1200.0,
+                         "examples": 28},
+          "data": {"dataset": "rows/", "share": "1/1", "split": "iid", "train_examples": 90, "test_examples": 28,
+                   "following": "rows", "arrived": 40, "refused": 2}}
+    console = Console(width=200, record=True)
+    console.print(status_table("http://127.0.0.1:1", st))
+    out = console.export_text()
+    for text in ("rmse, r2", "RMSE 54.07, R² 0.4521 on 28 held-out examples", "regression, scaling network",
+                 "90 train / 28 held out", "following rows", "40 rows arrived, 2 refused"):
+        assert text in out, (text, out)
+    assert "accuracy" not in out
+
+
 def test_export_needs_exactly_one_source(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     assert_one_line_error(invoke("export", "http://127.0.0.1:7070", "--state-dir", tmp_path, "-o", out), 2,

@@ -91,7 +91,7 @@ class LearnerBase:
             raise ValueError(f"model has {state.size} parameters, this learner expects {self.n_params}")
 
     def lr_at(self, age: float) -> float:
-        return self.config.lr / (1.0 + age / self.config.lr_decay)
+        return self.config.lr_for(self.task) / (1.0 + age / self.config.lr_decay)
 
     # -- scaling ------------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gossipd.core.node import GossipConfig
-from gossipd.core.spec import LearnerConfig, parse_model_spec
+from gossipd.core.spec import LearnerConfig, parse_input_shape, parse_model_spec, parse_scaling, parse_task
 from gossipd.daemon.settings import (
     ConfigError,
     Layered,
@@ -45,7 +45,15 @@ from gossipd.daemon.settings import (
 )
 from gossipd.data import parse_share, parse_split
 from peer_sampling.cyclon import CyclonConfig
-from peer_sampling.knobs import KnobError, check_knobs, integer, knob, positive
+from peer_sampling.knobs import (
+    KnobError,
+    check_knobs,
+    fraction_below_one,
+    integer,
+    knob,
+    positive,
+    positive_or_inf,
+)
 
 ENV_PREFIX = "GOSSIPD_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -136,6 +144,15 @@ def _split(value: str) -> None:
     parse_split(value)
 
 
+def _scaling(value: str) -> None:
+    parse_scaling(value)
+
+
+def _input_shape(value: str) -> None:
+    if value:
+        parse_input_shape(value)
+
+
 # -- the declaration ----------------------------------------------------------------------
 
 
@@ -149,6 +166,13 @@ class ModelSection:
         Peers with another architecture are refused, so the whole cluster must agree. logreg is small
         and fast (cheap messages, quick convergence); bigger models learn more, but every gossip
         message carries all the parameters.""", parse_model_spec, flag="--model", metavar="SPEC")
+    scaling: str = knob("network", """How the model scales its input features: "network" (each node
+        starts from its own data's mean and variance; they travel with every push and are merged like
+        the model, so the cluster converges to one scaling), "none" (raw features, for data already on
+        a sensible scale) or "fixed:PATH" (a JSON or NPZ file with "mean" and "std", and for
+        regression "target_mean", "target_std": the same on every node). Part of the model's
+        fingerprint: every node of a cluster must use the same.""", _scaling, flag="--scaling",
+        metavar="MODE")
     learner: LearnerConfig = section(LearnerConfig, "local training", flatten=True)
 
     def __post_init__(self) -> None:
@@ -175,6 +199,22 @@ class DataSection:
         _split, flag="--split")
     label_column: str = knob("", """CSV files only: the column holding the label. Empty: "label",
         "target", "y" or "class" if there is one, else the last column.""")
+    task: str = knob("auto", """auto | classification | regression. auto: what the data says (bundled
+        sets declare theirs; text labels are classes, numbers with a fraction are values, whole numbers
+        are classes when there are at most 20 distinct ones, otherwise say which).""", parse_task,
+        flag="--task")
+    input_shape: str = knob("", """The shape of one example, e.g. "1x8x8" for 8x8 grey images (what
+        "cnn" and image modules need). Empty: what the data says (digits and NPZ files of images are
+        image-shaped), else flat rows.""", _input_shape, metavar="CxHxW")
+    max_examples: int = knob(100_000, """Most examples kept in memory, training and held-out parts
+        together; when new rows arrive (a growing CSV file or directory, or POST /v1/data) the oldest
+        leave first, so memory stays flat however long the data keeps coming.""", integer(1))
+    test_share: float = knob(0.25, """Share of arriving examples held out to keep scoring the model
+        (status, metrics) instead of training it. The data loaded at start-up is split 75/25 with
+        one fixed seed, like every bundled set.""", fraction_below_one)
+    poll_interval: float = knob(1.0, """Seconds between two looks for new rows when data.dataset is a
+        CSV file or a directory: rows appended to a CSV file (complete lines only) and files added to
+        the directory are trained on at once. inf: never look (the data is read once).""", positive_or_inf)
 
     def __post_init__(self) -> None:
         check_knobs(self)

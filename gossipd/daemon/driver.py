@@ -36,7 +36,8 @@ from gossipd.daemon.metrics import Metrics, MetricsSnapshot
 from gossipd.daemon.sdnotify import Notifier
 from gossipd.daemon.store import Checkpoint, Store, atomic_write
 from gossipd.logsummary import LogSummary
-from gossipd.data import DataError, load_dataset, make_scaling, node_share
+from gossipd.daemon.datafeed import DataFeed, rows_of
+from gossipd.data import DataError, make_scaling
 from gossipd.version import VERSION
 from peer_sampling.cyclon import Cyclon
 
@@ -77,6 +78,10 @@ class Daemon:
         # Failures and refusals of our own messages: one line per peer and reason, then counts.
         self.unreachable = LogSummary(log, "cannot reach", level=logging.INFO)
         self.refused = LogSummary(log, "refused by")
+        self.bad_rows = LogSummary(log, "rows not taken from")
+        # (model, its scaling statistics): set by _publish in the trainer thread, read anywhere.
+        self.current: tuple[ModelState, FeatureStats | None] = None  # type: ignore[assignment]
+        self._evaluated: tuple[float, int] | None = None
         self._logged_view: set[str] = set()
         self._view_logged_at = -math.inf
         self._left_why: dict[str, str] = {}
@@ -86,24 +91,34 @@ class Daemon:
     def _load_data(self) -> None:
         """Data set, share and learner, off the loop: a torch module imports torch (seconds);
         a built-in model needs numpy only."""
-        from gossipd.core.learner import LocalData, make_learner
+        from gossipd.core.learner import make_learner
         from gossipd.threads import one_compute_thread
 
         cfg = self.config
+        data = cfg.data
         try:
-            dataset = load_dataset(cfg.data.dataset, label_column=cfg.data.label_column or None)
-            X_tr, y_tr, X_te, y_te = node_share(dataset, cfg.data.share, cfg.data.split)
-            # Feature scaling learned by the network (issue 11; a config key comes with phase 2).
-            self.learner = make_learner(cfg.model.spec, dataset.schema, cfg.model.learner,
-                                        scaling=make_scaling("network", dataset.schema))
+            self.feed = DataFeed.load(
+                data.dataset, share=data.share, split=data.split, label_column=data.label_column, task=data.task,
+                input_shape=data.input_shape, max_examples=data.max_examples, test_share=data.test_share,
+                follow=math.isfinite(data.poll_interval), rng=np.random.default_rng(self._data_seed()))
         except (DataError, ValueError) as exc:
             raise StartupError(f"data.dataset: {exc}") from None
+        try:
+            scaling = make_scaling(cfg.model.scaling, self.feed.schema)
+        except (DataError, ValueError) as exc:
+            raise StartupError(f"model.scaling: {exc}") from None
+        try:
+            self.learner = make_learner(cfg.model.spec, self.feed.schema, cfg.model.learner, scaling=scaling)
+        except ValueError as exc:
+            raise StartupError(f"model.spec: {exc}") from None
         # One compute thread (BLAS, and torch if the model loaded it): several daemons often
         # share a machine, and workers spinning against each other cost more than they give.
         one_compute_thread()
-        self.local = LocalData.for_schema(X_tr, y_tr, dataset.schema)
-        self.X_test, self.y_test = X_te, y_te
         self.max_body = wire.max_body_bytes(self.learner.n_params)
+
+    def _data_seed(self) -> int | None:
+        """The store's held-out draws: reproducible with ``seed``, else random."""
+        return None if self.config.seed < 0 else self.config.seed + 1
 
     async def start(self) -> None:
         """Bind, then load data and model off the loop, then build the node and start its timers."""
@@ -126,6 +141,8 @@ class Daemon:
         for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop(),
                      self._log_loop()):
             self._spawn(coro)
+        if self.feed.tail is not None:
+            self._spawn(self._data_loop())
         self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
         log.info("node %s serving: cluster %s, model %s (%s, %d params, age %g), dataset %s share %s (%s split), "
                  "%d peers", self.node_id, self.config.cluster, self.learner.spec, self.learner.fingerprint,
@@ -178,9 +195,10 @@ class Daemon:
                      "rejoin through", state.age, len(sampler.peers()), len(sampler.seeds),
                      len(set(sampler.known) | set(sampler.failed)))
         self.sampler = sampler
-        self.node = GossipNode(address=self.address, learner=self.learner, data=self.local, sampler=sampler,
-                               config=cfg.gossip, rng=np.random.default_rng(node_ss), state=state, now=now,
-                               stats=stats)
+        self.node = GossipNode(address=self.address, learner=self.learner, data=self.feed.store.train_data(),
+                               sampler=sampler, config=cfg.gossip, rng=np.random.default_rng(node_ss), state=state,
+                               now=now, stats=stats)
+        self._publish()
         if checkpoint is not None:
             for key, value in checkpoint.counters.items():
                 if hasattr(self.node.counters, key):
@@ -247,7 +265,7 @@ class Daemon:
         """Counts of summarised lines once their minute is over; view changes, rate-limited."""
         while not self._stopping.is_set():
             await asyncio.sleep(1.0)
-            for summary in (self.unreachable, self.refused, self.api.rejections):
+            for summary in (self.unreachable, self.refused, self.bad_rows, self.api.rejections):
                 summary.flush()
             self._log_view_changes()
 
@@ -280,26 +298,90 @@ class Daemon:
             self.pending -= 1
 
     def _train(self, now: float, msg: ModelMessage) -> ModelState:
-        return self.node.on_model(now, msg)
+        state = self.node.on_model(now, msg)
+        self._publish()
+        return state
+
+    def _publish(self) -> None:
+        """The node's model and its scaling statistics as ONE tuple (trainer thread, the only
+        writer): readers on other threads (status, /v1/model, export, predict) take it in one
+        read, never a model with another model's statistics."""
+        self.current = (self.node.state, self.node.stats)
 
     def _evaluate(self) -> None:
-        """The task's metrics of the current model on the local test share (trainer thread):
+        """The task's metrics of the current model on the held-out examples (trainer thread):
         accuracy, or rmse and r2 for regression (accuracy stays None then)."""
-        if len(self.y_test) == 0:
+        X_test, y_test = self.feed.store.held_out()
+        version = self.feed.store.version
+        if len(y_test) == 0:
             return
-        state, stats = self.node.state, self.node.stats
-        scores = self.learner.scores(state, self.X_test, self.y_test, stats)
+        state, stats = self.current
+        scores = self.learner.scores(state, X_test, y_test, stats)
         self.evaluation = {"accuracy": None, **scores, "at": time.time(), "age": state.age,
-                           "examples": int(len(self.y_test))}
+                           "examples": int(len(y_test))}
+        self._evaluated = (state.age, version)
 
     async def _eval_loop(self) -> None:
-        """Re-evaluate when the model has changed, at most every eval_interval seconds,
-        so /v1/status is never more than that behind the model it describes."""
+        """Re-evaluate when the model or the held-out examples have changed, at most every
+        eval_interval seconds, so /v1/status is never more than that behind the model."""
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             await asyncio.sleep(self.config.eval_interval)
-            if self.evaluation.get("age") != self.node.state.age:
+            if self._evaluated != (self.current[0].age, self.feed.store.version):
                 await loop.run_in_executor(self._trainer, self._evaluate)
+
+    # -- arriving data (a followed CSV file or directory; POST /v1/data) ---------------
+
+    async def _data_loop(self) -> None:
+        """Every data.poll_interval, the rows added to the followed source since the last look
+        (read off the loop) go to the trainer thread; a bad row is logged, not fatal."""
+        loop = asyncio.get_running_loop()
+        where = self.config.data.dataset
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.config.data.poll_interval)
+            try:
+                ex = await loop.run_in_executor(None, self.feed.poll)
+                if ex is None:
+                    continue
+                got = await loop.run_in_executor(self._trainer, self._take_rows, ex.X, ex.y, where)
+            except DataError as exc:
+                self.bad_rows.record((where, str(exc)), str(exc))
+                continue
+            log.info("%d new rows from %s: %d to train on, %d held out, %d old ones left; model age %g",
+                     got["added"], where, got["train"], got["held_out"], got["evicted"], got["age"])
+
+    def _take_rows(self, X: np.ndarray, labels: np.ndarray, where: str) -> dict[str, Any]:
+        """Rows into the store, then one local pass over those to train on (trainer thread)."""
+        got = self.feed.add(X, labels, where)
+        self.node.use_data(self.feed.store.train_data(), got.new_train, train=True)
+        self._publish()
+        return {"added": got.train + got.held_out, "train": got.train, "held_out": got.held_out,
+                "evicted": got.evicted, "train_examples": self.feed.store.n_train,
+                "test_examples": self.feed.store.n_held_out, "age": self.current[0].age}
+
+    async def add_rows(self, doc: Any) -> dict[str, Any]:
+        """POST /v1/data: ``{"rows": [[...]], "labels": [...]}`` (raw features, labels as the data
+        writes them) into the store and trained on at once. DataError: a 400 naming the problem."""
+        X, labels = rows_of(doc, self.learner.n_features, labels=True)
+        assert labels is not None
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._trainer, self._take_rows, X, labels, "POST /v1/data")
+
+    def predict(self, doc: Any) -> dict[str, Any]:
+        """POST /v1/predict: ``{"rows": [[...]]}`` of raw features -> the current model's labels
+        (class names) and probabilities, or values (regression). DataError: a 400."""
+        X, _ = rows_of(doc, self.learner.n_features, labels=False)
+        state, stats = self.current
+        out = self.learner.outputs(state, X, stats)
+        answer: dict[str, Any] = {"model_age": state.age, "fingerprint": self.learner.fingerprint}
+        if self.learner.task == "regression":
+            answer["values"] = out.astype(float).tolist()
+            return answer
+        names = self.learner.schema.class_names
+        answer["classes"] = list(names)
+        answer["labels"] = [names[i] for i in out.argmax(axis=1)]
+        answer["probabilities"] = np.round(out.astype(float), 6).tolist()
+        return answer
 
     # -- NodeService (what the HTTP API calls) -------------------------------------
 
@@ -330,31 +412,33 @@ class Daemon:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         peers = len(self.node.sampler.peers())
-        loaded = self.node.state is not None
-        return loaded and peers > 0, {"model_loaded": loaded, "peers": peers}
+        return peers > 0, {"model_loaded": True, "peers": peers}
 
     def metrics_text(self) -> bytes:
         return self.metrics.text()
 
     def metrics_snapshot(self) -> MetricsSnapshot:
-        node = self.node
+        node, state, ev, store = self.node, self.current[0], self.evaluation, self.feed.store
         return MetricsSnapshot(
-            counters=node.counters.as_dict(), model_age=node.state.age, model_params=node.state.size,
+            counters=node.counters.as_dict(), model_age=state.age, model_params=state.size,
             peers=len(node.sampler.peers()), pending_updates=self.pending,
-            uptime_seconds=time.monotonic() - self.started, accuracy=self.evaluation.get("accuracy"))
+            uptime_seconds=time.monotonic() - self.started, accuracy=ev.get("accuracy"), rmse=ev.get("rmse"),
+            r2=ev.get("r2"), train_examples=store.n_train, test_examples=store.n_held_out,
+            arrived_examples=self.feed.counts.arrived)
 
     def model_msgpack(self) -> bytes:
-        state = self.node.state
-        stats = self.node.stats if self.learner.scaling.learned else None
-        msg = ModelMessage(self.address, self.learner.fingerprint, state.age, state.params, stats)
+        state, stats = self.current
+        msg = ModelMessage(self.address, self.learner.fingerprint, state.age, state.params,
+                           stats if self.learner.scaling.learned else None)
         return wire.encode(msg, cluster=self.config.cluster)
 
     def model_onnx(self) -> tuple[bytes, str]:
         from gossipd.export import export_onnx_bytes
 
-        data = export_onnx_bytes(self.learner, self.node.state, stats=self.node.stats,
-                                 metadata={"gossipd.node_id": self.node_id},
-                                 check_X=self.X_test if len(self.X_test) else None)
+        state, stats = self.current
+        X_test = self.feed.store.held_out()[0]
+        data = export_onnx_bytes(self.learner, state, stats=stats, metadata={"gossipd.node_id": self.node_id},
+                                 check_X=X_test if len(X_test) else None)
         return data, f"gossipd-{self.node_id}.onnx"
 
     def admin_denied(self, remote: str | None) -> str | None:
@@ -374,7 +458,7 @@ class Daemon:
     # -- reports ------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        state = self.node.state
+        state = self.current[0]
         return {
             "node_id": self.node_id,
             "version": VERSION,
@@ -392,25 +476,25 @@ class Daemon:
             "pending": self.pending,
             "evaluation": self.evaluation,
             "data": {"dataset": self.config.data.dataset, "share": self.config.data.share,
-                     "split": self.config.data.split, "train_examples": len(self.local),
-                     "test_examples": int(len(self.y_test))},
+                     "split": self.config.data.split, **self.feed.report()},
         }
 
     # -- persistence ---------------------------------------------------------------
 
     def _marker(self) -> tuple[float, int]:
-        return (self.node.state.age, self.node.counters.merged)
+        return (self.current[0].age, self.node.counters.merged)
 
     def checkpoint(self) -> None:
         """Write model, age, view and counters (thread-safe: reads immutable state)."""
         marker = self._marker()
+        state, stats = self.current
         self.store.save(Checkpoint(
             node_id=self.node_id, cluster=self.config.cluster, fingerprint=self.learner.fingerprint,
-            state=self.node.state, view=self.sampler.state_dict(), counters=self.node.counters.as_dict(),
+            state=state, view=self.sampler.state_dict(), counters=self.node.counters.as_dict(),
             meta={"spec": self.learner.spec, "n_features": self.learner.n_features,
                   "n_classes": self.learner.n_classes, "schema": self.learner.schema.to_dict(),
                   "scaling": self.learner.scaling.mode,
-                  "stats": None if self.node.stats is None else self.node.stats.to_dict(),
+                  "stats": None if stats is None else stats.to_dict(),
                   "dataset": self.config.data.dataset,
                   "share": self.config.data.share, "split": self.config.data.split,
                   "label_column": self.config.data.label_column},
@@ -457,7 +541,7 @@ class Daemon:
         if self.client is not None:
             await self.client.close()
         (self.store.dir / "endpoint").unlink(missing_ok=True)
-        for summary in (self.unreachable, self.refused, *([self.api.rejections] if self.api else [])):
+        for summary in (self.unreachable, self.refused, self.bad_rows, *([self.api.rejections] if self.api else [])):
             summary.close()
         if self.node is not None:
             await loop.run_in_executor(None, self.checkpoint)

@@ -31,6 +31,26 @@ class MetricsSnapshot:
     pending_updates: int
     uptime_seconds: float
     accuracy: float | None = None
+    # Regression's metrics (in the target's units), where classification has accuracy.
+    rmse: float | None = None
+    r2: float | None = None
+    train_examples: int | None = None
+    test_examples: int | None = None
+    arrived_examples: int | None = None
+
+
+# Optional gauges: name, help, snapshot field. Absent when the value is None (a
+# classifier has no RMSE, a regressor no accuracy; nothing before the first evaluation).
+OPTIONAL_GAUGES = (
+    ("gossipd_accuracy", "accuracy on this node's held-out examples", "accuracy"),
+    ("gossipd_rmse", "root mean squared error on this node's held-out examples (regression, target units)",
+     "rmse"),
+    ("gossipd_r2", "coefficient of determination R² on this node's held-out examples (regression)", "r2"),
+    ("gossipd_train_examples", "examples this node trains on", "train_examples"),
+    ("gossipd_test_examples", "examples this node holds out to score the model", "test_examples"),
+    ("gossipd_arrived_examples", "examples added after start-up (a followed file or directory, POST /v1/data)",
+     "arrived_examples"),
+)
 
 
 class _Collector:
@@ -53,10 +73,12 @@ class _Collector:
             g = GaugeMetricFamily(name, help_text)
             g.add_metric([], value)
             yield g
-        if snap.accuracy is not None:
-            g = GaugeMetricFamily("gossipd_accuracy", "accuracy on this node's held-out test share")
-            g.add_metric([], snap.accuracy)
-            yield g
+        for name, help_text, key in OPTIONAL_GAUGES:
+            value = getattr(snap, key)
+            if value is not None:
+                g = GaugeMetricFamily(name, help_text)
+                g.add_metric([], value)
+                yield g
 
 
 class Metrics:

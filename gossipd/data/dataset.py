@@ -87,6 +87,20 @@ def load_dataset(
     """Load ``source`` and split it 75/25 (stratified by class for classification).
     ``task``: None infers it from the labels (see ``infer_task``)."""
     ex = load_raw(source, label_column=label_column)
+    return dataset_of(ex, source, seed=seed, test_size=test_size, task=task, input_shape=input_shape)
+
+
+def dataset_of(
+    ex: Examples,
+    source: str,
+    *,
+    seed: int = DEFAULT_SPLIT_SEED,
+    test_size: float = 0.25,
+    task: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> Dataset:
+    """:func:`load_dataset` on examples already read (e.g. by a :class:`SourceTail`'s first
+    poll); ``source`` names them in errors."""
     if not np.isfinite(ex.X).all():
         raise DataError(f"{source}: features contain NaN or Inf")
     schema = schema_of(ex, task=task, input_shape=input_shape, where=source)

@@ -1,0 +1,85 @@
+"""Real daemons and their data: a followed CSV file that grows, regression in status and
+metrics. One lone daemon per kind, shared by the tests of this module (no peers, so its
+model changes only through the data it is given)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import FAST, DaemonProc, get_json, stop_all, wait_for  # noqa: E402
+
+from gossipd.data import load_raw  # noqa: E402
+
+pytestmark = pytest.mark.timeout(180)
+
+WINES = ("barolo", "grignolino", "barbera")  # wine's three cultivars, as a user's CSV would name them
+START_ROWS = 120
+
+
+def wine_lines(idx: np.ndarray) -> str:
+    ex = load_raw("wine")
+    return "".join(",".join(f"{v:g}" for v in ex.X[i]) + f",{WINES[int(ex.y[i])]}\n" for i in idx)
+
+
+@pytest.fixture(scope="module")
+def wine_csv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProc, Path, np.ndarray]]:
+    """A daemon following wine.csv, which starts with 120 of the 178 rows; the rest is for appending."""
+    base = tmp_path_factory.mktemp("wine")
+    ex = load_raw("wine")
+    order = np.random.default_rng(3).permutation(len(ex.y))
+    path = base / "wine.csv"
+    path.write_text(",".join(name.replace("/", "_") for name in ex.feature_names) + ",cultivar\n"
+                    + wine_lines(order[:START_ROWS]))
+    proc = DaemonProc(base / "node", ["--dataset", str(path), *FAST, "--seed", "4"]).start()
+    try:
+        proc.wait_ready()
+        yield proc, path, order[START_ROWS:]
+    finally:
+        stop_all([proc])
+
+
+def status(proc: DaemonProc) -> dict[str, Any]:
+    return get_json(proc.url + "/v1/status")
+
+
+def test_rows_appended_to_a_followed_csv_are_trained_on_at_once(wine_csv) -> None:
+    """Complete lines are taken (a half-written last line waits for its newline) and trained on
+    as they arrive: the model's age rises by the number that joined the training part."""
+    proc, path, rest = wine_csv
+    before = status(proc)
+    assert before["model"]["task"] == "classification" and before["data"]["following"] == str(path)
+    assert before["data"]["arrived"] == 0 and before["counters"]["merged"] == 0
+    lines = wine_lines(rest[:40]) + wine_lines(rest[40:41])[:-1]  # 40 lines and most of a 41st
+    with path.open("a") as fh:
+        fh.write(lines)
+    after = wait_for(lambda: (st := status(proc))["data"]["arrived"] >= 40 and st, 20)
+    assert after["data"]["arrived"] == 40
+    trained = after["data"]["train_examples"] - before["data"]["train_examples"]
+    held = after["data"]["test_examples"] - before["data"]["test_examples"]
+    assert trained + held == 40 and 20 <= trained <= 40
+    assert after["model"]["age"] == before["model"]["age"] + trained  # no peers: only the new rows trained it
+    with path.open("a") as fh:
+        fh.write("\n")  # the 41st line completes
+    assert wait_for(lambda: status(proc)["data"]["arrived"] == 41, 20)
+
+
+def test_a_row_with_an_unknown_label_is_refused_and_nothing_else_changes(wine_csv) -> None:
+    proc, path, rest = wine_csv
+    before = status(proc)
+    bad = wine_lines(rest[41:43]).replace("barolo", "merlot").replace("grignolino", "merlot")
+    bad = bad.replace("barbera", "merlot")
+    with path.open("a") as fh:
+        fh.write(bad)
+    after = wait_for(lambda: (st := status(proc))["data"]["refused"] >= 2 and st, 20)
+    assert after["data"]["refused"] == 2
+    assert after["data"]["arrived"] == before["data"]["arrived"]
+    assert after["model"]["age"] == before["model"]["age"]
+    assert wait_for(lambda: "merlot" in proc.log() and "not one of the model's classes" in proc.log(), 10)
+    assert proc.alive()

@@ -5,6 +5,7 @@ model changes only through the data it is given)."""
 from __future__ import annotations
 
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import FAST, DaemonProc, get_json, stop_all, wait_for  # noqa: E402
+from harness import FAST, DaemonProc, get_json, start_network, stop_all, wait_for  # noqa: E402
 
 from gossipd.data import load_raw  # noqa: E402
 
@@ -47,6 +48,11 @@ def wine_csv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonP
 
 def status(proc: DaemonProc) -> dict[str, Any]:
     return get_json(proc.url + "/v1/status")
+
+
+def urlread(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read()
 
 
 def test_rows_appended_to_a_followed_csv_are_trained_on_at_once(wine_csv) -> None:
@@ -83,3 +89,43 @@ def test_a_row_with_an_unknown_label_is_refused_and_nothing_else_changes(wine_cs
     assert after["model"]["age"] == before["model"]["age"]
     assert wait_for(lambda: "merlot" in proc.log() and "not one of the model's classes" in proc.log(), 10)
     assert proc.alive()
+
+
+def test_a_regression_daemon_reports_rmse_and_r2_in_status_and_metrics(tmp_path: Path) -> None:
+    """diabetes: the task's step size (0.1) by default, RMSE and R² where a classifier has
+    accuracy, in /v1/status and as Prometheus gauges."""
+
+    procs = start_network(tmp_path, 2, extra=["--dataset", "diabetes", "--seed", "3"])
+    try:
+        st = wait_for(lambda: (s := status(procs[0]))["evaluation"].get("rmse") is not None
+                      and s["counters"]["merged"] > 3 and s, 60)
+        assert st["model"]["task"] == "regression" and st["model"]["stat_columns"] == 11
+        ev = st["evaluation"]
+        assert ev["accuracy"] is None and 30 < ev["rmse"] < 120 and -1 < ev["r2"] < 1
+        metrics = (urlread(procs[0].url + "/metrics")).decode()
+        rmse_line = next(line for line in metrics.splitlines() if line.startswith("gossipd_rmse "))
+        assert 30 < float(rmse_line.split()[1]) < 120
+        assert "gossipd_r2 " in metrics and "gossipd_accuracy" not in metrics
+        assert "gossipd_train_examples " in metrics and "gossipd_test_examples " in metrics
+    finally:
+        stop_all(procs)
+
+
+@pytest.mark.slow
+def test_a_user_conv_module_trains_in_three_daemons(tmp_path: Path, user_conv_spec: str) -> None:
+    """Issue 11 acceptance: the user's conv + linear module file (not part of the package),
+    three daemons on digits images, mean held-out accuracy >= 0.90."""
+
+    procs = start_network(tmp_path, 3, extra=["--model", user_conv_spec, "--seed", "2"])
+    try:
+        def mean_accuracy() -> float | None:
+            accs = [status(p)["evaluation"]["accuracy"] for p in procs]
+            return None if None in accs else float(np.mean(accs))
+
+        reached = wait_for(lambda: (m := mean_accuracy()) is not None and m >= 0.90 and m, 120, interval=0.5)
+        sts = [status(p) for p in procs]
+        assert reached, [st["evaluation"] for st in sts]
+        assert all(st["model"]["spec"] == user_conv_spec and st["model"]["params"] == 1370 for st in sts)
+        assert all(st["counters"]["merged"] > 0 for st in sts)
+    finally:
+        stop_all(procs)

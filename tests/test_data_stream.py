@@ -167,13 +167,19 @@ def test_tail_reports_bad_rows_by_line(tmp_path):
 # ------------------------------------------------------------------ a node taking new data
 
 
-def test_node_takes_new_examples_into_its_data_and_its_scaling():
+def node_on_ten_rows() -> tuple[GossipNode, ExampleStore]:
+    """A node with network scaling whose store holds 10 rows of 3 classes."""
     schema = Schema.classification(2, 3)
     learner = make_learner("logreg", schema, LearnerConfig(), scaling=Scaling.network())
     store = ExampleStore(schema, 1000, 0.0, np.random.default_rng(0))
     store.append(*rows(0, 10))
     node = GossipNode("n0", learner, store.train_data(), StaticSampler("n0", [], np.random.default_rng(0)),
                       GossipConfig(), np.random.default_rng(1))
+    return node, store
+
+
+def test_node_takes_new_examples_into_its_data_and_its_scaling():
+    node, store = node_on_ten_rows()
     assert node.stats.count == 10
     before = store.train_data()
     X, y = rows(10, 30)
@@ -191,12 +197,8 @@ def test_node_takes_new_examples_into_its_data_and_its_scaling():
 def test_node_can_take_a_pass_over_new_examples_at_once():
     """The daemon trains on arriving rows when they arrive: the age rises by their number,
     with the statistics that include them; the older examples are not revisited."""
-    schema = Schema.classification(2, 3)
-    learner = make_learner("logreg", schema, LearnerConfig(), scaling=Scaling.network())
-    store = ExampleStore(schema, 1000, 0.0, np.random.default_rng(0))
-    store.append(*rows(0, 10))
-    node = GossipNode("n0", learner, store.train_data(), StaticSampler("n0", [], np.random.default_rng(0)),
-                      GossipConfig(), np.random.default_rng(1))
+    node, store = node_on_ten_rows()
+    twin, _ = node_on_ten_rows()  # the same seeds: its training stream is node's
     before = node.state
     got = store.append(*rows(10, 7))
     node.use_data(store.train_data(), got.new_train, train=True)
@@ -204,7 +206,5 @@ def test_node_can_take_a_pass_over_new_examples_at_once():
     assert not np.array_equal(node.state.params, before.params)
     assert node.stats.count == 17
     # The same pass, by hand: one update on the 7 new rows under the pooled statistics.
-    again = GossipNode("n0", learner, store.train_data(), StaticSampler("n0", [], np.random.default_rng(0)),
-                       GossipConfig(), np.random.default_rng(1))
-    expected = learner.update(before, got.new_train, again._learn_rng, node.stats)
+    expected = twin.learner.update(before, got.new_train, twin._learn_rng, node.stats)
     np.testing.assert_allclose(node.state.params, expected.params, rtol=1e-6)

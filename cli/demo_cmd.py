@@ -105,7 +105,9 @@ def demo(nodes: int, dataset: str, target: float, time_limit: float, gossip_inte
         else:
             console.print(f"[yellow]mean accuracy {mean:.3f} after {elapsed:.1f} s: target {target:.2f} not reached")
         best_k, best = max(((k, st) for k, (_, st) in enumerate(rows) if st), key=lambda kv: kv[1]["evaluation"]["accuracy"] or 0)
-        with urllib.request.urlopen(procs[best_k].url + "/v1/model?format=onnx", timeout=30) as resp:
+        request = urllib.request.Request(procs[best_k].url + "/v1/model?format=onnx",
+                                         headers={"Authorization": f"Bearer {procs[best_k].admin_token}"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
             onnx_bytes = resp.read()
         path = (workdir / "best-model.onnx").resolve()
         path.write_bytes(onnx_bytes)

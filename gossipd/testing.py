@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ class DaemonProc:
     args: list[str]
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
+    #: run in the child before exec (e.g. resource limits); None for none
+    preexec_fn: Callable[[], None] | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -38,7 +41,7 @@ class DaemonProc:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*GOSSIPD, "--listen", "127.0.0.1:0", "--state-dir", str(self.state_dir), *self.args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=self.preexec_fn)
         return self
 
     def wait_ready(self, timeout: float = 90.0) -> str:
@@ -52,6 +55,11 @@ class DaemonProc:
                 return self.url
             time.sleep(0.1)
         raise TimeoutError(f"gossipd did not come up in {timeout}s:\n{self.log()[-3000:]}")
+
+    @property
+    def admin_token(self) -> str:
+        """The token its admin endpoints want (the default STATE_DIR/admin-token, made at first start)."""
+        return (self.state_dir / "admin-token").read_text().strip()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

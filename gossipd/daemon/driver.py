@@ -3,6 +3,12 @@
 The same GossipNode and Cyclon sampler the simulator drives; this module only
 adds time (``loop.time()``), transport (aiohttp), a trainer thread, checkpoints,
 signals and sd_notify.
+
+Every peer message goes through one :class:`~gossipd.daemon.gate.PeerGate`
+(sealed with the keyring when there is one, addresses screened, refusals
+counted); the listening socket through a
+:class:`~gossipd.daemon.server.ConnectionGuard` (connection cap, header
+timeout). SIGHUP re-reads the keyring and the admin token.
 """
 
 from __future__ import annotations
@@ -18,16 +24,22 @@ from typing import Any
 import numpy as np
 
 from gossipd import wire
+from gossipd.addresses import AddressError, PeerPolicy, parse_address
 from gossipd.core.learner import Learner, LocalData
 from gossipd.core.messages import Message, ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipNode
 from gossipd.core.state import ModelState
-from gossipd.daemon.config import NodeConfig
-from gossipd.daemon.http import Api, PeerClient, PeerError, ip_allowed
+from gossipd.daemon import credentials
+from gossipd.daemon.config import NodeConfig, is_loopback
+from gossipd.daemon.gate import PeerGate
+from gossipd.daemon.http import Api, NotExportable, PeerClient, PeerError, ip_allowed
 from gossipd.daemon.metrics import Metrics, MetricsSnapshot
+from gossipd.daemon.server import ConnectionGuard, GuardedSite, ServerLimits, fd_limit
 from gossipd.daemon.sdnotify import Notifier
 from gossipd.daemon.store import Checkpoint, Store, atomic_write
 from gossipd.data import DataError, load_dataset, node_share
+from gossipd.envelope import PeerCodec
+from gossipd.security import Keyring, ReplayGuard
 from gossipd.version import VERSION
 from peer_sampling.cyclon import Cyclon
 
@@ -56,6 +68,13 @@ class Daemon:
         self.node: GossipNode | None = None
         self.sampler: Cyclon = None  # type: ignore[assignment]
         self.address = ""
+        self.body_timeout = config.body_timeout
+        self.policy = PeerPolicy.from_cidrs(config.security.peer_allow)
+        self.keyring: Keyring | None = None
+        self._admin_token = ""
+        self.gate: PeerGate | None = None  # with the learner: the codec checks architecture and size
+        self.guard = ConnectionGuard(ServerLimits(config.max_connections, config.header_timeout),
+                                     report=self._report_http_error)
 
     # -- start-up ---------------------------------------------------------------
 
@@ -76,25 +95,40 @@ class Daemon:
         from aiohttp import web
 
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._load_data)  # sklearn + torch set-up, off the loop
         self.store.ensure()
+        server_ssl, client_ssl = self._load_secrets()  # a bad key or certificate stops us before anything else
+        await loop.run_in_executor(None, self._load_data)  # sklearn + torch set-up, off the loop
         self.node_id = self.store.node_id(self.config.node_id)
         host, port = self.config.host_port
         self.metrics = Metrics(self.metrics_snapshot)
-        self._runner = web.AppRunner(Api(self).app(), access_log=None, shutdown_timeout=3.0)
+        limits = self.guard.limits.within_fd_limit(fd_limit())
+        if limits != self.guard.limits:
+            log.warning("max_connections %d does not fit the file descriptor limit (ulimit -n %s); serving at "
+                        "most %d connections (raise LimitNOFILE= to serve more)", self.guard.limits.max_connections,
+                        fd_limit(), limits.max_connections)
+            self.guard.limits = limits
+        self._runner = web.AppRunner(Api(self).app(middlewares=(self.guard.middleware,)), access_log=None,
+                                     shutdown_timeout=3.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = GuardedSite(self._runner, self.guard, host, port, ssl_context=server_ssl)
         try:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
             raise StartupError(f"listen: cannot bind {self.config.listen}: {exc.strerror or exc}") from None
         bound_port = self._runner.addresses[0][1]  # the real port when listening on port 0
-        self.address = (self.config.advertise or f"http://{_url_host(host)}:{bound_port}").rstrip("/")
+        scheme = "https" if server_ssl is not None else "http"
+        self.address = self.config.advertise or f"{scheme}://{_url_host(host)}:{bound_port}"
+        try:
+            parse_address(self.address)  # peers seal for this exact string: it must be the canonical one
+        except AddressError as exc:
+            await self._runner.cleanup()
+            raise StartupError(f"advertise: {exc}; set advertise to this node's URL") from None
+        self._build_gate()
         self._build_node(loop.time())
         # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
         atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
-        self.client = PeerClient(self.config.request_timeout, self.max_body)
+        self.client = PeerClient(self.config.request_timeout, self.max_body, self.policy, client_ssl)
         await loop.run_in_executor(self._trainer, self._evaluate)
         for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop()):
             self._spawn(coro)
@@ -103,6 +137,67 @@ class Daemon:
                  "dataset %s share %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,
                  self.learner.spec, self.learner.fingerprint, self.learner.n_params, self.config.data.dataset,
                  self.config.data.share)
+
+    def _load_secrets(self) -> tuple[Any, Any]:
+        """Keyring, admin token and TLS contexts, or StartupError with one line. (server, client) SSL contexts."""
+        from gossipd.daemon.tls import TLSError, client_context, server_context
+
+        sec, tls = self.config.security, self.config.tls
+        try:
+            self.keyring = credentials.load_keyring(sec.keyring)
+            self._admin_token = credentials.load_admin_token(sec.admin_token_file, self.store.dir, create=True)
+        except (credentials.CredentialError, OSError) as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            server_ssl = None
+            if tls.enabled:
+                server_ssl = server_context(tls.cert, tls.key, ca=tls.ca,  # type: ignore[arg-type]
+                                            require_client_cert=tls.require_client_cert)
+            client_ssl = client_context(ca=tls.ca, cert=tls.cert, key=tls.key)
+        except TLSError as exc:
+            raise StartupError(str(exc)) from None
+        for setting, path in (("security.keyring", sec.keyring),
+                              ("security.admin_token_file",
+                               credentials.admin_token_path(sec.admin_token_file, self.store.dir))):
+            warning = credentials.permission_warning(setting, path) if path else None
+            if warning:
+                log.warning("%s", warning)
+        host, _ = self.config.host_port
+        if self.keyring is None and not is_loopback(host):
+            log.warning("listening on %s without a keyring (insecure = true): anyone who can reach this port can "
+                        "push models and fill the peer view; see docs/security.md", self.config.listen)
+        return server_ssl, client_ssl
+
+    def _build_gate(self) -> None:
+        codec = PeerCodec(self.config.cluster, self.address, self.keyring, expected_arch=self.learner.fingerprint,
+                          expected_params=self.learner.n_params, max_bytes=self.max_body,
+                          guard=ReplayGuard(window=self.config.security.replay_window))
+        self.gate = PeerGate(codec, self.policy, on_drop=self._report_dropped)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the keyring and the admin token; on any problem keep the old one and say why."""
+        sec = self.config.security
+        if sec.keyring:
+            try:
+                keyring = credentials.load_keyring(sec.keyring)
+            except credentials.CredentialError as exc:
+                log.error("reload: keyring not changed: %s", exc)
+            else:
+                assert keyring is not None
+                self.keyring = keyring
+                if self.gate is not None:
+                    self.gate.reload(keyring)
+                log.info("reload: keyring %s: keys %s; sealing with %s", sec.keyring, ", ".join(keyring.ids()),
+                         keyring.primary.hex_id)
+                warning = credentials.permission_warning("security.keyring", sec.keyring)
+                if warning:
+                    log.warning("%s", warning)
+        else:
+            log.info("reload: no keyring configured (security.keyring); peer messages stay plain")
+        try:
+            self._admin_token = credentials.load_admin_token(sec.admin_token_file, self.store.dir)
+        except credentials.CredentialError as exc:
+            log.error("reload: admin token not changed: %s", exc)
 
     def _build_node(self, now: float) -> None:
         cfg = self.config
@@ -156,7 +251,7 @@ class Daemon:
         msg = send.message
         path = "/v1/gossip/model" if isinstance(msg, ModelMessage) else "/v1/gossip/shuffle"
         try:
-            status, body = await self.client.post(send.peer, path, wire.encode(msg, cluster=self.config.cluster))
+            status, body = await self.client.post(send.peer, path, self.gate.seal(msg, send.peer))
         except PeerError as exc:
             log.info("peer unreachable, dropped from view: %s", exc)
             self.node.on_send_failed(self.now(), send.peer)
@@ -171,13 +266,13 @@ class Daemon:
             return
         if isinstance(msg, ShuffleRequest):
             try:
-                reply = wire.decode(body, cluster=self.config.cluster, max_bytes=self.max_body)
+                reply = self.gate.open_reply(body, send.peer)
             except wire.WireError as err:
-                log.warning("bad shuffle reply from %s: %s", send.peer, err.detail)
+                self.node.counters.rejected += 1
+                log.warning("bad shuffle reply from %s: %s (%s)", send.peer, err.code, err.detail)
                 self.node.on_send_failed(self.now(), send.peer)
                 return
-            if isinstance(reply, ShuffleReply):
-                self.node.on_shuffle_reply(self.now(), reply)
+            self.node.on_shuffle_reply(self.now(), reply)
 
     async def apply_model(self, msg: ModelMessage) -> float:
         """Merge and train in the trainer thread (one at a time); the loop stays free. The new age."""
@@ -216,20 +311,28 @@ class Daemon:
         return self.node is None
 
     def decode(self, body: bytes) -> Message:
-        return wire.decode(body, cluster=self.config.cluster, expected_arch=self.learner.fingerprint,
-                           expected_params=self.learner.n_params, max_bytes=self.max_body)
+        return self.gate.open(body)
 
     def count_rejected(self, code: str) -> None:
         self.node.counters.rejected += 1
+        self.gate.count(code)
+
+    def _report_dropped(self, sender: str, dropped: tuple[tuple[str, str], ...]) -> None:
+        log.warning("dropped %d address%s from %s's shuffle: %s", len(dropped), "" if len(dropped) == 1 else "es",
+                    sender, "; ".join(reason for _, reason in dropped[:3]))
+
+    def _report_http_error(self, kind: str, remote: str, detail: str, exc: BaseException | None) -> None:
+        log.warning("HTTP %s from %s: %s", kind, remote, detail, exc_info=exc)
 
     def busy_reason(self) -> str | None:
         if self.pending >= self.config.max_pending:
             return f"{self.pending} models already wait for training; try later"
         return None
 
-    def answer_shuffle(self, msg: ShuffleRequest) -> bytes:
+    def answer_shuffle(self, msg: ShuffleRequest) -> bytes | bytearray:
         reply = self.node.on_shuffle_request(self.now(), msg) or ShuffleReply(self.address, ())
-        return wire.encode(reply, cluster=self.config.cluster)
+        # Sealed for the requester: the seal proved msg.sender is the address it advertises.
+        return self.gate.seal(reply, msg.sender)
 
     def peers_report(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "advertise": self.address,
@@ -249,9 +352,12 @@ class Daemon:
         return MetricsSnapshot(
             counters=node.counters.as_dict(), model_age=node.state.age, model_params=node.state.size,
             peers=len(node.sampler.peers()), pending_updates=self.pending,
-            uptime_seconds=time.monotonic() - self.started, accuracy=self.evaluation.get("accuracy"))
+            uptime_seconds=time.monotonic() - self.started, accuracy=self.evaluation.get("accuracy"),
+            rejections=dict(self.gate.rejections), dropped_addresses=self.gate.dropped_addresses,
+            connections=self.guard.stats())
 
     def model_msgpack(self) -> bytes:
+        # Plain, never sealed: the admin export, for tools outside the cluster (gossip export, scripts).
         state = self.node.state
         msg = ModelMessage(self.address, self.learner.fingerprint, state.age, state.params)
         return wire.encode(msg, cluster=self.config.cluster)
@@ -259,8 +365,12 @@ class Daemon:
     def model_onnx(self) -> tuple[bytes, str]:
         from gossipd.export import export_onnx_bytes
 
-        data = export_onnx_bytes(self.learner, self.node.state, metadata={"gossipd.node_id": self.node_id},
-                                 check_X=self.X_test if len(self.X_test) else None)
+        try:
+            data = export_onnx_bytes(self.learner, self.node.state, metadata={"gossipd.node_id": self.node_id},
+                                     check_X=self.X_test if len(self.X_test) else None)
+        except Exception as exc:  # whatever torch.onnx or onnxruntime raise: a 409 with the reason, never a 500
+            log.warning("ONNX export failed: %s", exc, exc_info=not isinstance(exc, (ValueError, RuntimeError)))
+            raise NotExportable(" ".join(str(exc).split())[:500] or type(exc).__name__) from None
         return data, f"gossipd-{self.node_id}.onnx"
 
     def admin_denied(self, remote: str | None) -> str | None:
@@ -268,8 +378,14 @@ class Daemon:
             return None
         return f"admin calls are not allowed from {remote} (admin_allow: {', '.join(self.config.admin_allow)})"
 
+    def admin_token(self) -> str:
+        return self._admin_token
+
     def own_address(self) -> str:
         return self.address
+
+    def check_peer(self, url: str) -> str:
+        return self.policy.check(url).url
 
     def join(self, url: str) -> dict[str, Any]:
         for send in self.node.join(self.now(), url):
@@ -292,6 +408,9 @@ class Daemon:
                       "params": self.learner.n_params, "age": state.age},
             "peers": len(self.node.sampler.peers()),
             "counters": self.node.counters.as_dict(),
+            "security": {**self.gate.report(), "tls": self.config.tls.enabled,
+                         "client_cert_required": self.config.tls.require_client_cert},
+            "connections": self.guard.stats(),
             "pending": self.pending,
             "evaluation": self.evaluation,
             "data": {"dataset": self.config.data.dataset, "share": self.config.data.share,
@@ -389,6 +508,7 @@ async def serve(config: NodeConfig) -> None:
     # it must still get the graceful path.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)  # systemctl reload: re-read keyring and token
     await daemon.start()
     await daemon.wait_stopped()
     await daemon.stop()

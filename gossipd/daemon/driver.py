@@ -14,6 +14,7 @@ timeout). SIGHUP re-reads the keyring and the admin token.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -132,6 +133,10 @@ class Daemon:
         await loop.run_in_executor(self._trainer, self._evaluate)
         for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop()):
             self._spawn(coro)
+        # Everything loaded so far (torch, scikit-learn, the data: millions of objects) lives as long as
+        # the process: keep it out of the cyclic garbage collector, whose full passes over it stalled
+        # the event loop for hundreds of milliseconds under a connection flood.
+        gc.freeze()
         self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
         log.info("gossipd %s node %s listening on %s, advertising %s, cluster %s, model %s (%s, %d params), "
                  "dataset %s share %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,

@@ -27,7 +27,9 @@ timeout rather than by the cap.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
 import socket
 from collections import OrderedDict
 from collections.abc import Callable
@@ -40,8 +42,16 @@ from aiohttp.web_protocol import RequestHandler
 __all__ = ["ConnectionGuard", "GuardedSite", "JsonErrorHandler", "ServerLimits", "fd_limit"]
 
 #: File descriptors kept for the daemon itself (logs, checkpoints, outgoing peer
-#: connections, the event loop) and for a batch of accepts in flight.
+#: connections, the event loop) and for connections between accept() and the
+#: guard (a few accept batches) or between eviction and close (one batch).
 FD_RESERVE = 256
+#: Connections asyncio accepts per wake-up. asyncio hands them to the guard (and
+#: closes evicted ones) only on later loop iterations, so a large batch under a
+#: connection flood holds hundreds of descriptors the cap does not see yet.
+ACCEPT_BATCH = 32
+#: The kernel's queue of connections not accepted yet: deep, so that a flood
+#: makes a probe wait its turn (milliseconds) instead of losing its SYN (1 s).
+LISTEN_QUEUE = 1024
 
 ErrorReport = Callable[[str, str, str, "BaseException | None"], None]
 """``report(kind, remote, detail, exc)``: one refused or failed request, for a rate-limited log."""
@@ -64,13 +74,15 @@ class ServerLimits:
     max_line_size: int = 8190
     max_field_size: int = 8190
     max_headers: int = 64
+    #: the longest first request head a connection may send (peers and tools send a few hundred
+    #: bytes); it is buffered before aiohttp sees it, so this bounds a slow client's memory
+    max_head: int = 16384
 
     def within_fd_limit(self, limit: int | None) -> ServerLimits:
         """These limits with ``max_connections`` lowered to fit ``limit`` descriptors (at least 16)."""
         if limit is None or self.max_connections <= limit - FD_RESERVE:
             return self
-        return ServerLimits(max(16, limit - FD_RESERVE), self.header_timeout, self.max_line_size,
-                            self.max_field_size, self.max_headers)
+        return dataclasses.replace(self, max_connections=max(16, limit - FD_RESERVE))
 
 
 def _refusal(status: int, reason: str, code: str, detail: str) -> bytes:
@@ -81,12 +93,15 @@ def _refusal(status: int, reason: str, code: str, detail: str) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
-    """One accepted connection: forwards to aiohttp's handler once the guard admits it."""
+    """One accepted connection. aiohttp's handler (a parser and a task: the costly part) is made
+    only once the first request head is complete; until then the bytes wait here, so a slow client
+    costs this small object and a timer."""
 
     def __init__(self, guard: ConnectionGuard) -> None:
         self.guard = guard
         self.handler: asyncio.Protocol | None = None
         self.transport: asyncio.Transport | None = None
+        self.head: bytearray | None = bytearray()  # the first request head, until it is complete
         self.busy = 0  # requests in progress (0 or 1: HTTP/1.1 without pipelining)
         self.served = 0
         self.counted = False
@@ -96,13 +111,28 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        if self.guard.admit(self):
-            self.handler = self.guard.make_handler()
-            self.handler.connection_made(transport)
+        if not self.guard.admit(self):
+            self.head = None
 
     def data_received(self, data: bytes) -> None:
         if self.handler is not None:
             self.handler.data_received(data)
+            return
+        if self.head is None or not self.counted:
+            return  # refused or evicted: nothing more to read
+        start = max(0, len(self.head) - 3)
+        self.head += data
+        if b"\r\n\r\n" in self.head[start:] or b"\n\n" in self.head[start:]:
+            head, self.head = bytes(self.head), None
+            self.handler = self.guard.make_handler()
+            self.handler.connection_made(self.transport)  # type: ignore[arg-type]
+            self.handler.data_received(head)
+        elif len(self.head) > self.guard.max_head:
+            self.head = None
+            assert self.transport is not None
+            self.transport.write(_refusal(431, "Request Header Fields Too Large", "bad_request",
+                                          f"the request head is longer than {self.guard.max_head} bytes"))
+            self.guard.drop(self)
 
     def eof_received(self) -> bool | None:
         return self.handler.eof_received() if self.handler is not None else None
@@ -162,6 +192,14 @@ class ConnectionGuard:
 
     def __call__(self) -> asyncio.Protocol:
         return _Connection(self)
+
+    @property
+    def max_head(self) -> int:
+        return self.limits.max_head
+
+    def drop(self, conn: _Connection) -> None:
+        self._forget(conn)
+        conn.close()
 
     def stats(self) -> dict[str, int]:
         return {"open": self.open, "max": self.limits.max_connections, "refused": self.refused,
@@ -278,8 +316,8 @@ class GuardedSite(web.BaseSite):
     """A TCP site whose connections go through a :class:`ConnectionGuard` to :class:`JsonErrorHandler`."""
 
     def __init__(self, runner: web.BaseRunner, guard: ConnectionGuard, host: str, port: int, *,
-                 ssl_context: Any = None, backlog: int = 128) -> None:
-        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+                 ssl_context: Any = None) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=ACCEPT_BATCH)
         self._guard = guard
         self._host = host
         self._port = port
@@ -311,3 +349,8 @@ class GuardedSite(web.BaseSite):
         self._server = await loop.create_server(
             guard, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog, reuse_address=True,
             family=socket.AF_UNSPEC, **extra)
+        # asyncio uses one number for the kernel queue and its accept batch; deepen the queue only
+        # (listen() on a listening socket resizes it; the dup shares the socket).
+        for listening in self._server.sockets:
+            with socket.socket(fileno=os.dup(listening.fileno())) as dup:
+                dup.listen(LISTEN_QUEUE)

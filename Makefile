@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 # The CPU build of torch is installed first: an unpinned torch would make pip
 # pick a multi-GB CUDA build here. pyproject.toml keeps torch>=2.2 for users.
 TORCH_SPEC ?= torch==2.13.0
+# Then the project with its dev and ray extras (`gossip sweep` runs on Ray, and its
+# test runs a real local Ray).
 STAMP := $(VENV)/.installed
 
 .PHONY: setup test demo bench docs clean system-deps
@@ -13,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 # systemd-analyze checks the unit files in the tests; install it when missing
@@ -36,14 +38,18 @@ demo: setup
 	$(VENV)/bin/gossip demo
 
 # Generated documentation: the example config from the setting declarations
-# (tests/test_daemon_config.py fails when the committed copy is stale).
+# (tests/test_daemon_config.py fails when the committed copy is stale), and the
+# outputs README.md shows, by running the commands it shows (a few minutes).
 docs: setup
 	$(VENV)/bin/gossipd --print-config-example > systemd/gossipd.toml
+	$(PY) docs/gen_readme_outputs.py
 
 bench: setup
 	$(PY) bench/simulation.py
+	$(PY) bench/learner.py
 	$(PY) bench/wire.py
 	$(PY) bench/daemon.py
+	$(PY) bench/startup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

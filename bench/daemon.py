@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from gossipd import wire
-from gossipd.data import load_dataset, node_share
+from gossipd.data import load_dataset, make_scaling, node_share
 from gossipd.testing import DaemonProc, stop_all
-from gossipd.core.learner import Learner, LocalData
+from gossipd.core.learner import LocalData, make_learner
+from gossipd.core.scaling import FeatureStats
 from gossipd.core.messages import ModelMessage
 from gossipd.core.node import GossipConfig, GossipNode
 from peer_sampling.topology import StaticSampler
@@ -37,7 +38,7 @@ SHARE = "1/8"
 async def load(url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, float]:
     ok = busy = other = 0
     deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession(headers={"Content-Type": "application/msgpack"}) as session:
+    async with aiohttp.ClientSession(headers={"Content-Type": "application/x-msgpack"}) as session:
         async def worker() -> None:
             nonlocal ok, busy, other
             while time.monotonic() < deadline:
@@ -59,13 +60,14 @@ def in_process_rate(spec: str, body: bytes, fingerprint: str, n_params: int, sec
     """decode + merge + train without HTTP: the ceiling the daemon's overhead is measured against."""
     ds = load_dataset("digits")
     X, y, _, _ = node_share(ds, SHARE, "iid")
-    learner = Learner(spec, ds.n_features, ds.n_classes)
+    learner = make_learner(spec, ds.schema, scaling=make_scaling("network", ds.schema))  # as the daemon
     assert learner.fingerprint == fingerprint and learner.n_params == n_params
-    node = GossipNode("bench", learner, LocalData.from_numpy(X, y, ds.n_classes),
+    node = GossipNode("bench", learner, LocalData.for_schema(X, y, ds.schema),
                       StaticSampler("bench", [], np.random.default_rng(0)), GossipConfig(), np.random.default_rng(0))
     count, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        msg = wire.decode(body, cluster="default", expected_arch=fingerprint, expected_params=n_params)
+        msg = wire.decode(body, cluster="default", expected_arch=fingerprint, expected_params=n_params,
+                          expected_stats=learner.schema.n_stat_columns)
         node.on_model(0.0, msg)  # type: ignore[arg-type]
         count += 1
     return count / (time.perf_counter() - started)
@@ -91,7 +93,9 @@ def main() -> None:
                 status = json.loads(resp.read())
             n, fp = status["model"]["params"], status["model"]["fingerprint"]
             params = np.random.default_rng(0).normal(0, 0.01, n).astype(np.float32)
-            body = wire.encode(ModelMessage("http://127.0.0.1:1", fp, 1000.0, params), cluster="default")
+            k = status["model"]["stat_columns"]  # the sender's scaling statistics (network scaling)
+            stats = FeatureStats(100.0, np.zeros(k), np.ones(k)) if k else None
+            body = wire.encode(ModelMessage("http://127.0.0.1:1", fp, 1000.0, params, stats), cluster="default")
             http = asyncio.run(load(url, body, args.seconds, args.concurrency))
         finally:
             stop_all([proc])

@@ -57,18 +57,21 @@ def main() -> None:
     remote = learner.initial_state()
     t0 = time.perf_counter()
     for _ in range(updates):
-        state = learner.update(state, data, rng)
+        state = learner.update(state, data, rng, node.stats)
     bare_s = time.perf_counter() - t0
     t0 = time.perf_counter()
+    stats = node.stats
     for _ in range(updates):
         merge_age(state, remote)
+        if stats is not None:  # network scaling: the statistics merge with every model
+            stats.merge(stats)
     merge_s = time.perf_counter() - t0
 
     # Evaluation is part of the run but not of the gossip: time one round of it.
     X_test, y_test = torch.from_numpy(sim.dataset.X_test), torch.from_numpy(sim.dataset.y_test)
     t0 = time.perf_counter()
     for n in sim.nodes:
-        learner.evaluate(n.state, X_test, y_test)
+        learner.evaluate(n.state, X_test, y_test, n.stats)
     eval_round_s = time.perf_counter() - t0
 
     print(f"simulation: digits/logreg, {config.nodes} nodes, {config.cycles} cycles, sampler cyclon, "
@@ -81,7 +84,7 @@ def main() -> None:
     print(f"  examples per node (node 0)         {len(data):8d}")
     print("yardstick (same number of calls, no event loop):")
     print(f"  bare Learner.update                {bare_s:8.2f} s   ({updates / bare_s:,.0f} updates/s)")
-    print(f"  bare merge_age                     {merge_s:8.2f} s")
+    print(f"  bare merge_age (+ stats merge)     {merge_s:8.2f} s")
     print(f"  evaluation, {evals} rounds of {config.nodes} nodes ~{evals * eval_round_s:5.2f} s")
     print(f"  run / bare update                  {run_s / bare_s:8.2f} x")
     print(f"  run / (bare update + merge + eval) {run_s / (bare_s + merge_s + evals * eval_round_s):8.2f} x")

@@ -13,16 +13,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from cli.errors import UserError
-from gossipd.wire import PROTOCOL_VERSION, SUPPORTED_VERSIONS
+
+if TYPE_CHECKING:
+    import aiohttp
+
+# aiohttp and gossipd.wire (numpy, msgpack) are imported when a request is made,
+# not when the CLI starts: `gossip status --help` should not wait for them.
 
 #: The admin token, when --token-file is not given.
 TOKEN_ENV = "GOSSIP_ADMIN_TOKEN"
@@ -101,27 +103,6 @@ def admin_token(token_file: Path | None) -> str | None:
     return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
-def describe_exception(exc: BaseException, timeout: float) -> str:
-    """A short reason for a failed request: 'connection refused', 'timed out after 3s', ..."""
-    if isinstance(exc, asyncio.TimeoutError):
-        return f"timed out after {timeout:g}s"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        os_err = exc.os_error
-        if isinstance(os_err, socket.gaierror):
-            return f"unknown host {exc.host!r} ({os_err.strerror or os_err})"
-        if isinstance(os_err, ConnectionRefusedError):
-            return "connection refused"
-        return (getattr(os_err, "strerror", None) or str(os_err) or type(os_err).__name__).strip()
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection without answering"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return f"broken response ({exc})"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"bad HTTP response ({exc.message})"
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _one_line(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -141,6 +122,10 @@ class Client:
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
+        import aiohttp
+
+        from gossipd.wire import PROTOCOL_VERSION
+
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             connector=aiohttp.TCPConnector(limit=self._limit),
@@ -159,6 +144,8 @@ class Client:
                       admin: bool = False) -> tuple[int, str, bytes]:
         """(status, content type, body) of one request, or Unreachable; ``admin`` sends the token."""
         assert self._session is not None, "use Client as 'async with'"
+        import aiohttp
+
         headers = {"Authorization": f"Bearer {self.token}"} if admin and self.token else None
         try:
             async with self._session.request(method, url + path, json=json_body, allow_redirects=False,
@@ -171,6 +158,8 @@ class Client:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             if isinstance(exc, UserError):
                 raise
+            from gossipd.daemon.reasons import describe_exception
+
             raise Unreachable(f"cannot reach {url}: {describe_exception(exc, self.timeout)}") from None
 
     async def request_json(self, method: str, url: str, path: str, *, json_body: Any = None,
@@ -197,6 +186,8 @@ class Client:
         try:
             data = await self.request_json("GET", url, "/v1/status")
         except DaemonError as exc:  # e.g. a JSON API that is not ours answering 404
+            if exc.code == "starting":
+                raise
             raise NotGossipd(f"{url} is not a gossipd node (GET /v1/status answered HTTP {exc.status})") from None
         if not isinstance(data, dict):
             raise NotGossipd(f"{url} is not a gossipd node (GET /v1/status answered JSON {type(data).__name__}, "
@@ -211,6 +202,8 @@ class Client:
         try:
             data = await self.request_json("GET", url, "/v1/peers")
         except DaemonError as exc:
+            if exc.code == "starting":
+                raise
             raise NotGossipd(f"{url} is not a gossipd node (GET /v1/peers answered HTTP {exc.status})") from None
         if not isinstance(data, dict) or any(f not in data for f in PEERS_FIELDS) \
                 or not isinstance(data["peers"], list):
@@ -256,6 +249,8 @@ def _refused(url: str, what: str, status: int, data: dict[str, Any]) -> DaemonEr
 
 
 def check_protocol(url: str, protocol: Any) -> None:
+    from gossipd.wire import SUPPORTED_VERSIONS
+
     if not isinstance(protocol, int) or isinstance(protocol, bool):
         raise NotGossipd(f"{url} is not a gossipd node (status 'protocol' is {protocol!r}, not a version number)")
     if protocol not in SUPPORTED_VERSIONS:

@@ -19,14 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from cli.client import Client, NetworkError, check_url, run
 from cli.errors import UserError
 from cli.inspect_cmd import console, emit_json, fmt_acc, fmt_age
-from gossipd.overlay import components, indegree_stats
 
 REACHED = "ok"
 UNREACHABLE = "unreachable"
@@ -164,6 +162,10 @@ def first_address(report: NodeReport, start: str) -> str:
 
 def assemble(start: str, order: list[str], nodes: dict[str, NodeReport], *, elapsed: float, not_visited: int,
              deadline_hit: bool, max_nodes_hit: bool, settings: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np  # here, not at import: `gossip crawl --help` should answer at once
+
+    from gossipd.overlay import components, indegree_stats
+
     index = {u: i for i, u in enumerate(order)}
     n = len(order)
     reached = np.array([nodes[u].state == REACHED for u in order], dtype=bool)
@@ -212,6 +214,8 @@ def assemble(start: str, order: list[str], nodes: dict[str, NodeReport], *, elap
 def spread(values: list[float]) -> dict[str, Any]:
     if not values:
         return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    import numpy as np
+
     a = np.asarray(values, dtype=float)
     return {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
             "max": float(a.max())}

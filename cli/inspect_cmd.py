@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.client import TOKEN_ENV, Client, CommandFailed, admin_token, check_url, run
+from cli.client import TOKEN_ENV, Client, CommandFailed, DaemonError, NotGossipd, Unreachable, admin_token, check_url, run
 from cli.errors import UserError
 from gossipd.files import atomic_write
 
@@ -219,6 +219,56 @@ def join(url: str, peer_url: str, as_json: bool, timeout: float, token_file: Pat
                     highlight=False)
 
 
+# -- wait -------------------------------------------------------------------------
+
+
+@click.command(short_help="Wait until a node serves (or, with --ready, knows a peer).")
+@url_argument()
+@click.option("--ready", is_flag=True, help="wait for /readyz: model loaded and at least one peer known")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="seconds to wait in all")
+def wait(url: str, ready: bool, timeout: float) -> None:
+    """Wait until the node at URL serves its API: for scripts, instead of sleep.
+
+    Polls every 0.2 s until GET /v1/status answers (the model is loaded), or
+    with --ready until GET /readyz says ready. Exit 0 then, with one line;
+    exit 1 after --timeout seconds, or at once if URL is not a gossipd.
+
+    \b
+    Example:
+      gossipd --listen 127.0.0.1:7070 --state-dir /tmp/a & gossip wait http://127.0.0.1:7070
+      gossip wait http://127.0.0.1:7071 --ready --timeout 30 && gossip crawl http://127.0.0.1:7071
+    """
+    st = run(_wait(url, ready, timeout))
+    what = "ready" if ready else "up"
+    console().print(escape(f"{url} is {what}: node {st.get('node_id')}, model age {fmt_age(st['model'].get('age'))}, "
+                           f"{st.get('peers')} peer{'' if st.get('peers') == 1 else 's'}"), highlight=False)
+
+
+async def _wait(url: str, ready: bool, timeout: float) -> dict[str, Any]:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    reason = "no answer yet"
+    async with Client(min(2.0, timeout)) as c:
+        while True:
+            try:
+                if ready:
+                    code, _, _ = await c.request("GET", url, "/readyz")
+                    if code not in (200, 503):
+                        raise NotGossipd(f"{url} is not a gossipd node (GET /readyz answered HTTP {code})")
+                    if code == 503:
+                        raise DaemonError(f"{url} is not ready yet", 503, "not_ready")
+                return await c.status(url)
+            except (Unreachable, DaemonError) as exc:
+                if isinstance(exc, DaemonError) and exc.status != 503:
+                    raise
+                reason = str(exc)
+            if time.monotonic() + 0.2 > deadline:
+                raise CommandFailed(f"{url} not {'ready' if ready else 'up'} after {timeout:g} s ({reason})")
+            await asyncio.sleep(0.2)
+
+
 # -- export -----------------------------------------------------------------------
 
 
@@ -265,33 +315,35 @@ def export(url: str | None, output: Path, state_dir: Path | None, as_json: bool,
             ("source", report["source"]), ("node_id", str(report.get("node_id"))),
             ("model", f"{report.get('spec')} (fingerprint {report.get('fingerprint')})"),
             ("model age", fmt_age(report.get("age"))),
+            ("task", str(report.get("task"))),
+            ("input", "; ".join(_io(v) for v in report["signature"]["inputs"])),
+            ("outputs", "; ".join(_io(v) for v in report["signature"]["outputs"])),
             ("onnxruntime", report["check"])]
     console().print(kv_table("exported model", rows))
 
 
-def _verify_onnx(data: bytes, what: str) -> tuple[dict[str, str], str]:
-    """Load the model with onnxruntime, run it once; (metadata, one-line check summary)."""
+def _verify_onnx(data: bytes, what: str) -> tuple[dict[str, str], str, dict[str, Any]]:
+    """Load the model with onnxruntime, run it once on two rows of zeros;
+    (metadata, one-line check summary, input/output signature)."""
     import numpy as np
-    import onnxruntime as ort
 
-    from gossipd.export import read_metadata
+    from gossipd.export import read_metadata, run_onnx, signature, signature_text
 
     try:
         meta = read_metadata(data)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        n_features = inp.shape[1]
-        if not isinstance(n_features, int):
-            raise ValueError(f"input {inp.name} has no fixed feature count ({inp.shape})")
-        (out,) = sess.run(None, {inp.name: np.zeros((2, n_features), dtype=np.float32)})
+        sig = signature(data)
+        n_features = sig["inputs"][0]["shape"][1]
+        if not isinstance(n_features, int) or n_features < 1:
+            raise ValueError(f"input {sig['inputs'][0]['name']} has no fixed feature count")
+        run_onnx(data, np.zeros((2, n_features), dtype=np.float32))
     except Exception as exc:  # onnx / onnxruntime raise many unrelated types on a bad file
         raise CommandFailed(f"{what} is not a loadable ONNX model ({type(exc).__name__}: "
                             f"{' '.join(str(exc).split())[:200]})") from None
-    return meta, f"loads; input [batch, {n_features}] -> logits {list(out.shape[1:])}"
+    return meta, f"loads; {signature_text(sig)}", sig
+
+
+def _io(v: dict[str, Any]) -> str:
+    return f"{v['name']} {v['type']} [{', '.join(map(str, v['shape']))}]"
 
 
 def _export_online(url: str, output: Path, timeout: float, token: str | None) -> dict[str, Any]:
@@ -301,12 +353,13 @@ def _export_online(url: str, output: Path, timeout: float, token: str | None) ->
             return st, await c.model_onnx(url)
 
     st, data = run(fetch())
-    meta, check = _verify_onnx(data, f"the model from {url}")
+    meta, check, sig = _verify_onnx(data, f"the model from {url}")
     try:
         atomic_write(output, data, mode=0o644)
     except OSError as exc:
         raise UserError(f"-o/--output: cannot write {output}: {exc.strerror or exc}") from None
-    return _report(output, data, meta, source=url, check=check, node_id=meta.get("gossipd.node_id", st["node_id"]))
+    return _report(output, data, meta, source=url, check=check, signature=sig,
+                   node_id=meta.get("gossipd.node_id", st["node_id"]))
 
 
 def _export_offline(state_dir: Path, output: Path) -> dict[str, Any]:
@@ -333,19 +386,19 @@ def _export_offline(state_dir: Path, output: Path) -> dict[str, Any]:
     import torch
 
     from gossipd.export import ExportError, export_onnx
-    from gossipd.core.learner import Learner
 
     torch.set_num_threads(1)
     try:
-        learner = Learner(str(meta["spec"]), int(meta["n_features"]), int(meta["n_classes"]))
-    except (ValueError, TypeError) as exc:
+        learner, stats = _rebuild_learner(meta)
+    except (ValueError, TypeError, KeyError) as exc:
         raise UserError(f"--state-dir: {store.checkpoint_path}: bad model description ({exc})") from None
     if learner.fingerprint != cp.fingerprint:
         raise UserError(f"--state-dir: {store.checkpoint_path}: model description {learner.spec!r} gives "
                         f"fingerprint {learner.fingerprint}, the checkpoint says {cp.fingerprint}")
     check_X, note = _test_share(meta)
     try:
-        report = export_onnx(learner, cp.state, output, metadata={"gossipd.node_id": cp.node_id}, check_X=check_X)
+        report = export_onnx(learner, cp.state, output, stats=stats, metadata={"gossipd.node_id": cp.node_id},
+                             check_X=check_X)
     except ValueError as exc:
         raise UserError(f"--state-dir: {store.checkpoint_path}: {exc}") from None
     except ExportError as exc:
@@ -353,13 +406,29 @@ def _export_offline(state_dir: Path, output: Path) -> dict[str, Any]:
     except OSError as exc:
         raise UserError(f"-o/--output: cannot write {output}: {exc.strerror or exc}") from None
     data = output.read_bytes()
-    meta_onnx, check = _verify_onnx(data, str(output))
+    meta_onnx, check, sig = _verify_onnx(data, str(output))
     if report.max_abs_diff is not None:
         check += f"; matches torch on {report.n_checked} test rows (max |diff| {report.max_abs_diff:.2g})"
     else:
         check += f"; parity check skipped ({note})"
     return _report(output, data, meta_onnx, source=str(store.checkpoint_path), check=check, node_id=cp.node_id,
-                   max_abs_diff=report.max_abs_diff, n_checked=report.n_checked)
+                   max_abs_diff=report.max_abs_diff, n_checked=report.n_checked, signature=sig)
+
+
+def _rebuild_learner(meta: dict[str, Any]) -> tuple[Any, Any]:
+    """The learner and scaling statistics a checkpoint's description names."""
+    from gossipd.core.learner import make_learner
+    from gossipd.core.scaling import FeatureStats, Scaling
+    from gossipd.core.spec import Schema
+
+    if meta.get("schema"):
+        schema = Schema.from_dict(meta["schema"])
+    else:  # written before schemas: a classifier on flat rows
+        schema = Schema.classification(int(meta["n_features"]), int(meta["n_classes"]))
+    stats = FeatureStats.from_dict(meta["stats"]) if meta.get("stats") else None
+    mode = str(meta.get("scaling") or "none")
+    scaling = Scaling.fixed(stats) if mode == "fixed" and stats is not None else Scaling(mode)
+    return make_learner(str(meta["spec"]), schema, scaling=scaling), stats
 
 
 def _test_share(meta: dict[str, Any]) -> tuple[Any, str]:
@@ -388,4 +457,5 @@ def _report(path: Path, data: bytes, meta: dict[str, str], **extra: Any) -> dict
         age_value = None
     return {"path": str(path), "bytes": len(data), "age": age_value,
             "fingerprint": meta.get("gossipd.fingerprint"), "spec": meta.get("gossipd.spec"),
+            "task": meta.get("gossipd.task"),
             "version": meta.get("gossipd.version"), "metadata": meta, **extra}

@@ -12,8 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli.errors import UserError
+from cli.errors import UserError, check_output
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig
+
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 
 def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -25,8 +28,17 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 
 
 @click.command()
-@click.option("--dataset", default="digits", show_default=True, help="digits | breast_cancer | wine | a .csv/.npz path")
-@click.option("--model", default="logreg", show_default=True, help="logreg | mlp:H1,H2,...")
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits | breast_cancer | wine | diabetes | a .csv/.npz file or a directory of them | "
+                   "python:PATH.py:LOADER | pkg.module:LOADER")
+@click.option("--label-column", default=None,
+              help="CSV: the column holding the label [label, target, y or class, else the last]")
+@click.option("--model", default="logreg", show_default=True,
+              help="logreg | mlp:H1,H2,... | cnn[:C1,C2,...] | python:PATH.py:FACTORY | pkg.module:FACTORY")
+@click.option("--task", default="auto", show_default=True, help="auto | classification | regression")
+@click.option("--input-shape", default="", help="one example's shape, e.g. 1x8x8 (default: as the data says)")
+@click.option("--scaling", default="network", show_default=True,
+              help="feature scaling: network (learned by gossip) | none | fixed:PATH (JSON mean/std)")
 @click.option("--nodes", default=100, show_default=True, type=int)
 @click.option("--cycles", default=200, show_default=True, type=int, help="gossip periods (Δ) to simulate")
 @click.option("--split", default="iid", show_default=True,
@@ -43,13 +55,15 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--shuffle-length", default=8, show_default=True, type=int, help="Cyclon shuffle length ℓ")
 @click.option("--baselines", default="", callback=_baselines, help="comma list of centralised,local,fedavg")
 @click.option("--eval-every", default=10, show_default=True, type=int, help="cycles between evaluations")
-@click.option("--lr", default=SimulationConfig.lr, show_default=True, type=float, help="initial SGD step")
+@click.option("--lr", default=None, type=float, help="initial step  [default: 0.5; 0.1 for regression]")
 @click.option("--lr-decay", default=SimulationConfig.lr_decay, show_default=True, type=float,
               help="age at which the step has halved")
+@click.option("--optimizer", default="sgd", show_default=True, help="sgd | adam (adam: torch modules only)")
 @click.option("--seed", default=1, show_default=True, type=int)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="write results here")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              help="write the results as JSON to this file ('-': standard output, the table goes to stderr)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="PNG: accuracy against cycles and against bytes")
+              help="accuracy against cycles and against bytes (.png, .pdf or .svg)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @click.pass_context
 def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None, quiet: bool,
@@ -66,16 +80,22 @@ def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None,
         click.echo("gossip simulate: --partition is deprecated; use --split", err=True)
         if ctx.get_parameter_source("split") is not ParameterSource.COMMANDLINE:
             options["split"] = old_partition
-    import torch
-
-    from gossipd.sim.simulation import simulate as run_simulation
-
-    torch.set_num_threads(1)  # tiny per-node models: threads cost more than they give
+    to_stdout = json_path is not None and str(json_path) == "-"
+    # Everything that could fail at the end is checked now: a run's results are never lost to a typo.
+    if json_path is not None and not to_stdout:
+        check_output(json_path, "--json")
+    if plot_path is not None:
+        check_output(plot_path, "--plot", PLOT_SUFFIXES)
     config = SimulationConfig(**options)
     try:
         config.validate()
     except ConfigError as exc:
         raise UserError(str(exc)) from None
+    import torch
+
+    from gossipd.sim.simulation import simulate as run_simulation
+
+    torch.set_num_threads(1)  # tiny per-node models: threads cost more than they give
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]simulating"), BarColumn(), TextColumn("cycle {task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
@@ -84,8 +104,10 @@ def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None,
             result = run_simulation(config, progress=lambda c: progress.update(task, completed=c))
         except ConfigError as exc:
             raise UserError(str(exc)) from None
-    Console().print(summary_table(result))
-    if json_path is not None:
+    (console if to_stdout else Console()).print(summary_table(result))
+    if to_stdout:
+        click.echo(json.dumps(result, indent=2))
+    elif json_path is not None:
         json_path.write_text(json.dumps(result, indent=2) + "\n")
         console.print(f"wrote {json_path}")
     if plot_path is not None:
@@ -95,22 +117,34 @@ def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None,
         console.print(f"wrote {plot_path}")
 
 
+SHORT = {"accuracy": "acc", "rmse": "RMSE", "r2": "R²"}
+FORMAT = {"accuracy": ".4f", "rmse": "#.4g", "r2": ".3f"}  # RMSE: 4 significant digits, any scale
+
+
 def summary_table(result: dict[str, Any]) -> Table:
+    """One row per method: the headline metric's mean, min and max over nodes (accuracy, or
+    RMSE), and the mean of any other (R²)."""
     cfg = result["config"]
+    metrics = result.get("metrics", ["accuracy"])
+    # (metric, statistic) per column: all three for the headline metric, the mean for the rest.
+    cols = [(metrics[0], k) for k in ("mean", "min", "max")] + [(m, "mean") for m in metrics[1:]]
     table = Table(title=f"{cfg['dataset']} / {cfg['model']} / {cfg['nodes']} nodes / {cfg['cycles']} cycles / "
                         f"{cfg['split']} / seed {cfg['seed']}")
-    for col in ("method", "mean acc", "min acc", "max acc", "messages", "bytes"):
+    for col in ("method", *(f"{k} {SHORT.get(m, m)}" for m, k in cols), "messages", "bytes"):
         table.add_column(col, justify="left" if col == "method" else "right")
+
+    def cells(entry: dict[str, Any]) -> list[str]:
+        return [format(entry[f"{k}_{m}"], FORMAT.get(m, ".4f")) for m, k in cols]
+
     f = result["final"]
-    table.add_row(f"gossip ({cfg['merge']}, {cfg['sampler']})", f"{f['mean_accuracy']:.4f}",
-                  f"{f['min_accuracy']:.4f}", f"{f['max_accuracy']:.4f}", f"{f['messages']:,}", _mb(f["bytes"]))
+    table.add_row(f"gossip ({cfg['merge']}, {cfg['sampler']})", *cells(f), f"{f['messages']:,}", _mb(f["bytes"]))
     for name, base in result.get("baselines", {}).items():
         if name == "centralised":
-            table.add_row("centralised", f"{base['accuracy']:.4f}", "", "", "-", "-")
+            table.add_row("centralised", *[format(base[m], FORMAT.get(m, ".4f")) if k == "mean" else ""
+                                           for m, k in cols], "-", "-")
         else:
             b = base["final"]
-            table.add_row(name, f"{b['mean_accuracy']:.4f}", f"{b['min_accuracy']:.4f}",
-                          f"{b['max_accuracy']:.4f}", f"{b['messages']:,}", _mb(b["bytes"]))
+            table.add_row(name, *cells(b), f"{b['messages']:,}", _mb(b["bytes"]))
     table.caption = f"wall time {result['wall_seconds']:.1f} s; peer sampling: " \
                     f"{f['sampling_messages']:,} messages, {_mb(f['sampling_bytes'])}"
     return table

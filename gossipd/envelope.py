@@ -114,6 +114,7 @@ def open_message(
     expected_arch: str | None = None,
     expected_params: int | None = None,
     max_bytes: int | None = None,
+    expected_stats: int | None = None,
 ) -> Message:
     """Open a sealed body addressed to this node (``address``, ``cluster``); a WireError otherwise.
 
@@ -145,7 +146,7 @@ def open_message(
     guard.admit(env.kid, env.nonce, env.ts_ms, now)
 
     message = wire.decode(plaintext, cluster=cluster, expected_arch=expected_arch,
-                          expected_params=expected_params, max_bytes=max_bytes)
+                          expected_params=expected_params, max_bytes=max_bytes, expected_stats=expected_stats)
     # Only a key holder can get here; still, what the envelope promised must be what it held.
     if wire.message_type(message) != env.inner or message.sender != env.sender:
         raise security.unauthenticated(
@@ -169,6 +170,7 @@ class PeerCodec:
     expected_arch: str | None = None
     expected_params: int | None = None
     max_bytes: int | None = None
+    expected_stats: int | None = None  # scaling-statistics columns a model must carry (wire.decode)
     guard: ReplayGuard = field(default_factory=ReplayGuard)
 
     @property
@@ -189,7 +191,9 @@ class PeerCodec:
         keyring = self.keyring  # one read: a reload in between does not mix two keyrings
         if keyring is None:
             return wire.decode(body, cluster=self.cluster, expected_arch=self.expected_arch,
-                               expected_params=self.expected_params, max_bytes=self.max_bytes)
+                               expected_params=self.expected_params, max_bytes=self.max_bytes,
+                               expected_stats=self.expected_stats)
         return open_message(body, cluster=self.cluster, address=self.address, keyring=keyring,
                             guard=self.guard, now=now, expected_arch=self.expected_arch,
-                            expected_params=self.expected_params, max_bytes=self.max_bytes)
+                            expected_params=self.expected_params, max_bytes=self.max_bytes,
+                            expected_stats=self.expected_stats)

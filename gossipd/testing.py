@@ -1,16 +1,20 @@
 """Start and stop real gossipd processes on one machine (demo, tests, benchmarks).
 
 Each daemon listens on 127.0.0.1 port 0 and writes its URL to
-``STATE_DIR/endpoint`` once it serves, so callers never guess ports.
+``STATE_DIR/endpoint`` as soon as the port is bound, so callers never guess
+ports; ``wait_ready`` then polls until the node serves (its model is loaded).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,8 @@ class DaemonProc:
     url: str = ""
     #: run in the child before exec (e.g. resource limits); None for none
     preexec_fn: Callable[[], None] | None = None
+    #: how to reach a daemon that serves HTTPS (its CA, a client certificate for mutual TLS)
+    ssl_context: ssl.SSLContext | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -44,17 +50,30 @@ class DaemonProc:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=self.preexec_fn)
         return self
 
-    def wait_ready(self, timeout: float = 90.0) -> str:
-        deadline = time.monotonic() + timeout
+    def wait_listening(self, timeout: float = 90.0) -> str:
+        """The daemon's URL, once its port is bound (it may still be loading its model)."""
         endpoint = self.state_dir / "endpoint"
+        self._wait(lambda: endpoint.exists() and bool(endpoint.read_text().strip()), timeout, "listen")
+        self.url = endpoint.read_text().strip()
+        return self.url
+
+    def wait_ready(self, timeout: float = 90.0) -> str:
+        """The daemon's URL, once it serves: model loaded, /v1/status answers 200."""
+        deadline = time.monotonic() + timeout
+        url = self.wait_listening(timeout)
+        self._wait(lambda: answers_200(url + "/v1/status", context=self.ssl_context),
+                   max(0.1, deadline - time.monotonic()), "serve")
+        return url
+
+    def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"gossipd exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            if endpoint.exists():
-                self.url = endpoint.read_text().strip()
-                return self.url
-            time.sleep(0.1)
-        raise TimeoutError(f"gossipd did not come up in {timeout}s:\n{self.log()[-3000:]}")
+            if done():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"gossipd did not {what} within {timeout:.0f}s:\n{self.log()[-3000:]}")
 
     @property
     def admin_token(self) -> str:
@@ -81,14 +100,26 @@ class DaemonProc:
             self.proc.wait(10)
 
 
+def answers_200(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> bool:
+    """True if GET ``url`` answers 200 now (False on any error or other status)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def start_network(base: Path, n: int, *, extra: list[str] | None = None, split: str = "iid",
                   timeout: float = 90.0) -> list[DaemonProc]:
-    """n daemons holding parts 1/n..n/n of the data, all joined through the first."""
+    """n daemons holding shares 1/n..n/n of the data, all joined through the first.
+
+    The others start as soon as the first has bound its port (they load their
+    models meanwhile, and retry a seed that still says 'starting')."""
     procs: list[DaemonProc] = []
     try:
         first = DaemonProc(base / "n1", ["--share", f"1/{n}", "--split", split, *(extra or [])]).start()
         procs.append(first)
-        seed = first.wait_ready(timeout)
+        seed = first.wait_listening(timeout)
         for k in range(2, n + 1):
             procs.append(DaemonProc(base / f"n{k}", ["--share", f"{k}/{n}", "--split", split,
                                                      "--join", seed, *(extra or [])]).start())

@@ -4,6 +4,7 @@ One msgpack map per message (never pickle)::
 
     {"v": 1, "type": "model", "cluster": str, "sender": str,
      "arch": str, "age": float,
+     ["stats": {"count": float, "mean": <bin, k*4>, "var": <bin, k*4>},]  (network-learned scaling)
      "params": {"dtype": "<f4", "shape": [n], "data": <bin, n*4 bytes>}}
 
     {"v": 1, "type": "shuffle_request" | "shuffle_reply", "cluster": str,
@@ -32,6 +33,7 @@ import msgpack
 import numpy as np
 
 from gossipd.core.messages import Message, ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest
+from gossipd.core.scaling import FeatureStats
 
 __all__ = [
     "ALLOWED_DTYPES",
@@ -131,17 +133,19 @@ def encoded_size(message: Message, cluster: str) -> int:
     """Exact length of ``encode(message, cluster=cluster)``, without copying params."""
     if isinstance(message, ModelMessage):
         n = int(np.asarray(message.params).size)
-        return len(_model_header(message.sender, message.arch, message.age, n, cluster)) + 4 * n
+        return len(_model_header(message.sender, message.arch, message.age, n, cluster, message.stats)) + 4 * n
     return len(encode(message, cluster=cluster))
 
 
-def encoded_model_size(n_params: int, sender: str, arch: str, cluster: str) -> int:
-    """Exact encoded length of a model message with ``n_params`` parameters.
+def encoded_model_size(n_params: int, sender: str, arch: str, cluster: str, stats_columns: int = 0) -> int:
+    """Exact encoded length of a model message with ``n_params`` parameters (and
+    scaling statistics of ``stats_columns`` columns, if any).
 
     Does not depend on the age (always a float64) nor on the parameter values,
     so the simulator can compute it once per (node, model size) and cache it.
     """
-    return len(_model_header(sender, arch, 0.0, int(n_params), cluster)) + 4 * int(n_params)
+    stats = FeatureStats(0.0, np.zeros(stats_columns), np.zeros(stats_columns)) if stats_columns else None
+    return len(_model_header(sender, arch, 0.0, int(n_params), cluster, stats)) + 4 * int(n_params)
 
 
 # -------------------------------------------------------------------------- encode
@@ -168,7 +172,7 @@ def encode(message: Message, *, cluster: str) -> bytes:
         params = np.ascontiguousarray(message.params, dtype="<f4")  # no copy if already <f4
         if params.ndim != 1:
             raise ValueError(f"params must be 1-D, got shape {params.shape}")
-        header = _model_header(message.sender, message.arch, message.age, params.shape[0], cluster)
+        header = _model_header(message.sender, message.arch, message.age, params.shape[0], cluster, message.stats)
         return b"".join((header, memoryview(params).cast("B")))
     if isinstance(message, (ShuffleRequest, ShuffleReply)):
         return msgpack.packb(
@@ -190,7 +194,8 @@ _PARAMS_DTYPE_SHAPE = b"".join(
 )
 
 
-def _model_header(sender: str, arch: str, age: float, n: int, cluster: str) -> bytes:
+def _model_header(sender: str, arch: str, age: float, n: int, cluster: str,
+                  stats: FeatureStats | None = None) -> bytes:
     """Everything of a model message up to and including the params.data bin header.
 
     ``params`` is the last key of the top map and ``data`` the last key of the
@@ -202,14 +207,15 @@ def _model_header(sender: str, arch: str, age: float, n: int, cluster: str) -> b
     nbytes = 4 * n
     if nbytes > 0xFFFFFFFF:
         raise ValueError(f"{n} parameters do not fit in one msgpack bin")
-    # One packb for the six scalar fields, then its fixmap header 0x86 becomes
-    # 0x87 to make room for "params" (msgpack dicts keep insertion order).
-    scalars = msgpack.packb(
-        {"v": PROTOCOL_VERSION, "type": "model", "cluster": cluster, "sender": sender,
-         "arch": arch, "age": float(age)},  # a Python float packs as float64
-        use_bin_type=True,
-    )
-    head = b"".join((b"\x87", scalars[1:], _PARAMS_DTYPE_SHAPE))
+    # One packb for the other fields, then its fixmap header gets one more entry
+    # to make room for "params" (msgpack dicts keep insertion order).
+    fields: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "model", "cluster": cluster, "sender": sender,
+                              "arch": arch, "age": float(age)}  # a Python float packs as float64
+    if stats is not None:
+        fields["stats"] = {"count": float(stats.count), "mean": stats.mean.astype("<f4").tobytes(),
+                           "var": stats.var.astype("<f4").tobytes()}
+    scalars = msgpack.packb(fields, use_bin_type=True)
+    head = b"".join((bytes([0x80 | (len(fields) + 1)]), scalars[1:], _PARAMS_DTYPE_SHAPE))
     shape_val = msgpack.packb(n)
     if nbytes < 0x100:
         bin_hdr = b"\xc4" + struct.pack(">B", nbytes)
@@ -298,6 +304,7 @@ def decode(
     expected_arch: str | None = None,
     expected_params: int | None = None,
     max_bytes: int | None = None,
+    expected_stats: int | None = None,
 ) -> ModelMessage | ShuffleRequest | ShuffleReply:
     """Parse and validate one received plain (unsealed) body; raise :class:`WireError` on any problem.
 
@@ -306,6 +313,8 @@ def decode(
     already in memory; the structural limits still apply). For a model message,
     ``params`` is a float32 view of ``body`` (no copy; read-only when ``body``
     is ``bytes``). It is copied only if a foreign encoder left it misaligned.
+    ``expected_stats``: the number of scaling-statistics columns a model message
+    must carry (network-learned scaling); None: optional, any size.
 
     A sealed envelope is refused with 401 ``unauthenticated``: this function is
     what a node without a keyring runs; ``gossipd.envelope`` opens sealed ones.
@@ -327,7 +336,7 @@ def decode(
     sender = require_address(obj.get("sender", MISSING), "sender", "bad_sender")
 
     if kind == "model":
-        return _decode_model(obj, sender, view, data_span, expected_arch, expected_params)
+        return _decode_model(obj, sender, view, data_span, expected_arch, expected_params, expected_stats)
     entries = _decode_entries(obj)
     if kind == "shuffle_request":
         return ShuffleRequest(sender=sender, entries=entries)
@@ -381,6 +390,7 @@ def _decode_model(
     data_span: tuple[int, int, int] | None,
     expected_arch: str | None,
     expected_params: int | None,
+    expected_stats: int | None = None,
 ) -> ModelMessage:
     arch = require_field(obj, "arch", str)
     if expected_arch is not None and arch != expected_arch:
@@ -424,7 +434,31 @@ def _decode_model(
     if not np.isfinite(params).all():
         bad = int(params.size - np.count_nonzero(np.isfinite(params)))
         raise _bad("non_finite", f"params contain {bad} non-finite values (NaN or infinity)")
-    return ModelMessage(sender=sender, arch=arch, age=age, params=params)
+    stats = _decode_stats(obj["stats"], expected_stats) if "stats" in obj else None
+    if stats is None and expected_stats:
+        raise _bad("missing_field", "missing field 'stats' (this node learns feature scaling by gossip)")
+    return ModelMessage(sender=sender, arch=arch, age=age, params=params, stats=stats)
+
+
+def _decode_stats(raw: Any, expected: int | None) -> FeatureStats:
+    if not isinstance(raw, dict):
+        raise _bad("bad_field", f"field 'stats' must be map, got {_kind(raw)}")
+    count = raw.get("count", MISSING)
+    if count is MISSING:
+        raise _bad("missing_field", "missing field 'stats.count'")
+    if isinstance(count, bool) or not isinstance(count, (int, float)) or not math.isfinite(count) or count < 0:
+        raise _bad("bad_stats", f"stats.count must be a finite number >= 0, got {str(count)[:32]}")
+    mean, var = require_field(raw, "mean", bytes, "stats."), require_field(raw, "var", bytes, "stats.")
+    if len(mean) != len(var) or len(mean) % 4:
+        raise _bad("bad_stats", f"stats.mean ({len(mean)} bytes) and stats.var ({len(var)} bytes) must be "
+                                "float32 vectors of one length")
+    k = len(mean) // 4
+    if expected is not None and k != expected:
+        raise _bad("bad_stats", f"stats have {k} columns, this node expects {expected}")
+    m, v = np.frombuffer(mean, dtype="<f4"), np.frombuffer(var, dtype="<f4")
+    if not (np.isfinite(m).all() and np.isfinite(v).all()) or (v < 0).any():
+        raise _bad("bad_stats", "stats.mean and stats.var must be finite, var >= 0")
+    return FeatureStats(float(count), m, v)
 
 
 def _decode_entries(obj: dict) -> tuple[PeerDescriptor, ...]:

@@ -115,6 +115,11 @@ class Cyclon:
         self._pending: dict[Address, _Pending] = {}
         # Insertion-ordered: the oldest sighting is evicted first.
         self.known: dict[Address, None] = {}
+        # Addresses that failed, kept (same bound) rather than forgotten, and tried
+        # only when seeds and ``known`` have nothing left: a node restarted while
+        # all its neighbours were down, or cut off by churn, finds them again
+        # when they come back.
+        self.failed: dict[Address, None] = {}
         # First shuffle somewhere in the first period, so nodes started together
         # do not all shuffle at once.
         self._next_shuffle: float = now + float(rng.random()) * self.config.interval
@@ -157,6 +162,7 @@ class Cyclon:
         """Answer with up to ℓ random entries (never the requester), then take in
         the requester's entries, overwriting the ones just sent back."""
         sender = request.sender
+        self.failed.pop(sender, None)
         reply = self.view.sample(self.config.shuffle_length, self.rng, exclude=sender)
         if sender != self.self_address:
             self._integrate(request.entries, tuple(d.address for d in reply))
@@ -166,6 +172,7 @@ class Cyclon:
         """Take in Q's entries: fill free slots first, then overwrite what was sent
         to Q. An unexpected or late reply only fills free slots."""
         pending = self._pending.pop(reply.sender, None)
+        self.failed.pop(reply.sender, None)
         sent = pending.sent if pending is not None else ()
         self._integrate(reply.entries, sent)
         # The partner just proved it is alive: keep it if a slot is free. With
@@ -176,10 +183,16 @@ class Cyclon:
 
     def on_peer_failed(self, now: float, address: Address) -> None:
         """Drop ``address`` from the view and forget any shuffle pending with it.
-        Seeds stay seeds: they are only used when the view runs dry."""
+        Seeds stay seeds: they are only used when the view runs dry. Other
+        addresses move from ``known`` to ``failed``: the last resort."""
         self.view.remove(address)
         self._pending.pop(address, None)
         self.known.pop(address, None)
+        cap = self.config.fallback_size
+        if cap and address not in self.failed and address not in self.seeds and address != self.self_address:
+            self.failed[address] = None
+            if len(self.failed) > cap:
+                del self.failed[next(iter(self.failed))]
 
     def add_seed(self, address: Address) -> None:
         """Remember ``address`` as a seed and, if there is room, as a neighbour
@@ -200,10 +213,11 @@ class Cyclon:
     # -- checkpointing ----------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain lists only: ``{"view": [[address, age], ...], "seeds": [...]}``.
-        Timers and pending shuffles are not saved: they are relative to a clock
-        that does not survive a restart."""
-        return {"view": self.view.to_list(), "seeds": list(self.seeds), "known": list(self.known)}
+        """Plain lists only: ``{"view": [[address, age], ...], "seeds": [...], "known": [...],
+        "failed": [...]}``. Timers and pending shuffles are not saved: they are
+        relative to a clock that does not survive a restart."""
+        return {"view": self.view.to_list(), "seeds": list(self.seeds), "known": list(self.known),
+                "failed": list(self.failed)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore view and seeds from :meth:`state_dict` (ValueError if malformed)."""
@@ -216,15 +230,20 @@ class Cyclon:
         new_seeds = list(seeds)
         if not all(isinstance(s, str) and s for s in new_seeds):
             raise ValueError("Cyclon state 'seeds' must be a list of non-empty strings")
-        known = state.get("known", [])
-        if not isinstance(known, (list, tuple)) or not all(isinstance(a, str) and a for a in known):
-            raise ValueError("Cyclon state 'known' must be a list of non-empty strings")
+        books = {}
+        for name in ("known", "failed"):
+            book = state.get(name, [])
+            if not isinstance(book, (list, tuple)) or not all(isinstance(a, str) and a for a in book):
+                raise ValueError(f"Cyclon state '{name}' must be a list of non-empty strings")
+            books[name] = book
         self.view = view
         self.seeds = []
         for s in new_seeds:
             self._remember_seed(s)
         self.known = {}
-        self._note(known)
+        self._note(books["known"])
+        cap = self.config.fallback_size
+        self.failed = dict.fromkeys(a for a in books["failed"][-cap:] if cap and a != self.self_address)
         self._pending.clear()
 
     # -- internals ----------------------------------------------------------------
@@ -272,8 +291,11 @@ class Cyclon:
         (up to ℓ-1 of) the other seeds. Without that, seeds that are not
         configured to know each other each grow an island of the newcomers that
         happened to pick them, and the overlay never becomes connected.
-        Remembered addresses that fail are forgotten (``on_peer_failed``)."""
+        Remembered addresses that fail move to ``failed``, asked only when
+        nothing else is left."""
         candidates = self.seeds + [a for a in self.known if a not in self.seeds]
+        if not candidates:
+            candidates = list(self.failed)
         if not candidates:
             return None
         target = candidates[int(self.rng.random() * len(candidates))]

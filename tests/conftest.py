@@ -7,12 +7,15 @@ the simulator do the same.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from gossipd.data import Dataset, load_dataset
-from gossipd.core.learner import Learner, LearnerConfig, LocalData
+from gossipd.core.learner import Learner, LearnerConfig, LocalData, make_learner
+from gossipd.core.spec import Schema
 
 torch.set_num_threads(1)
 
@@ -25,7 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def digits() -> Dataset:
-    """sklearn's digits, split 75/25 and standardised (1347 train, 450 test, 64 features, 10 classes)."""
+    """sklearn's digits, split 75/25, raw pixels 0..16 (1347 train, 450 test, 64 features, 10 classes)."""
     return load_dataset("digits")
 
 
@@ -35,10 +38,23 @@ def digits_data(digits: Dataset) -> LocalData:
     return LocalData.from_numpy(digits.X_train, digits.y_train, digits.n_classes)
 
 
+@pytest.fixture(scope="session")
+def digits_scaled(digits: Dataset) -> Dataset:
+    """digits standardised by its training statistics: for tests of the learner's maths
+    that do not involve the scaling machinery."""
+    mean, std = digits.X_train.mean(axis=0), digits.X_train.std(axis=0)
+    std[std < 1e-6] = 1.0
+
+    def z(X):
+        return ((X - mean) / std).astype(np.float32)
+
+    return Dataset(digits.name, z(digits.X_train), digits.y_train, z(digits.X_test), digits.y_test, digits.schema)
+
+
 @pytest.fixture
 def small_learner() -> Learner:
-    """Logistic regression on 4 features and 3 classes (15 parameters)."""
-    return Learner("logreg", 4, 3, LearnerConfig(lr=0.5, batch_size=32, init_seed=0))
+    """Logistic regression on 4 features and 3 classes (15 parameters), no scaling."""
+    return make_learner("logreg", Schema.classification(4, 3), LearnerConfig(lr=0.5, batch_size=32, init_seed=0))
 
 
 def random_local_data(n: int, n_features: int, n_classes: int, seed: int) -> LocalData:
@@ -59,3 +75,9 @@ def make_local_data():
 def small_data() -> LocalData:
     """10 random examples matching ``small_learner`` (fewer than one batch)."""
     return random_local_data(10, 4, 3, seed=123)
+
+
+@pytest.fixture(scope="session")
+def user_conv_spec() -> str:
+    """``python:PATH.py:make`` of a conv + linear module file that is not part of the package."""
+    return f"python:{Path(__file__).parent / 'plugins' / 'user_conv.py'}:make"

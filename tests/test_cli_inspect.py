@@ -159,7 +159,7 @@ def test_other_protocol_version(command: str, fakes: dict[str, str]) -> None:
 
 
 def test_every_command_has_an_example() -> None:
-    for command in ("status", "peers", "join", "crawl", "export"):
+    for command in ("status", "peers", "join", "crawl", "export", "wait"):
         assert "Example:" in ok(command, "--help").stdout, command
 
 
@@ -226,6 +226,11 @@ class TestThreeNodes:
         assert node_id in proc.stdout and url in proc.stdout
         assert proc.stderr == ""
 
+    def test_wait_answers_at_once_for_a_node_that_serves(self, net3: list[DaemonProc]) -> None:
+        line = ok("wait", net3[1].url, "--ready", "--timeout", "30").stdout.strip()
+        node_id = get_json(net3[1].url + "/v1/status")["node_id"]
+        assert line.startswith(f"{net3[1].url} is ready: node {node_id}, model age ")
+
     def test_peers_json_and_table(self, net3: list[DaemonProc]) -> None:
         urls = {p.url for p in net3}
         url = net3[2].url
@@ -274,10 +279,12 @@ class TestThreeNodes:
         assert report["fingerprint"] == st["model"]["fingerprint"]
         assert report["node_id"] == st["node_id"] and report["age"] >= st["model"]["age"]
         assert read_metadata(out)["gossipd.node_id"] == st["node_id"]
-        assert "[batch, 64]" in report["check"]
+        assert "[batch, 64]" in report["check"] and report["task"] == "classification"
+        assert [o["name"] for o in report["signature"]["outputs"]] == ["label", "probabilities"]
 
         table = ok("export", url, "-o", tmp_path / "again.onnx", env={"GOSSIP_ADMIN_TOKEN": net3[0].admin_token}).stdout
-        for text in (str(tmp_path / "again.onnx"), "bytes", st["model"]["fingerprint"], "model age", "loads"):
+        for text in (str(tmp_path / "again.onnx"), "bytes", st["model"]["fingerprint"], "model age", "loads",
+                     "input float32 [batch, 64]", "label int64 [batch]", "probabilities float32 [batch, 10]"):
             assert text in table, (text, table)
 
     def test_export_offline_matches_reported_accuracy(self, net3: list[DaemonProc], tmp_path: Path) -> None:
@@ -400,3 +407,14 @@ class TestCrawl:
                 assert "unreachable" in line, line
         dashed = [line for line in dot.read_text().splitlines() if "[label=" in line and "dashed" in line]
         assert len(dashed) == len(unreachable)
+
+
+def test_wait_gives_up_after_its_timeout_with_the_last_reason() -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    assert_one_line_error(invoke("wait", url, "--timeout", "0.5"), 1, f"{url} not up after 0.5 s",
+                          "connection refused")
+
+
+def test_wait_fails_at_once_on_something_that_is_not_a_gossipd(fakes: dict[str, str]) -> None:
+    assert_one_line_error(invoke("wait", fakes["html"], "--timeout", "30"), 1,
+                          f"{fakes['html']} is not a gossipd node")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 import signal
 import socket
 import sys
@@ -20,6 +22,7 @@ from harness import FAST, DaemonProc, admin_get, get_json, post, start_network, 
 
 from gossipd import wire  # noqa: E402
 from gossipd.core.messages import ModelMessage  # noqa: E402
+from gossipd.core.scaling import FeatureStats  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,8 +31,14 @@ def model_body(status: dict[str, Any], *, age: float = 100.0, params: np.ndarray
                cluster: str | None = None, arch: str | None = None) -> bytes:
     n = status["model"]["params"]
     p = params if params is not None else np.full(n, 0.01, dtype=np.float32)
-    msg = ModelMessage("http://127.0.0.1:1", arch or status["model"]["fingerprint"], age, p)
+    msg = ModelMessage("http://127.0.0.1:1", arch or status["model"]["fingerprint"], age, p, some_stats(status))
     return wire.encode(msg, cluster=cluster or status["cluster"])
+
+
+def some_stats(status: dict[str, Any]) -> FeatureStats | None:
+    """Scaling statistics of the size the node expects (network-learned scaling), else None."""
+    k = status["model"].get("stat_columns", 0)
+    return FeatureStats(1.0, np.zeros(k), np.ones(k)) if k else None
 
 
 def raw_model(status: dict[str, Any], **override: Any) -> bytes:
@@ -40,6 +49,9 @@ def raw_model(status: dict[str, Any], **override: Any) -> bytes:
         "arch": status["model"]["fingerprint"], "age": 10.0,
         "params": {"dtype": "<f4", "shape": [n], "data": np.zeros(n, np.float32).tobytes()},
     }
+    k = status["model"].get("stat_columns", 0)
+    if k:
+        msg["stats"] = {"count": 1.0, "mean": np.zeros(k, "<f4").tobytes(), "var": np.ones(k, "<f4").tobytes()}
     for key, value in override.items():
         if value is None:
             msg.pop(key)
@@ -99,6 +111,9 @@ def _bad_cases(status: dict[str, Any]) -> list[tuple[str, bytes, int, str]]:
         ("Inf", model_body(status, params=inf), 400, "non_finite"),
         ("negative age", raw_model(status, age=-1.0), 400, "bad_age"),
         ("non-finite age", raw_model(status, age=math.inf), 400, "bad_age"),
+        ("missing scaling stats", raw_model(status, stats=None), 400, "missing_field"),
+        ("scaling stats of another size", raw_model(status, stats={"count": 1.0, "mean": b"\0" * 8,
+                                                                   "var": b"\0" * 8}), 400, "bad_stats"),
         ("over the size limit", b"\0" * (wire.max_body_bytes(n) + 10), 413, "too_large"),
     ]
 
@@ -130,6 +145,16 @@ def test_malformed_input_gets_4xx_and_leaves_model_untouched(lone: DaemonProc) -
     assert np.array_equal(params_before, params_after)
     assert after["counters"]["rejected"] - before["counters"]["rejected"] == len(cases)
     assert after["counters"]["merged"] == before["counters"]["merged"]
+
+
+def test_rejections_are_summarised_per_sender_and_reason(lone: DaemonProc) -> None:
+    status = get_json(lone.url + "/v1/status")
+    foreign = model_body(status, cluster="other")
+    for _ in range(40):
+        assert post(lone.url + "/v1/gossip/model", foreign)[0] == 409
+    assert get_json(lone.url + "/v1/status")["counters"]["rejected"] >= 40  # every one is counted ...
+    line = "rejected POST /v1/gossip/model from 127.0.0.1: wrong_cluster"
+    assert lone.log().count(line) == 1  # ... and logged once a minute at most
 
 
 def test_shuffle_endpoint_rejects_models_and_answers_requests(lone: DaemonProc) -> None:
@@ -218,6 +243,34 @@ def test_sigterm_then_restart_restores_bit_identical_model(tmp_path: Path) -> No
         stop_all([proc2])
 
 
+def test_restarted_node_rejoins_through_an_address_it_knew_once_it_is_back(tmp_path: Path) -> None:
+    """a (no seeds) knows b only; a restarts while b is down, its saved view dead. b comes
+    back later at its old address, fresh and knowing nobody: a's memory alone reconnects them."""
+    from urllib.parse import urlsplit
+
+    a = DaemonProc(tmp_path / "a", ["--share", "1/2", *FAST]).start()
+    b = None
+    try:
+        a_url = a.wait_ready()
+        b = DaemonProc(tmp_path / "b", ["--share", "2/2", "--join", a_url, *FAST]).start()
+        b_url = b.wait_ready()
+        assert wait_for(lambda: b_url in [p["address"] for p in get_json(a_url + "/v1/peers")["peers"]], 30)
+    finally:
+        stop_all([p for p in (a, b) if p is not None])
+    a = DaemonProc(tmp_path / "a", ["--share", "1/2", *FAST]).start()
+    b = None
+    try:
+        a_url = a.wait_ready()
+        assert wait_for(lambda: get_json(a_url + "/v1/status")["peers"] == 0, 30), "the saved view should be dead"
+        shutil.rmtree(tmp_path / "b")
+        b = DaemonProc(tmp_path / "b", ["--share", "2/2", "--listen", f"127.0.0.1:{urlsplit(b_url).port}", *FAST])
+        assert b.start().wait_ready() == b_url
+        assert wait_for(lambda: b_url in [p["address"] for p in get_json(a_url + "/v1/peers")["peers"]], 30)
+        assert "rejoin through" in a.log()
+    finally:
+        stop_all([p for p in (a, b) if p is not None])
+
+
 def test_corrupt_checkpoint_is_set_aside(tmp_path: Path) -> None:
     state_dir = tmp_path / "node"
     state_dir.mkdir()
@@ -273,9 +326,13 @@ def test_sd_notify_ready_and_stopping(tmp_path: Path) -> None:
                                  str(tmp_path / "s"), *FAST], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         try:
+            # Bound first (STATUS says it is loading), READY=1 once the model is loaded.
             first = sock.recv(4096).decode()
-            assert first.startswith("READY=1")
-            assert (tmp_path / "s" / "endpoint").exists()  # ready only once it listens
+            assert first.startswith("STATUS=listening on http://127.0.0.1:") and "loading" in first
+            ready = sock.recv(4096).decode()
+            assert ready.startswith("READY=1")
+            url = (tmp_path / "s" / "endpoint").read_text().strip()
+            assert get_json(url + "/v1/status")["model"]["age"] == 0  # serving once READY
             proc.send_signal(signal.SIGTERM)
             assert sock.recv(4096).decode().startswith("STOPPING=1")
             assert proc.wait(30) == 0
@@ -318,6 +375,12 @@ def test_five_daemons_learn_and_survive_a_lost_peer(tmp_path: Path) -> None:
     finally:
         stop_all(procs)
     assert all(p.proc is not None and p.proc.returncode in (0, -9) for p in procs)
+    # Logs an operator can read: view changes as lines of their own, failures with their reason.
+    logs = "\n".join(p.log() for p in survivors)
+    assert re.search(r"INFO gossipd: view: \d+ peers?; entered http://127\.0\.0\.1:\d+", logs)
+    assert f"cannot reach {victim.url}: connection refused" in logs
+    assert "ssl:default" not in logs
+    assert not re.search(r"\w+Error: *$", logs, re.MULTILINE), "a failure logged without its reason"
 
 
 def test_onnx_from_http_scores_like_the_node(lone: DaemonProc) -> None:
@@ -361,3 +424,5 @@ async def test_requests_before_the_node_exists_get_503_starting(tmp_path: Path) 
             resp = await client.request(method, path)
             assert resp.status == 503
             assert (await resp.json())["error"] == "starting"
+        resp = await client.get("/healthz")  # alive: the liveness probe must not restart a loading node
+        assert resp.status == 200 and (await resp.json())["status"] == "starting"

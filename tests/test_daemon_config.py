@@ -150,7 +150,7 @@ def test_env_text_becomes_typed_values() -> None:
     ("listen", "nope"), ("advertise", "ftp://x"), ("join", "not-a-url"), ("cluster", ""), ("cluster", "x" * 129),
     ("state_dir", " "), ("node_id", "a b"), ("admin_allow", "10.77.0.0/33"), ("admin_allow", "localhost"),
     ("checkpoint_interval", "0"), ("eval_interval", "-1"), ("request_timeout", "nan"), ("max_pending", "0"),
-    ("max_pending", "many"), ("seed", "-2"), ("log_level", "LOUD"), ("model.spec", "cnn"), ("model.lr", "0"),
+    ("max_pending", "many"), ("seed", "-2"), ("log_level", "LOUD"), ("model.spec", "cnn:x"), ("model.lr", "0"),
     ("model.batch_size", "0"), ("model.weight_decay", "-1"), ("data.share", "5/4"), ("data.split", "weird"),
     ("gossip.interval", "-1"), ("gossip.jitter", "1"), ("gossip.merge", "limited:"),
     ("peer_sampling.view_size", "0"), ("peer_sampling.shuffle_length", "30"),

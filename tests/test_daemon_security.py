@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from harness import DaemonProc, admin_get, get_json, post, stop_all, wait_for  #
 
 from gossipd import envelope, wire  # noqa: E402
 from gossipd.core.messages import Message, ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest  # noqa: E402
+from gossipd.core.scaling import FeatureStats  # noqa: E402
 from gossipd.security import Keyring, ReplayGuard  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
@@ -128,9 +130,11 @@ def seal(message: Message, ring: Keyring, to: str, now: float | None = None) -> 
 
 
 def a_model(proc: DaemonProc, age: float = 100.0, sender: str = ATTACKER) -> ModelMessage:
+    """A model this node would merge (its architecture, size and scaling statistics)."""
     st = status(proc)
-    n = st["model"]["params"]
-    return ModelMessage(sender, st["model"]["fingerprint"], age, np.full(n, 0.01, np.float32))
+    n, k = st["model"]["params"], st["model"].get("stat_columns", 0)
+    stats = FeatureStats(1.0, np.zeros(k), np.ones(k)) if k else None
+    return ModelMessage(sender, st["model"]["fingerprint"], age, np.full(n, 0.01, np.float32), stats)
 
 
 class Poster:
@@ -425,7 +429,8 @@ async def test_a_model_that_cannot_be_exported_is_409_never_500(tmp_path: Path, 
         raise RuntimeError("torch.onnx.export failed: unsupported operator")
 
     monkeypatch.setattr(gossipd.export, "export_onnx_bytes", broken)
-    daemon.learner, daemon.node, daemon.X_test = object(), type("N", (), {"state": None})(), np.zeros((0, 1))
+    daemon.learner, daemon.X_test = object(), np.zeros((0, 1))
+    daemon.node = types.SimpleNamespace(state=None, stats=None)  # type: ignore[assignment]
     daemon.node_id = "n1"
     with pytest.raises(NotExportable, match="unsupported operator"):
         daemon.model_onnx()
@@ -657,17 +662,17 @@ def test_mutual_tls(tmp_path: Path, keys: Keys) -> None:
     from certs import make_ca
 
     ca = make_ca(tmp_path / "ca")
+    client = ca.issue(tmp_path / "ca", "operator")
+    ctx = ssl.create_default_context(cafile=str(ca.cert))
+    ctx.load_cert_chain(str(client.cert), str(client.key))
     procs = []
     for k in (1, 2):
         issued = ca.issue(tmp_path / "ca", f"node{k}")
         cfg = write_config(tmp_path / f"n{k}.toml", f'[tls]\ncert = "{issued.cert}"\nkey = "{issued.key}"\n'
                                                     f'ca = "{ca.cert}"\nrequire_client_cert = true\n')
         procs.append(DaemonProc(tmp_path / f"n{k}", ["--share", f"{k}/2", *FAST, "--keyring", str(keys.path),
-                                                      "--config", str(cfg)]))
+                                                      "--config", str(cfg)], ssl_context=ctx))
     start_all(procs)
-    client = ca.issue(tmp_path / "ca", "operator")
-    ctx = ssl.create_default_context(cafile=str(ca.cert))
-    ctx.load_cert_chain(str(client.cert), str(client.key))
 
     def tls_json(url: str, ctx: ssl.SSLContext = ctx) -> Any:
         with urllib.request.urlopen(url, timeout=5, context=ctx) as resp:

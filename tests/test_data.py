@@ -1,5 +1,6 @@
-"""Data: bundled sets, the stratified split, standardisation, splits,
-user files and node shares."""
+"""Data: bundled sets, the stratified split, raw features, splits, user files
+(CSV, NPZ, directories, loader functions), task inference and node shares.
+The store and the file follower are in test_data_stream.py."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import math
 import numpy as np
 import pytest
 
+from gossipd.core.spec import Schema
 from gossipd.data import (
     Dataset,
     DataError,
+    encode_labels,
+    infer_task,
     load_dataset,
     load_raw,
     node_share,
@@ -20,6 +24,11 @@ from gossipd.data import (
 )
 
 BUNDLED_SHAPES = {"digits": (1797, 64, 10), "breast_cancer": (569, 30, 2), "wine": (178, 13, 3)}
+
+
+def raw(source, **kw):
+    ex = load_raw(source, **kw)
+    return ex.name, ex.X, ex.y
 
 
 def class_counts(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -48,7 +57,7 @@ def test_bundled_sets_load_with_right_shapes(name):
 @pytest.mark.parametrize("name", sorted(BUNDLED_SHAPES))
 def test_split_is_stratified(name):
     ds = load_dataset(name)
-    _, y_all = load_raw(name)[1:]
+    y_all = load_raw(name).y
     overall = np.bincount(np.unique(y_all, return_inverse=True)[1]) / len(y_all)
     p_train = class_counts(ds.y_train, ds.n_classes) / len(ds.y_train)
     p_test = class_counts(ds.y_test, ds.n_classes) / len(ds.y_test)
@@ -57,35 +66,22 @@ def test_split_is_stratified(name):
     assert np.abs(p_train - overall).max() <= 1.5 / len(ds.y_train) + 1e-9
 
 
-def test_standardised_on_train_only(digits):
-    mean, std = digits.X_train.mean(axis=0), digits.X_train.std(axis=0)
-    varying = std > 1e-6
-    assert varying.sum() > 50  # digits has a few always-blank pixels, most are not
-    np.testing.assert_allclose(mean, 0.0, atol=1e-5)
-    np.testing.assert_allclose(std[varying], 1.0, atol=1e-4)
-    # Fitted on train only: the test part is not exactly centred.
-    assert np.abs(digits.X_test.mean(axis=0)).max() > 1e-2
+def test_features_stay_raw(digits):
+    """Scaling is the model's job now: the data set keeps the pixels as they are (0..16)."""
+    X_all = load_raw("digits").X
+    assert digits.X_train.min() == 0 and digits.X_train.max() == 16
+    assert set(np.unique(digits.X_train)) <= set(np.unique(X_all))
+    assert digits.schema.feature_names[:2] == ("pixel_0_0", "pixel_0_1")
+    assert digits.schema.input_shape == (1, 8, 8)
 
 
-def test_scaler_uses_training_statistics_only(tmp_path):
-    """Feature = row number: recover the affine map and check it is the training mean/std."""
-    n = 200
-    ids = np.arange(n, dtype=np.float64)
-    labels = np.arange(n) % 2
-    path = tmp_path / "ids.csv"
-    path.write_text("id,label\n" + "".join(f"{int(i)},{lab}\n" for i, lab in zip(ids, labels)))
-    ds = load_dataset(str(path), seed=3)
-    z_train, z_test = ds.X_train[:, 0].astype(np.float64), ds.X_test[:, 0].astype(np.float64)
-    # z = (id - mu) / sd is increasing in id, and train+test ids are exactly 0..n-1.
-    z_all = np.sort(np.concatenate([z_train, z_test]))
-    sd_inv, offset = np.polyfit(ids, z_all, 1)
-    raw_train = z_train / sd_inv - offset / sd_inv
-    raw_train = np.round(raw_train)
-    assert set(raw_train.astype(int)) < set(range(n))
-    mu, sd = -offset / sd_inv, 1.0 / sd_inv
-    assert mu == pytest.approx(raw_train.mean(), abs=1e-3)
-    assert sd == pytest.approx(raw_train.std(), rel=1e-4)
-    assert abs(raw_train.mean() - ids.mean()) > 1e-6 or abs(raw_train.std() - ids.std()) > 1e-6
+def test_diabetes_is_a_regression_set():
+    ds = load_dataset("diabetes")
+    assert ds.task == "regression" and ds.schema.n_outputs == 1 and ds.n_classes == 0
+    assert ds.y_train.dtype == np.float32 and len(ds.y_train) + len(ds.y_test) == 442
+    assert ds.schema.feature_names[:3] == ("age", "sex", "bmi")
+    with pytest.raises(DataError, match="regression data set, not classification"):
+        load_dataset("diabetes", task="classification")
 
 
 def test_same_seed_same_split_other_seed_other_split():
@@ -199,13 +195,14 @@ def test_csv_loader_with_label_column(tmp_path):
     # the label column in the middle: it must be found by name, not position
     write_csv(path, ["f1", "label", "f2", "f3"], [[f[0], lab, f[1], f[2]] for f, lab in zip(feats, labels)])
 
-    name, X, y = load_raw(str(path))
+    name, X, y = raw(str(path))
     assert name == "animals"
     np.testing.assert_allclose(X, feats)
     assert list(y) == list(labels)
 
     ds = load_dataset(str(path))
     assert ds.n_features == 3 and ds.n_classes == 3
+    assert ds.schema.class_names == ("cat", "dog", "emu") and ds.schema.feature_names == ("f1", "f2", "f3")
     assert len(ds.y_train) + len(ds.y_test) == n == 30 + 10
     # labels map to 0..k-1 in sorted order: dog is the middle one and the most common
     counts = class_counts(np.concatenate([ds.y_train, ds.y_test]), 3)
@@ -215,9 +212,9 @@ def test_csv_loader_with_label_column(tmp_path):
 def test_csv_loader_label_column_override_and_fallback(tmp_path):
     path = tmp_path / "t.csv"
     write_csv(path, ["a", "b", "c"], [[i, i % 2, i % 3] for i in range(12)])
-    _, X, y = load_raw(str(path))  # no known label name: the last column
+    _, X, y = raw(str(path))  # no known label name: the last column
     assert X.shape == (12, 2) and list(y) == [str(i % 3) for i in range(12)]
-    _, X, y = load_raw(str(path), label_column="b")
+    _, X, y = raw(str(path), label_column="b")
     assert X.shape == (12, 2) and list(y) == [str(i % 2) for i in range(12)]
     np.testing.assert_array_equal(X[:, 1], [i % 3 for i in range(12)])
 
@@ -228,12 +225,13 @@ def test_npz_loader(tmp_path):
     y = np.repeat([3, 7, 9], 20)
     path = tmp_path / "data.npz"
     np.savez(path, X=X, y=y)
-    name, X2, y2 = load_raw(str(path))
+    name, X2, y2 = raw(str(path))
     assert name == "data"
     np.testing.assert_array_equal(X2, X)
     np.testing.assert_array_equal(y2, y)
     ds = load_dataset(str(path))
     assert ds.n_features == 5 and ds.n_classes == 3
+    assert ds.schema.class_names == ("3", "7", "9")
     assert set(np.unique(ds.y_train)) == {0, 1, 2}
     assert len(ds.y_test) == 15
 
@@ -265,11 +263,13 @@ def test_npz_missing_arrays_names_the_path(tmp_path):
     ("content", "fragment"),
     [
         ("a,label\n", "header"),
-        ("a,label\nx,1\n1,0\n", "non-numeric"),
+        ("a,label\nx,1\n1,0\n", "line 2, column 'a': 'x' is not a number"),
+        ("a,b,label\n1,2,0\n3,,1\n", "line 3, column 'b': '' is not a number"),
+        ("a,b,label\n1,2,0\n3,nan,1\n", "line 3, column 'b': 'nan' is not a finite number"),
         ("a,b,label\n1,2,0\n3,4,1,9\n", ""),  # a row too long
         ("a,b,label\n1,2,0\n3,1\n", ""),  # a row too short (the label cell is missing)
     ],
-    ids=["header-only", "non-numeric", "long-row", "short-row"],
+    ids=["header-only", "non-numeric", "empty-cell", "nan", "long-row", "short-row"],
 )
 def test_malformed_csv_raises_data_error_with_path(tmp_path, content, fragment):
     path = tmp_path / "bad.csv"
@@ -283,7 +283,7 @@ def test_csv_with_trailing_blank_line_loads(tmp_path):
     """Editors often leave an empty last line; it is not a data row."""
     path = tmp_path / "blank.csv"
     path.write_text("a,label\n1,0\n2,1\n3,0\n4,1\n\n")
-    _, X, y = load_raw(str(path))
+    _, X, y = raw(str(path))
     assert X.shape == (4, 1) and list(y) == ["0", "1", "0", "1"]
 
 
@@ -305,9 +305,122 @@ def test_single_class_and_non_finite_rejected(tmp_path):
         load_dataset(str(nan))
 
 
+def test_npz_images_keep_their_shape_and_names(tmp_path):
+    rng = np.random.default_rng(2)
+    X = rng.integers(0, 16, (40, 1, 4, 4)).astype(np.float64)
+    path = tmp_path / "imgs.npz"
+    np.savez(path, X=X, y=np.repeat(["no", "yes"], 20), class_names=np.array(["no", "yes"]),
+             feature_names=np.array([f"p{i}" for i in range(16)]))
+    ds = load_dataset(str(path))
+    assert ds.schema.input_shape == (1, 4, 4) and ds.n_features == 16
+    assert ds.schema.class_names == ("no", "yes") and ds.schema.feature_names[0] == "p0"
+    flat = load_dataset(str(path), input_shape=(16,))
+    assert flat.schema.input_shape == (16,)
+    with pytest.raises(DataError, match="input shape 3x3 holds 9 values"):
+        load_dataset(str(path), input_shape=(3, 3))
+
+
+def test_a_directory_of_files_is_one_dataset(tmp_path):
+    d = tmp_path / "incoming"
+    d.mkdir()
+    write_csv(d / "a.csv", ["t", "h", "label"], [[i, i * 2, i % 2] for i in range(10)])
+    write_csv(d / "b.csv", ["t", "h", "label"], [[i, i * 2, i % 2] for i in range(10, 16)])
+    (d / ".c.csv.part").write_text("half a file")  # hidden: a writer's file in progress
+    (d / "notes.txt").write_text("not data")
+    ex = load_raw(str(d))
+    assert ex.name == "incoming" and ex.X.shape == (16, 2) and ex.feature_names == ("t", "h")
+    np.testing.assert_array_equal(ex.X[:, 0], np.arange(16))  # files in name order
+    write_csv(d / "c.csv", ["t", "humidity", "label"], [[1, 2, 0]])
+    with pytest.raises(DataError, match="c has other columns"):
+        load_raw(str(d))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no .csv or .npz files"):
+        load_raw(str(empty))
+
+
+LOADER = """
+import numpy as np
+
+def tabular():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 3))
+    return X, (X[:, 0] > 0).astype(int)
+
+def described():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((30, 4))
+    return {"X": X, "y": X @ [1.0, 2.0, 0.0, -1.0] + 0.5, "feature_names": ["a", "b", "c", "d"],
+            "task": "regression"}
+
+def wrong():
+    return [1, 2, 3]
+
+def broken():
+    raise OSError("sensor offline")
+"""
+
+
+def test_python_loaders(tmp_path, monkeypatch):
+    path = tmp_path / "loaders.py"
+    path.write_text(LOADER)
+    ds = load_dataset(f"python:{path}:tabular")
+    assert ds.task == "classification" and ds.n_features == 3 and ds.schema.class_names == ("0", "1")
+    assert ds.schema.feature_names == ("x0", "x1", "x2")
+    reg = load_dataset(f"python:{path}:described")
+    assert reg.task == "regression" and reg.schema.feature_names == ("a", "b", "c", "d")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_raw("loaders:tabular").X.shape == (50, 3)
+    for attr, fragment in (("wrong", r"must return \(X, y\)"), ("broken", "OSError: sensor offline"),
+                           ("absent", "no function 'absent'")):
+        with pytest.raises(DataError, match=fragment):
+            load_raw(f"python:{path}:{attr}")
+
+
+@pytest.mark.parametrize(("y", "declared", "task"), [
+    (np.array(["a", "b", "a"]), None, "classification"),
+    (np.array(["1", "2", "2"]), None, "classification"),
+    (np.array([0.5, 1.25, 3.0]), None, "regression"),
+    (np.array(["0.5", "1", "2"]), None, "regression"),
+    (np.arange(30) % 20, None, "classification"),
+    (np.arange(100), "regression", "regression"),
+    (np.arange(100), "classification", "classification"),
+    (np.array([0.5, 1.5]), "classification", "classification"),
+])
+def test_task_inference(y, declared, task):
+    assert infer_task(y, declared, "d") == task
+
+
+def test_ambiguous_or_impossible_tasks_say_what_to_do():
+    with pytest.raises(DataError, match="100 distinct whole numbers.*task = classification | regression"):
+        infer_task(np.arange(100), None, "d")
+    with pytest.raises(DataError, match="regression needs numeric targets"):
+        infer_task(np.array(["a", "b"]), "regression", "d")
+
+
+def test_encode_labels_maps_names_to_the_schemas_classes():
+    schema = Schema.classification(1, 3, class_names=["1", "2", "10"])
+    np.testing.assert_array_equal(encode_labels(np.array(["10", "1", "2"]), schema), [2, 0, 1])
+    np.testing.assert_array_equal(encode_labels(np.array([10.0, 2.0]), schema), [2, 1])  # numbers by value
+    with pytest.raises(DataError, match="label '7' is not one of the model's classes"):
+        encode_labels(np.array(["7"]), schema)
+    reg = encode_labels(np.array(["1.5", "2"]), Schema.regression(1))
+    assert reg.dtype == np.float32 and list(reg) == [1.5, 2.0]
+
+
+def test_regression_splits_cut_by_value():
+    y = np.random.default_rng(3).standard_normal(200).astype(np.float32)
+    rng = np.random.default_rng(4)
+    parts = split_indices(y, 5, "labels", rng)
+    means = [y[p].mean() for p in parts]
+    assert means == sorted(means)  # contiguous in value: the most skewed split
+    dparts = split_indices(y, 5, "dirichlet:0.1", rng)
+    assert np.array_equal(np.sort(np.concatenate(dparts)), np.arange(200))
+
+
 @pytest.mark.parametrize("source", ["nope", "data.txt", "digits.json"])
 def test_unknown_source(source):
-    with pytest.raises(DataError, match="unknown data set"):
+    with pytest.raises(DataError, match="unknown dataset"):
         load_raw(source)
 
 
@@ -322,7 +435,8 @@ def id_dataset() -> Dataset:
     y_train, y_test = rng.integers(0, 4, n_train), rng.integers(0, 4, n_test)
     X_train = np.column_stack([np.arange(n_train), rng.standard_normal(n_train)]).astype(np.float32)
     X_test = np.column_stack([np.arange(n_test) + 10_000, rng.standard_normal(n_test)]).astype(np.float32)
-    return Dataset("ids", X_train, y_train.astype(np.int64), X_test, y_test.astype(np.int64), 4)
+    return Dataset("ids", X_train, y_train.astype(np.int64), X_test, y_test.astype(np.int64),
+                   Schema.classification(2, 4))
 
 
 @pytest.mark.parametrize("split", ["iid", "labels", "dirichlet:0.5"])

@@ -142,9 +142,30 @@ def test_core_does_no_io() -> None:
     assert bad == []
 
 
+HEAVY = ("torch", "sklearn", "onnxruntime", "matplotlib")
+
+
+def _loaded_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after running ``code``."""
+    probe = f"{code}\nimport sys\nprint(' '.join(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
 def test_importing_the_cli_loads_no_torch_or_sklearn() -> None:
-    """`gossip --help`, `--version`, status, peers, join and crawl must answer at once."""
-    code = ("import sys, cli.main; "
-            "print(' '.join(m for m in ('torch', 'sklearn', 'onnxruntime', 'matplotlib') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert _loaded_after("import cli.main", HEAVY) == []
+
+
+def test_quick_cli_commands_load_nothing_heavy() -> None:
+    """`gossip --version` and `gossip status|peers|join|crawl|wait --help` answer at once:
+    no torch or sklearn, and not even numpy or aiohttp (imported when a request is made)."""
+    code = ("from click.testing import CliRunner\nfrom cli.main import cli\n"
+            "for args in (['--version'], *([c, '--help'] for c in ('status', 'peers', 'join', 'crawl', 'wait'))):\n"
+            "    assert CliRunner().invoke(cli, args).exit_code == 0, args")
+    assert _loaded_after(code, (*HEAVY, "numpy", "aiohttp")) == []
+
+
+def test_the_daemon_binds_before_importing_torch() -> None:
+    """gossipd answers /healthz within a second of exec: its command, config and driver
+    modules import no torch or scikit-learn (the driver loads them after binding)."""
+    assert _loaded_after("import gossipd.daemon.main, gossipd.daemon.driver", HEAVY) == []

@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from gossipd.core.learner import Learner, LearnerConfig, LocalData
+from gossipd.core.learner import Learner, LearnerConfig, LocalData, make_learner
+from gossipd.core.spec import Schema
 from gossipd.core.merge import parse_merge
 from gossipd.core.messages import ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipConfig, GossipNode, RejectedMessage
@@ -192,7 +193,7 @@ def test_wrong_fingerprint_is_rejected_and_state_untouched(small_learner, make_l
     b.state = trained_state(small_learner, seed=7, age=42.0)
     before_state = b.state
     before_params = b.state.params.copy()
-    other = Learner("mlp:4", 4, 3)
+    other = make_learner("mlp:4", Schema.classification(4, 3))
     bad = ModelMessage("x", other.fingerprint, 500.0, np.ones(small_learner.n_params, np.float32))
 
     with pytest.raises(RejectedMessage) as exc:
@@ -269,7 +270,7 @@ def test_cyclon_node_tick_returns_push_and_shuffle(small_learner, small_data):
 
 def run_cluster(seed: int, until: float = 60.0, n: int = 3):
     """Three Cyclon nodes, messages delivered instantly, in ``now`` order. Returns (log, nodes)."""
-    learner = Learner("logreg", 4, 3, LearnerConfig(batch_size=4))
+    learner = make_learner("logreg", Schema.classification(4, 3), LearnerConfig(batch_size=4))
     rng = np.random.default_rng(seed)
     addresses = [f"n{i}" for i in range(n)]
     nodes = {}
@@ -358,12 +359,12 @@ def test_node_modules_do_not_import_aiohttp():
 
 
 def test_join_introduces_the_peer_through_cyclon() -> None:
-    from gossipd.core.learner import Learner, LocalData
+    from gossipd.core.learner import LocalData
     from gossipd.core.node import GossipConfig, GossipNode
     from gossipd.core.messages import ShuffleRequest
     from peer_sampling import Cyclon, CyclonConfig
 
-    learner = Learner("logreg", 3, 2)
+    learner = make_learner("logreg", Schema.classification(3, 2))
     rng = np.random.default_rng(4)
     data = LocalData.from_numpy(rng.normal(size=(6, 3)).astype(np.float32), np.array([0, 1] * 3), 2)
     node = GossipNode("me", learner, data, Cyclon("me", [], CyclonConfig(interval=1.0), np.random.default_rng(1)),

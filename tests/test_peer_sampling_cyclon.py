@@ -351,11 +351,14 @@ def test_state_dict_round_trip_and_validation() -> None:
     c = make(view_size=3, shuffle_length=2, seeds=("s1", "s2"))
     fill(c, [("a", 2), ("b", 0)])
     state = c.state_dict()
-    assert state == {"view": [["a", 2], ["b", 0]], "seeds": ["s1", "s2"], "known": []}
+    c.on_peer_failed(0.0, "gone")
+    state = c.state_dict()
+    assert state == {"view": [["a", 2], ["b", 0]], "seeds": ["s1", "s2"], "known": [], "failed": ["gone"]}
     d = make(view_size=3, shuffle_length=2, seeds=())
     d.load_state_dict(state)
     assert d.state_dict() == state
-    for bad in [{}, {"view": [], "seeds": [1]}, {"view": [["a", -1]], "seeds": []}, None]:
+    for bad in [{}, {"view": [], "seeds": [1]}, {"view": [["a", -1]], "seeds": []}, None,
+                {"view": [], "seeds": [], "failed": [3]}]:
         with pytest.raises(ValueError):
             d.load_state_dict(bad)  # type: ignore[arg-type]
     assert d.state_dict() == state  # a failed load changes nothing
@@ -376,6 +379,34 @@ def test_empty_view_falls_back_to_remembered_addresses_when_seeds_are_dead() -> 
                 c.on_peer_failed(float(t), dest)
     assert {"b", "c"} & set(targets), targets
     assert "dead-seed" in c.seeds  # seeds are never forgotten: they may come back
+
+
+def test_failed_addresses_are_the_last_resort_and_are_never_forgotten() -> None:
+    """A node with no seeds whose every neighbour is down (a restart while they were
+    down) keeps asking them, and takes back the first one that answers."""
+    c = make(view_size=3, shuffle_length=2, seeds=())
+    fill(c, [("a", 0), ("b", 0)])
+    c.on_reply(0.0, ShuffleReply("b", (PeerDescriptor("c", 0),)))  # c: only seen, never failed
+    for dead in ("a", "b", "c"):
+        c.on_peer_failed(0.0, dead)
+    assert c.peers() == [] and not c.known and set(c.failed) == {"a", "b", "c"}
+    asked = []
+    for t in range(1, 30):
+        for dest, _ in c.on_tick(float(t)):
+            asked.append(dest)
+            c.on_peer_failed(float(t), dest)  # still down
+    assert set(asked) == {"a", "b", "c"}
+    # b comes back: its answer puts it in the view and out of the failed book.
+    target, request = c.on_tick(100.0)[0]
+    c.on_reply(100.0, ShuffleReply(target, ()))
+    assert c.peers() == [target] and target not in c.failed
+    # Live candidates first: a remembered address that never failed is asked before failed ones.
+    d = make(view_size=3, shuffle_length=2, seeds=())
+    d.on_peer_failed(0.0, "down")
+    d.on_reply(0.0, ShuffleReply("x", (PeerDescriptor("up", 0),)))
+    d.on_peer_failed(0.0, "x")
+    assert [dest for t in range(1, 20) for dest, _ in d.on_tick(float(t))] and \
+        all(dest == "up" for t in range(20, 40) for dest, _ in d.on_tick(float(t)))
 
 
 def test_remembered_addresses_are_bounded() -> None:

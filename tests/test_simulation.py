@@ -101,10 +101,10 @@ def test_fedavg_costs_two_messages_per_participant_per_round(full_result):
 def test_fedavg_partial_participation(digits):
     from gossipd.sim.baselines import fedavg
     from gossipd.data import split_indices
-    from gossipd.core.learner import Learner, LocalData
+    from gossipd.core.learner import LocalData, make_learner
 
     n, rounds = 40, 30
-    learner = Learner("logreg", digits.n_features, digits.n_classes)
+    learner = make_learner("logreg", digits.schema)
     parts = split_indices(digits.y_train, n, "iid", np.random.default_rng(0))
     datas = [LocalData.from_numpy(digits.X_train[p], digits.y_train[p], digits.n_classes) for p in parts]
     out = fedavg(digits, learner, datas, rounds, 1, 0.5, 1000, np.random.default_rng(0))
@@ -232,7 +232,10 @@ def test_merge_rules_run(digits):
         (dict(split="bad"), "split"),
         (dict(split="dirichlet:-1"), "split"),
         (dict(merge="foo"), "merge"),
-        (dict(model="cnn"), "model"),
+        (dict(model="cnn:x"), "model"),
+        (dict(scaling="global"), "scaling"),
+        (dict(task="ranking"), "task"),
+        (dict(input_shape="8by8"), "input_shape"),
         (dict(sampler="weird"), "sampler"),
         (dict(sampler="kregular:x"), "sampler"),
         (dict(kill="2@5"), "kill"),

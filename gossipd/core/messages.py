@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gossipd.core.scaling import FeatureStats
 from peer_sampling.messages import Address, PeerDescriptor, ShuffleReply, ShuffleRequest
 
 __all__ = [
@@ -24,12 +25,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ModelMessage:
-    """A pushed model: flat float32 parameters, their age and architecture."""
+    """A pushed model: flat float32 parameters, their age and architecture, and the
+    scaling statistics when the network learns them (see core/scaling.py)."""
 
     sender: Address
     arch: str  # architecture fingerprint (learner.Learner.fingerprint)
     age: float
     params: np.ndarray  # 1-D float32
+    stats: FeatureStats | None = None
 
 
 Message = ModelMessage | ShuffleRequest | ShuffleReply

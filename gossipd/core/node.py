@@ -13,15 +13,19 @@ report undeliverable messages with ``on_send_failed``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gossipd.core.learner import Learner, LocalData
 from gossipd.core.merge import parse_merge
 from gossipd.core.messages import Address, ModelMessage, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.scaling import FeatureStats
 from gossipd.core.state import ModelState
 from peer_sampling.knobs import check_knobs, fraction_below_one, knob, positive
 from peer_sampling.sampler import PeerSampler
+
+if TYPE_CHECKING:  # the node only calls its learner: importing torch here would slow every config reader
+    from gossipd.core.learner import Learner, LocalData
 
 
 @dataclass(frozen=True)
@@ -71,12 +75,19 @@ class GossipNode:
     state: ModelState | None = None
     now: float = 0.0
     counters: Counters = field(default_factory=Counters)
+    # The scaling statistics the model's inputs are standardised by. With
+    # network-learned scaling they travel with every push and merge like the
+    # model; otherwise they are the learner's fixed ones (or None).
+    stats: FeatureStats | None = None
 
     def __post_init__(self) -> None:
         self._merge = parse_merge(self.config.merge)
         if self.state is None:
             self.state = self.learner.initial_state()
         self.learner.check(self.state)
+        if self.stats is None:
+            self.stats = self.learner.initial_stats(self.data)
+        self.learner.stats_for(self.stats)  # ValueError if they do not fit the learner
         # Training draws from its own stream: the daemon trains in a worker
         # thread while the event loop draws timers and peers from ``rng``.
         self._learn_rng = np.random.default_rng(self.rng.integers(2**63))
@@ -110,7 +121,8 @@ class GossipNode:
         state = self.state
         assert state is not None
         self.counters.sent += 1
-        return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, state.params))
+        stats = self.stats if self.learner.scaling.learned else None
+        return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, state.params, stats))
 
     # -- inputs --------------------------------------------------------------
 
@@ -127,13 +139,31 @@ class GossipNode:
                 f"model from {msg.sender} has architecture {msg.arch} with {msg.params.size} "
                 f"parameters; this node runs {self.learner.fingerprint} with {self.learner.n_params}"
             )
+        stats = self.stats
+        if self.learner.scaling.learned:
+            if msg.stats is None or stats is None or msg.stats.size != stats.size:
+                self.counters.rejected += 1
+                raise RejectedMessage(f"model from {msg.sender} lacks scaling statistics of "
+                                      f"{self.learner.schema.n_stat_columns} columns")
+            stats = stats.merge(msg.stats)
         self.counters.received += 1
         local = self.state
         assert local is not None
         merged = self._merge(local, ModelState(msg.params, msg.age))
-        self.state = self.learner.update(merged, self.data, self._learn_rng)
+        state = self.learner.update(merged, self.data, self._learn_rng, stats)
+        # Back to back, so a reader on another thread sees a model with its own scaling
+        # (up to one bytecode apart).
+        self.stats = stats
+        self.state = state
         self.counters.merged += 1
         return self.state
+
+    def use_data(self, data: LocalData, added: LocalData | None = None) -> None:
+        """Train on ``data`` from now on; ``added``: the examples that are new in it,
+        which join network-learned scaling statistics (examples that left do not)."""
+        if self.learner.scaling.learned and added is not None and len(added) and self.stats is not None:
+            self.stats = self.stats.pooled(self.learner.initial_stats(added))  # type: ignore[arg-type]
+        self.data = data
 
     def on_shuffle_request(self, now: float, request: ShuffleRequest) -> ShuffleReply | None:
         return self.sampler.on_request(now, request)

@@ -166,7 +166,9 @@ def _split(value: str) -> None:
 class ModelSection:
     """The model and how this node trains it (one local SGD pass per received model)."""
 
-    spec: str = knob("logreg", """Architecture: "logreg", or "mlp:H1,H2,..." (hidden layer widths).
+    spec: str = knob("logreg", """Architecture: "logreg", "mlp:H1,H2,..." (hidden layer widths), "cnn"
+        (image-shaped data), or your own torch module: "python:PATH.py:FACTORY" / "pkg.module:FACTORY"
+        (README: "Your own model").
         Peers with another architecture are refused, so the whole cluster must agree. logreg is small
         and fast (cheap messages, quick convergence); bigger models learn more, but every gossip
         message carries all the parameters.""", parse_model_spec, flag="--model", metavar="SPEC")
@@ -181,7 +183,8 @@ class DataSection:
     """This node's local data."""
 
     dataset: str = knob("digits", """The local training data: a bundled data set (digits,
-        breast_cancer, wine) or a path to a .csv or .npz file (README: "Your own data"). In production
+        breast_cancer, wine, diabetes), a path to a .csv or .npz file or a directory of them, or
+        "python:PATH.py:LOADER" (README: "Data files"). In production
         each machine points at its own data; the bundled sets are for demos and experiments. Checked
         when the data is loaded.""", _not_empty, flag="--dataset", metavar="NAME|FILE", old_keys=("data.source",),
         old_flags=("--data",))

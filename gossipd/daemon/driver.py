@@ -4,6 +4,12 @@ The same GossipNode and Cyclon sampler the simulator drives; this module only
 adds time (``loop.time()``), transport (aiohttp), a trainer thread, checkpoints,
 signals and sd_notify.
 
+Start-up binds the port first and loads torch, scikit-learn and the data after,
+in a worker thread: ``/healthz`` answers within a second of exec, everything
+else says 503 ``starting`` until the node exists. Shutdown writes the final
+checkpoint last; ``run`` then ends the process without the interpreter's
+teardown (which spends seconds unloading torch).
+
 Every peer message goes through one :class:`~gossipd.daemon.gate.PeerGate`
 (sealed with the keyring when there is one, addresses screened, refusals
 counted); the listening socket through a
@@ -15,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -26,7 +34,7 @@ import numpy as np
 
 from gossipd import wire
 from gossipd.addresses import AddressError, PeerPolicy, parse_address
-from gossipd.core.learner import Learner, LocalData
+from gossipd.core.scaling import FeatureStats
 from gossipd.core.messages import Message, ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipNode
 from gossipd.core.state import ModelState
@@ -38,13 +46,17 @@ from gossipd.daemon.metrics import Metrics, MetricsSnapshot
 from gossipd.daemon.server import ConnectionGuard, GuardedSite, ServerLimits, fd_limit
 from gossipd.daemon.sdnotify import Notifier
 from gossipd.daemon.store import Checkpoint, Store, atomic_write
-from gossipd.data import DataError, load_dataset, node_share
+from gossipd.data import DataError, load_dataset, make_scaling, node_share
 from gossipd.envelope import PeerCodec
+from gossipd.logsummary import LogSummary
 from gossipd.security import Keyring, ReplayGuard
 from gossipd.version import VERSION
 from peer_sampling.cyclon import Cyclon
 
 log = logging.getLogger("gossipd")
+
+# At most one line about view changes per this many seconds (Cyclon swaps entries every shuffle).
+VIEW_LOG_INTERVAL = 10.0
 
 
 class StartupError(RuntimeError):
@@ -59,6 +71,8 @@ class Daemon:
         self.store = Store(config.state_dir)
         self.started = time.monotonic()
         self.pending = 0
+        # Until the learner exists the size limit is unknown; peer messages get 503 "starting" anyway.
+        self.max_body = 1 << 20
         self.evaluation: dict[str, Any] = {"accuracy": None, "at": None}
         self.notifier = Notifier.from_env()
         self._trainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossipd-train")
@@ -69,6 +83,16 @@ class Daemon:
         self.node: GossipNode | None = None
         self.sampler: Cyclon = None  # type: ignore[assignment]
         self.address = ""
+        self.node_id = ""
+        self._runner: Any = None
+        self.api: Api | None = None
+        self.client: PeerClient | None = None
+        # Failures and refusals of our own messages: one line per peer and reason, then counts.
+        self.unreachable = LogSummary(log, "cannot reach", level=logging.INFO)
+        self.refused = LogSummary(log, "refused by")
+        self._logged_view: set[str] = set()
+        self._view_logged_at = -math.inf
+        self._left_why: dict[str, str] = {}
         self.body_timeout = config.body_timeout
         self.policy = PeerPolicy.from_cidrs(config.security.peer_allow)
         self.keyring: Keyring | None = None
@@ -76,30 +100,71 @@ class Daemon:
         self.gate: PeerGate | None = None  # with the learner: the codec checks architecture and size
         self.guard = ConnectionGuard(ServerLimits(config.max_connections, config.header_timeout),
                                      report=self._report_http_error)
+        # Refused connections and requests aiohttp could not parse, dropped shuffle entries:
+        # one line per kind and client at once, then a count at most once a minute.
+        self.http_errors = LogSummary(log, "HTTP")
+        self.dropped = LogSummary(log, "dropped")
 
     # -- start-up ---------------------------------------------------------------
 
     def _load_data(self) -> None:
+        """Data set, share and learner: imports torch and scikit-learn, so it runs off the loop."""
+        import torch
+
+        from gossipd.core.learner import LocalData, make_learner
+
+        # One intra-op thread: several daemons often share a machine, and OpenMP workers
+        # spinning against each other cost far more than they give on small models.
+        torch.set_num_threads(1)
         cfg = self.config
         try:
             dataset = load_dataset(cfg.data.dataset, label_column=cfg.data.label_column or None)
             X_tr, y_tr, X_te, y_te = node_share(dataset, cfg.data.share, cfg.data.split)
-            self.learner = Learner(cfg.model.spec, dataset.n_features, dataset.n_classes,
-                                   cfg.model.learner)
+            # Feature scaling learned by the network (issue 11; a config key comes with phase 2).
+            self.learner = make_learner(cfg.model.spec, dataset.schema, cfg.model.learner,
+                                        scaling=make_scaling("network", dataset.schema))
         except (DataError, ValueError) as exc:
             raise StartupError(f"data.dataset: {exc}") from None
-        self.local = LocalData.from_numpy(X_tr, y_tr, dataset.n_classes)
+        self.local = LocalData.for_schema(X_tr, y_tr, dataset.schema)
         self.X_test, self.y_test = X_te, y_te
         self.max_body = wire.max_body_bytes(self.learner.n_params)
 
     async def start(self) -> None:
+        """Bind, then load data and model off the loop, then build the node and start its timers."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.store.ensure()
+            self.node_id = self.store.node_id(self.config.node_id)
+        except OSError as exc:
+            raise StartupError(f"state_dir: cannot use {self.config.state_dir}: {exc.strerror or exc}") from None
+        server_ssl, client_ssl = self._load_secrets()  # a bad key or certificate stops us before we listen
+        await self._bind(server_ssl)
+        # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
+        atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
+        self.notifier.status(f"listening on {self.address}; loading data and model")
+        await loop.run_in_executor(None, self._load_data)
+        if self._stopping.is_set():
+            return
+        self._build_gate()
+        self._build_node(loop.time())
+        self.client = PeerClient(self.config.request_timeout, self.max_body, self.policy, client_ssl)
+        await loop.run_in_executor(self._trainer, self._evaluate)
+        for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop(),
+                     self._log_loop()):
+            self._spawn(coro)
+        # Everything loaded so far (torch, scikit-learn, the data: millions of objects) lives as long as
+        # the process: keep it out of the cyclic garbage collector, whose full passes over it stalled
+        # the event loop for hundreds of milliseconds under a connection flood.
+        gc.freeze()
+        self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
+        log.info("node %s serving: cluster %s, model %s (%s, %d params, age %g), dataset %s share %s (%s split), "
+                 "%d peers", self.node_id, self.config.cluster, self.learner.spec, self.learner.fingerprint,
+                 self.learner.n_params, self.node.state.age, self.config.data.dataset, self.config.data.share,
+                 self.config.data.split, len(self.sampler.peers()))
+
+    async def _bind(self, server_ssl: Any) -> None:
         from aiohttp import web
 
-        loop = asyncio.get_running_loop()
-        self.store.ensure()
-        server_ssl, client_ssl = self._load_secrets()  # a bad key or certificate stops us before anything else
-        await loop.run_in_executor(None, self._load_data)  # sklearn + torch set-up, off the loop
-        self.node_id = self.store.node_id(self.config.node_id)
         host, port = self.config.host_port
         self.metrics = Metrics(self.metrics_snapshot)
         limits = self.guard.limits.within_fd_limit(fd_limit())
@@ -108,14 +173,17 @@ class Daemon:
                         "most %d connections (raise LimitNOFILE= to serve more)", self.guard.limits.max_connections,
                         fd_limit(), limits.max_connections)
             self.guard.limits = limits
-        self._runner = web.AppRunner(Api(self).app(middlewares=(self.guard.middleware,)), access_log=None,
-                                     shutdown_timeout=3.0)
+        # shutdown_timeout: grace for handlers in flight at SIGTERM (a merge takes milliseconds).
+        self.api = Api(self)
+        self._runner = web.AppRunner(self.api.app(middlewares=(self.guard.middleware,)), access_log=None,
+                                     shutdown_timeout=0.5)
         await self._runner.setup()
         site = GuardedSite(self._runner, self.guard, host, port, ssl_context=server_ssl)
         try:
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
+            self._runner = None
             raise StartupError(f"listen: cannot bind {self.config.listen}: {exc.strerror or exc}") from None
         bound_port = self._runner.addresses[0][1]  # the real port when listening on port 0
         scheme = "https" if server_ssl is not None else "http"
@@ -124,24 +192,10 @@ class Daemon:
             parse_address(self.address)  # peers seal for this exact string: it must be the canonical one
         except AddressError as exc:
             await self._runner.cleanup()
+            self._runner = None
             raise StartupError(f"advertise: {exc}; set advertise to this node's URL") from None
-        self._build_gate()
-        self._build_node(loop.time())
-        # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
-        atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
-        self.client = PeerClient(self.config.request_timeout, self.max_body, self.policy, client_ssl)
-        await loop.run_in_executor(self._trainer, self._evaluate)
-        for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop()):
-            self._spawn(coro)
-        # Everything loaded so far (torch, scikit-learn, the data: millions of objects) lives as long as
-        # the process: keep it out of the cyclic garbage collector, whose full passes over it stalled
-        # the event loop for hundreds of milliseconds under a connection flood.
-        gc.freeze()
-        self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
-        log.info("gossipd %s node %s listening on %s, advertising %s, cluster %s, model %s (%s, %d params), "
-                 "dataset %s share %s", VERSION, self.node_id, self.config.listen, self.address, self.config.cluster,
-                 self.learner.spec, self.learner.fingerprint, self.learner.n_params, self.config.data.dataset,
-                 self.config.data.share)
+        log.info("gossipd %s listening on %s:%d, advertising %s; loading data and model", VERSION,
+                 _url_host(host), bound_port, self.address)
 
     def _load_secrets(self) -> tuple[Any, Any]:
         """Keyring, admin token and TLS contexts, or StartupError with one line. (server, client) SSL contexts."""
@@ -176,6 +230,7 @@ class Daemon:
     def _build_gate(self) -> None:
         codec = PeerCodec(self.config.cluster, self.address, self.keyring, expected_arch=self.learner.fingerprint,
                           expected_params=self.learner.n_params, max_bytes=self.max_body,
+                          expected_stats=self.learner.stat_columns or None,
                           guard=ReplayGuard(window=self.config.security.replay_window))
         self.gate = PeerGate(codec, self.policy, on_drop=self._report_dropped)
 
@@ -212,18 +267,26 @@ class Daemon:
         sampler = Cyclon(self.address, list(cfg.join), cfg.peer_sampling, np.random.default_rng(sampler_ss), now=now)
         checkpoint = self.store.load(cluster=cfg.cluster, fingerprint=self.learner.fingerprint)
         state: ModelState | None = None
+        stats: FeatureStats | None = None
         if checkpoint is not None:
             state = checkpoint.state
+            if checkpoint.meta.get("stats"):
+                stats = FeatureStats.from_dict(checkpoint.meta["stats"])
             try:
                 sampler.load_state_dict(checkpoint.view)
             except ValueError as exc:
                 log.warning("saved peer view not used: %s", exc)
             for seed_url in cfg.join:
                 sampler.add_seed(seed_url)
-            log.info("resumed from checkpoint: model age %g, %d peers", state.age, len(sampler.peers()))
+            # The saved view may be dead by now; seeds, then every address seen, then those
+            # that failed are tried in turn once it empties (Cyclon's bootstrap).
+            log.info("resumed from checkpoint: model age %g; %d peers, %d seeds, %d more addresses to "
+                     "rejoin through", state.age, len(sampler.peers()), len(sampler.seeds),
+                     len(set(sampler.known) | set(sampler.failed)))
         self.sampler = sampler
         self.node = GossipNode(address=self.address, learner=self.learner, data=self.local, sampler=sampler,
-                               config=cfg.gossip, rng=np.random.default_rng(node_ss), state=state, now=now)
+                               config=cfg.gossip, rng=np.random.default_rng(node_ss), state=state, now=now,
+                               stats=stats)
         if checkpoint is not None:
             for key, value in checkpoint.counters.items():
                 if hasattr(self.node.counters, key):
@@ -258,26 +321,59 @@ class Daemon:
         try:
             status, body = await self.client.post(send.peer, path, self.gate.seal(msg, send.peer))
         except PeerError as exc:
-            log.info("peer unreachable, dropped from view: %s", exc)
-            self.node.on_send_failed(self.now(), send.peer)
+            self.unreachable.record((send.peer, exc.reason), f"{send.peer}: {exc.reason}")
+            self._peer_failed(send.peer, exc.reason)
             return
         if status == 503:
             return  # busy peer: alive, just loaded; the model walks elsewhere next time
         if status != 200:
-            log.warning("peer %s answered %s to %s: %s", send.peer, status, path, body[:300].decode(errors="replace"))
             # A peer that refuses our messages (other cluster, architecture or
             # protocol) is no use as a neighbour.
-            self.node.on_send_failed(self.now(), send.peer)
+            why = _error_text(status, body)
+            self.refused.record((send.peer, path, why), f"{send.peer}: {path} answered {why}")
+            self._peer_failed(send.peer, why)
             return
         if isinstance(msg, ShuffleRequest):
             try:
                 reply = self.gate.open_reply(body, send.peer)
             except wire.WireError as err:
                 self.node.counters.rejected += 1
-                log.warning("bad shuffle reply from %s: %s (%s)", send.peer, err.code, err.detail)
-                self.node.on_send_failed(self.now(), send.peer)
+                self.refused.record((send.peer, "reply", err.code), f"{send.peer}: bad shuffle reply {err.code}",
+                                    err.detail)
+                self._peer_failed(send.peer, f"bad shuffle reply ({err.code})")
                 return
             self.node.on_shuffle_reply(self.now(), reply)
+
+    def _peer_failed(self, peer: str, why: str) -> None:
+        if peer in self._logged_view and len(self._left_why) < 1000:
+            self._left_why[peer] = why
+        self.node.on_send_failed(self.now(), peer)
+
+    async def _log_loop(self) -> None:
+        """Counts of summarised lines once their minute is over; view changes, rate-limited."""
+        while not self._stopping.is_set():
+            await asyncio.sleep(1.0)
+            for summary in (self.unreachable, self.refused, self.api.rejections, self.http_errors, self.dropped):
+                summary.flush()
+            self._log_view_changes()
+
+    def _log_view_changes(self) -> None:
+        now = time.monotonic()
+        if now - self._view_logged_at < VIEW_LOG_INTERVAL:
+            return
+        current = set(self.sampler.peers())
+        entered, left = current - self._logged_view, self._logged_view - current
+        if not entered and not left:
+            return
+        parts = []
+        if entered:
+            parts.append("entered " + _some(sorted(entered)))
+        if left:
+            parts.append("left " + _some([f"{p} ({self._left_why[p]})" if p in self._left_why else p
+                                          for p in sorted(left)]))
+        log.info("view: %d peer%s; %s", len(current), "" if len(current) == 1 else "s", "; ".join(parts))
+        self._logged_view, self._view_logged_at = current, now
+        self._left_why.clear()
 
     async def apply_model(self, msg: ModelMessage) -> float:
         """Merge and train in the trainer thread (one at a time); the loop stays free. The new age."""
@@ -293,12 +389,13 @@ class Daemon:
         return self.node.on_model(now, msg)
 
     def _evaluate(self) -> None:
-        """Accuracy of the current model on the local test share (trainer thread)."""
+        """The task's metrics of the current model on the local test share (trainer thread):
+        accuracy, or rmse and r2 for regression (accuracy stays None then)."""
         if len(self.y_test) == 0:
             return
-        state = self.node.state
-        acc = self.learner.evaluate(state, self.X_test, self.y_test)
-        self.evaluation = {"accuracy": acc, "at": time.time(), "age": state.age,
+        state, stats = self.node.state, self.node.stats
+        scores = self.learner.scores(state, self.X_test, self.y_test, stats)
+        self.evaluation = {"accuracy": None, **scores, "at": time.time(), "age": state.age,
                            "examples": int(len(self.y_test))}
 
     async def _eval_loop(self) -> None:
@@ -323,11 +420,12 @@ class Daemon:
         self.gate.count(code)
 
     def _report_dropped(self, sender: str, dropped: tuple[tuple[str, str], ...]) -> None:
-        log.warning("dropped %d address%s from %s's shuffle: %s", len(dropped), "" if len(dropped) == 1 else "es",
-                    sender, "; ".join(reason for _, reason in dropped[:3]))
+        for address, reason in dropped:
+            self.dropped.record((sender, "address"), f"shuffle addresses from {sender}", reason)
 
     def _report_http_error(self, kind: str, remote: str, detail: str, exc: BaseException | None) -> None:
-        log.warning("HTTP %s from %s: %s", kind, remote, detail, exc_info=exc)
+        if self.http_errors.record((remote, kind), f"{kind} from {remote}", detail) and exc is not None:
+            log.error("the traceback of that HTTP %s (later ones are only counted)", kind, exc_info=exc)
 
     def busy_reason(self) -> str | None:
         if self.pending >= self.config.max_pending:
@@ -364,14 +462,16 @@ class Daemon:
     def model_msgpack(self) -> bytes:
         # Plain, never sealed: the admin export, for tools outside the cluster (gossip export, scripts).
         state = self.node.state
-        msg = ModelMessage(self.address, self.learner.fingerprint, state.age, state.params)
+        stats = self.node.stats if self.learner.scaling.learned else None
+        msg = ModelMessage(self.address, self.learner.fingerprint, state.age, state.params, stats)
         return wire.encode(msg, cluster=self.config.cluster)
 
     def model_onnx(self) -> tuple[bytes, str]:
         from gossipd.export import export_onnx_bytes
 
         try:
-            data = export_onnx_bytes(self.learner, self.node.state, metadata={"gossipd.node_id": self.node_id},
+            data = export_onnx_bytes(self.learner, self.node.state, stats=self.node.stats,
+                                     metadata={"gossipd.node_id": self.node_id},
                                      check_X=self.X_test if len(self.X_test) else None)
         except Exception as exc:  # whatever torch.onnx or onnxruntime raise: a 409 with the reason, never a 500
             log.warning("ONNX export failed: %s", exc, exc_info=not isinstance(exc, (ValueError, RuntimeError)))
@@ -410,7 +510,10 @@ class Daemon:
             "advertise": self.address,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "model": {"spec": self.learner.spec, "fingerprint": self.learner.fingerprint,
-                      "params": self.learner.n_params, "age": state.age},
+                      "params": self.learner.n_params, "age": state.age, "task": self.learner.task,
+                      "scaling": self.learner.scaling.mode,
+                      # columns of the scaling statistics a pushed model must carry (0: none)
+                      "stat_columns": self.learner.stat_columns},
             "peers": len(self.node.sampler.peers()),
             "counters": self.node.counters.as_dict(),
             "security": {**self.gate.report(), "tls": self.config.tls.enabled,
@@ -435,7 +538,10 @@ class Daemon:
             node_id=self.node_id, cluster=self.config.cluster, fingerprint=self.learner.fingerprint,
             state=self.node.state, view=self.sampler.state_dict(), counters=self.node.counters.as_dict(),
             meta={"spec": self.learner.spec, "n_features": self.learner.n_features,
-                  "n_classes": self.learner.n_classes, "dataset": self.config.data.dataset,
+                  "n_classes": self.learner.n_classes, "schema": self.learner.schema.to_dict(),
+                  "scaling": self.learner.scaling.mode,
+                  "stats": None if self.node.stats is None else self.node.stats.to_dict(),
+                  "dataset": self.config.data.dataset,
                   "share": self.config.data.share, "split": self.config.data.split,
                   "label_column": self.config.data.label_column},
         ))
@@ -468,19 +574,40 @@ class Daemon:
         await self._stopping.wait()
 
     async def stop(self) -> None:
-        """Stop timers, finish the update in flight, checkpoint, close."""
+        """Stop timers, finish the update in flight, close, then write the checkpoint last."""
         self._stopping.set()
         self.notifier.stopping("checkpointing")
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._runner.cleanup()  # no new requests; in-flight handlers get a short grace
+        if self._runner is not None:
+            await self._runner.cleanup()  # no new requests; in-flight handlers get a short grace
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._trainer.shutdown, True)  # the update in flight completes
-        await loop.run_in_executor(None, self.checkpoint)
-        await self.client.close()
+        if self.client is not None:
+            await self.client.close()
         (self.store.dir / "endpoint").unlink(missing_ok=True)
-        log.info("stopped; checkpoint written (model age %g)", self.node.state.age)
+        for summary in (self.unreachable, self.refused, self.http_errors, self.dropped,
+                        *([self.api.rejections] if self.api else [])):
+            summary.close()
+        if self.node is not None:
+            await loop.run_in_executor(None, self.checkpoint)
+            log.info("stopped; checkpoint written (model age %g)", self.node.state.age)
+
+
+def _some(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _error_text(status: int, body: bytes) -> str:
+    """``HTTP 409 wrong_cluster: detail`` from a gossipd JSON error, else the status and a snippet."""
+    try:
+        data = json.loads(body)
+        return f"HTTP {status} {data['error']}: {data.get('detail', '')}".rstrip(": ")
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        snippet = " ".join(body[:120].decode(errors="replace").split())
+        return f"HTTP {status}" + (f" ({snippet})" if snippet else "")
 
 
 def _url_host(host: str) -> str:
@@ -491,11 +618,6 @@ def run(config: NodeConfig) -> int:
     """Serve until SIGTERM/SIGINT; the process exit code (one line on stderr if it cannot start)."""
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import torch
-
-    # One intra-op thread: several daemons often share a machine, and OpenMP
-    # workers spinning against each other cost far more than they give on small models.
-    torch.set_num_threads(1)
     try:
         asyncio.run(serve(config))
     except StartupError as exc:
@@ -509,14 +631,15 @@ def run(config: NodeConfig) -> int:
 async def serve(config: NodeConfig) -> None:
     daemon = Daemon(config)
     loop = asyncio.get_running_loop()
-    # Before start(): READY=1 goes out from start(), and a SIGTERM right after
-    # it must still get the graceful path.
+    # Before start(): a SIGTERM while the model loads must still get the graceful path.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)  # systemctl reload: re-read keyring and token
-    await daemon.start()
-    await daemon.wait_stopped()
-    await daemon.stop()
+    try:
+        await daemon.start()
+        await daemon.wait_stopped()
+    finally:
+        await daemon.stop()
 
 
 __all__ = ["Daemon", "StartupError", "run", "serve"]

@@ -30,7 +30,9 @@ from aiohttp import web
 from gossipd import wire
 from gossipd.addresses import AddressError, PeerPolicy
 from gossipd.core.messages import Message, ModelMessage, ShuffleRequest
+from gossipd.daemon.reasons import describe_exception
 from gossipd.daemon.resolver import PolicyResolver
+from gossipd.logsummary import LogSummary
 
 log = logging.getLogger(__name__)
 
@@ -157,18 +159,23 @@ class Api:
 
     def __init__(self, service: NodeService) -> None:
         self.s = service
+        # One line per sender, path and reason at once, then a count at most once a minute:
+        # one WARNING per refused message let a hostile sender grow the log by 50 MB in 30 s.
+        self.rejections = LogSummary(log, "rejected")
 
     @web.middleware
     async def starting(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """The socket is bound before the node exists (its URL needs the port): 503 until then."""
-        if self.s.is_starting():
+        """The socket is bound before the model is loaded: 503 until then, except for
+        the liveness probe (the process is up and serving HTTP)."""
+        if self.s.is_starting() and request.path != "/healthz":
             return json_error(503, "starting", "the node is still starting; try again in a moment")
         return await handler(request)
 
     def app(self, middlewares: tuple[Any, ...] = ()) -> web.Application:
-        """The application; ``middlewares`` go first (the connection guard's request tracking)."""
-        app = web.Application(client_max_size=self.s.max_body,
-                              middlewares=[*middlewares, json_errors, no_cross_origin, self.starting])
+        """The application; ``middlewares`` go first (the connection guard's request tracking).
+
+        Peer bodies are read by ``_read`` against the node's own limit, known once the model is."""
+        app = web.Application(middlewares=[*middlewares, json_errors, no_cross_origin, self.starting])
         app.add_routes([
             web.post("/v1/gossip/model", self.post_model),
             web.post("/v1/gossip/shuffle", self.post_shuffle),
@@ -232,7 +239,8 @@ class Api:
 
     def _reject(self, request: web.Request, err: wire.WireError) -> web.Response:
         self.s.count_rejected(err.code)
-        log.warning("rejected %s from %s: %s (%s)", request.path, request.remote, err.code, err.detail)
+        self.rejections.record((request.remote, request.path, err.code),
+                               f"{request.method} {request.path} from {request.remote}: {err.code}", err.detail)
         return _error_response(err)
 
     # -- peer traffic -----------------------------------------------------
@@ -264,7 +272,7 @@ class Api:
         return web.json_response(self.s.peers_report())
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "starting" if self.s.is_starting() else "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
         ready, details = self.s.readiness()
@@ -322,6 +330,7 @@ class PeerClient:
     def __init__(self, timeout: float, max_body: int, policy: PeerPolicy | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.max_body = max_body
+        self.timeout = timeout
         self.policy = policy or PeerPolicy()
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=timeout),
@@ -337,16 +346,21 @@ class PeerClient:
         try:
             self.policy.check(peer)
         except AddressError as exc:
-            raise PeerError(f"{peer}: not contacted: {exc}") from None
+            raise PeerError(peer, f"not contacted: {exc}") from None
         try:
             async with self._session.post(peer + path, data=body) as resp:
                 return resp.status, await resp.content.read(self.max_body + 1)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise PeerError(f"{peer}: {type(exc).__name__}: {exc}") from None
+            raise PeerError(peer, describe_exception(exc, self.timeout)) from None
 
 
 class PeerError(Exception):
-    """The peer could not be reached or did not answer in time."""
+    """The peer could not be reached or did not answer in time; ``reason`` says how."""
+
+    def __init__(self, peer: str, reason: str) -> None:
+        super().__init__(f"{peer}: {reason}")
+        self.peer = peer
+        self.reason = reason
 
 
 def ip_allowed(remote: str | None, allow: tuple[str, ...]) -> bool:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gossipd.core.spec import LearnerConfig, parse_model_spec
+from gossipd.core.spec import LearnerConfig, parse_input_shape, parse_model_spec, parse_scaling, parse_task
 from gossipd.core.merge import parse_merge
 from gossipd.data import parse_split
 from peer_sampling.topology import parse_topology
@@ -32,7 +32,11 @@ class SimulationConfig:
     """One experiment. Times are in cycles (Δ = 1)."""
 
     dataset: str = "digits"
-    model: str = "logreg"
+    label_column: str | None = None  # CSV files: the label's column (default: label/target/y/class, else the last)
+    model: str = "logreg"  # logreg | mlp:H1,... | cnn | python:PATH.py:FACTORY | pkg.module:FACTORY
+    task: str = "auto"  # auto | classification | regression (auto: as the data says)
+    input_shape: str = ""  # e.g. 1x8x8 for image rows in a CSV; default: as the data says
+    scaling: str = "network"  # network | none | fixed:PATH
     nodes: int = 100
     cycles: int = 200
     split: str = "iid"  # iid | labels | dirichlet:ALPHA: how the training data is cut over the nodes
@@ -50,9 +54,10 @@ class SimulationConfig:
     seeds: int = 3  # bootstrap nodes every Cyclon view starts from
     eval_every: int = 10
     baselines: tuple[str, ...] = ()
-    lr: float = LearnerConfig.lr
+    lr: float | None = None  # None: the task's default (DEFAULT_LR)
     lr_decay: float = LearnerConfig.lr_decay
     batch_size: int = LearnerConfig.batch_size
+    optimizer: str = LearnerConfig.optimizer
     seed: int = 1
 
     def validate(self) -> None:
@@ -69,6 +74,8 @@ class SimulationConfig:
             raise ConfigError("online", f"--online must be in (0, 1], got {self.online}")
         for name in ("delay", "session", "shuffle_interval", "lr", "lr_decay"):
             v = getattr(self, name)
+            if v is None and name == "lr":
+                continue
             if not (math.isfinite(v) and (v >= 0 if name == "delay" else v > 0)):
                 raise ConfigError(name, f"--{name.replace('_', '-')} must be a positive number, got {v}")
         if not 0.0 <= self.jitter < 1.0:
@@ -77,6 +84,10 @@ class SimulationConfig:
             ("split", parse_split, self.split),
             ("merge", parse_merge, self.merge),
             ("model", parse_model_spec, self.model),
+            ("task", parse_task, self.task),
+            ("input_shape", lambda v: v and parse_input_shape(v), self.input_shape),
+            ("scaling", parse_scaling, self.scaling),
+            ("optimizer", lambda v: LearnerConfig(optimizer=v), self.optimizer),
         ]
         if self.sampler != "cyclon":
             checks.append(("sampler", parse_topology, self.sampler))
@@ -84,7 +95,7 @@ class SimulationConfig:
             try:
                 parse(value)
             except ValueError as exc:
-                raise ConfigError(name, f"--{name}: {exc}") from None
+                raise ConfigError(name, f"--{name.replace('_', '-')}: {exc}") from None
         if self.shuffle_length > self.view_size:
             raise ConfigError("shuffle_length", "--shuffle-length must be <= --view-size")
         unknown = set(self.baselines) - set(BASELINES)
@@ -93,8 +104,9 @@ class SimulationConfig:
         if self.kill is not None:
             parse_kill(self.kill, self.cycles)
 
-    def learner_config(self) -> LearnerConfig:
-        return LearnerConfig(lr=self.lr, lr_decay=self.lr_decay, batch_size=self.batch_size)
+    def learner_config(self, task: str = "classification") -> LearnerConfig:
+        return LearnerConfig.for_task(task, self.lr, lr_decay=self.lr_decay, batch_size=self.batch_size,
+                                      optimizer=self.optimizer)
 
 
 def parse_kill(spec: str, cycles: int) -> tuple[float, int]:

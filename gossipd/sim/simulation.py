@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from gossipd import wire
-from gossipd.core.learner import Learner, LocalData
+from gossipd.core.learner import Learner, LocalData, make_learner
 from gossipd.core.messages import ModelMessage, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipConfig, GossipNode
-from gossipd.data import Dataset, DataError, load_dataset, split_indices
+from gossipd.core.spec import parse_input_shape, parse_task
+from gossipd.data import Dataset, DataError, load_dataset, make_scaling, split_indices
 from gossipd.overlay import indegree_stats, overlay_metrics
-from gossipd.sim.baselines import run_baselines
+from gossipd.sim.baselines import run_baselines, summarise
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_kill
 from peer_sampling.cyclon import Cyclon, CyclonConfig
 from peer_sampling.topology import StaticSampler, build_overlay
@@ -60,23 +61,27 @@ class Simulation:
         config.validate()
         if dataset is None:
             try:
-                dataset = load_dataset(config.dataset)
+                dataset = load_dataset(config.dataset, label_column=config.label_column, task=parse_task(config.task),
+                                       input_shape=parse_input_shape(config.input_shape) if config.input_shape else None)
             except DataError as exc:
                 raise ConfigError("dataset", f"--dataset: {exc}") from None
         root = np.random.SeedSequence(config.seed)
         part_ss, node_ss, overlay_ss = root.spawn(3)
-        learner = Learner(config.model, dataset.n_features, dataset.n_classes, config.learner_config())
+        learner = build_learner(config, dataset)
         parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
         addresses = [f"n{i}" for i in range(config.nodes)]
         node_rngs = [np.random.default_rng(s) for s in node_ss.spawn(config.nodes)]
-        samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
+        try:
+            samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
+        except ValueError as exc:  # a topology that cannot be built on this many nodes
+            raise ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}") from None
         gossip = GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge)
         initial = learner.initial_state()
         nodes = [
             GossipNode(
                 address=addresses[i],
                 learner=learner,
-                data=LocalData.from_numpy(dataset.X_train[p], dataset.y_train[p], dataset.n_classes),
+                data=LocalData.for_schema(dataset.X_train[p], dataset.y_train[p], dataset.schema),
                 sampler=samplers[i],
                 config=gossip,
                 rng=node_rngs[i],
@@ -100,6 +105,7 @@ class Simulation:
         kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
         X_test = torch.from_numpy(self.dataset.X_test)
         y_test = torch.from_numpy(self.dataset.y_test)
+        learned = self.learner.scaling.learned
         sizes = _MessageSizes(self.learner)
         traffic = self.traffic
         series: list[dict[str, Any]] = []
@@ -188,7 +194,7 @@ class Simulation:
                     redraw = churn_rng.random(n) < 1.0 / cfg.session
                     online[redraw] = churn_rng.random(int(redraw.sum())) < cfg.online
                 if cycle % cfg.eval_every == 0 or cycle == cfg.cycles:
-                    series.append(self._measure(cycle, alive, X_test, y_test))
+                    series.append(self._measure(cycle, alive, X_test, y_test, learned))
                 if self.progress is not None:
                     self.progress(cycle)
 
@@ -202,9 +208,14 @@ class Simulation:
                 "test": int(len(self.dataset.y_test)),
                 "features": self.dataset.n_features,
                 "classes": self.dataset.n_classes,
+                "task": self.learner.task,
             },
+            "task": self.learner.task,
+            "metrics": list(self.learner.metrics),
             "model": {"spec": self.learner.spec, "params": self.learner.n_params,
-                      "fingerprint": self.learner.fingerprint, "message_bytes": sizes.model},
+                      "fingerprint": self.learner.fingerprint, "message_bytes": sizes.model,
+                      "scaling": self.learner.scaling.mode, "lr": self.learner.config.lr,
+                      "optimizer": self.learner.config.optimizer},
             "series": series,
             "final": final,
         }
@@ -213,21 +224,21 @@ class Simulation:
 
     # -- measurements -----------------------------------------------------------
 
-    def _measure(self, cycle: int, alive: np.ndarray, X_test: torch.Tensor, y_test: torch.Tensor) -> dict[str, Any]:
-        states = [self.nodes[i].state for i in np.flatnonzero(alive)]
-        accs = self.learner.evaluate_many(states, X_test, y_test)  # type: ignore[arg-type]
-        entry: dict[str, Any] = {
-            "cycle": cycle,
-            "mean_accuracy": float(accs.mean()),
-            "min_accuracy": float(accs.min()),
-            "max_accuracy": float(accs.max()),
+    def _measure(self, cycle: int, alive: np.ndarray, X_test: torch.Tensor, y_test: torch.Tensor,
+                 learned: bool) -> dict[str, Any]:
+        live = [self.nodes[i] for i in np.flatnonzero(alive)]
+        states = [node.state for node in live]
+        stats = [node.stats for node in live] if learned else None
+        scores = self.learner.scores_many(states, X_test, y_test, stats)  # type: ignore[arg-type]
+        entry: dict[str, Any] = {"cycle": cycle, **summarise(scores)}
+        entry.update({
             "mean_age": float(np.mean([s.age for s in states])),  # type: ignore[union-attr]
             "messages": self.traffic.messages,
             "bytes": self.traffic.bytes,
             "sampling_messages": self.traffic.sampling_messages,
             "sampling_bytes": self.traffic.sampling_bytes,
             "live_nodes": int(alive.sum()),
-        }
+        })
         entry.update(overlay_metrics(self._edges(alive), alive))
         return entry
 
@@ -246,12 +257,24 @@ class Simulation:
         return {"indegree": indegree_stats(len(self.nodes), edges, alive)}
 
 
+def build_learner(config: SimulationConfig, dataset: Dataset) -> Learner:
+    """The learner ``config`` names for ``dataset`` (a ConfigError naming the flag otherwise)."""
+    try:
+        scaling = make_scaling(config.scaling, dataset.schema)
+    except DataError as exc:
+        raise ConfigError("scaling", f"--scaling: {exc}") from None
+    try:
+        return make_learner(config.model, dataset.schema, config.learner_config(dataset.task), scaling=scaling)
+    except ValueError as exc:
+        raise ConfigError("model", f"--model: {exc}") from None
+
+
 class _MessageSizes:
     """Bytes a message would take on the wire, encoded once per shape and cached."""
 
     def __init__(self, learner: Learner) -> None:
-        probe = ModelMessage("n0000", learner.fingerprint, 1.0, np.zeros(learner.n_params, np.float32))
-        self.model = wire.encoded_size(probe, cluster="sim")
+        self.model = wire.encoded_model_size(learner.n_params, "n0000", learner.fingerprint, "sim",
+                                             learner.stat_columns)
         self._shuffle: dict[int, int] = {}
 
     def shuffle(self, entries: int) -> int:

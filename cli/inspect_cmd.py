@@ -143,7 +143,24 @@ def status_table(url: str, st: dict[str, Any]) -> Table:
     if data:
         rows.append(("data", f"{data.get('dataset')} share {data.get('share')} ({data.get('split')} split), "
                              f"{data.get('train_examples')} train / {data.get('test_examples')} test"))
+    security = st.get("security")
+    if isinstance(security, dict):
+        rows.append(("security", security_text(security)))
     return kv_table(f"gossipd node {url}", rows)
+
+
+def security_text(sec: dict[str, Any]) -> str:
+    """'sealed, keys a1.. (sealing), b2..; TLS; refused: stale 2' or 'plain messages (no keyring)'."""
+    ids = [str(i) for i in sec.get("key_ids") or []]
+    parts = [f"sealed, key{'s' if len(ids) > 1 else ''} " + ", ".join([f"{ids[0]} (sealing)", *ids[1:]])
+             if sec.get("sealed") and ids else "plain messages (no keyring)"]
+    if sec.get("tls"):
+        parts.append("TLS" + (" with client certificates" if sec.get("client_cert_required") else ""))
+    rejections = sec.get("rejections") or {}
+    parts.append("refused: " + (", ".join(f"{k} {v}" for k, v in rejections.items()) if rejections else "none"))
+    if sec.get("dropped_addresses"):
+        parts.append(f"dropped addresses {sec['dropped_addresses']}")
+    return "; ".join(parts)
 
 
 # -- peers ------------------------------------------------------------------------

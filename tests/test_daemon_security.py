@@ -589,13 +589,20 @@ def test_keys_rotate_on_sighup_without_a_rejected_message(tmp_path: Path) -> Non
         assert (code, json.loads(body)["error"]) == (401, "unauthenticated") and old_id in json.loads(body)["detail"]
         assert status(victim)["security"]["rejections"] == {"unauthenticated": 1}
 
-        # A broken keyring on reload: logged, the node keeps its keys and its peers.
+        # A broken keyring on reload: logged, the node keeps its keys and its peers. The same SIGHUP
+        # re-reads the admin token: the old one stops working at once.
+        old_token = victim.admin_token
         rings[0].write_text("not a key\n")
+        (victim.state_dir / "admin-token").write_text("a-new-admin-token-for-this-node\n")
         victim.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
         assert wait_for(lambda: "reload: keyring not changed" in victim.log(), 10), victim.log()[-2000:]
         merged = status(victim)["counters"]["merged"]
         assert status(victim)["security"]["key_ids"] == [new_id]
         assert wait_for(lambda: status(victim)["counters"]["merged"] > merged, 10)
+        join = json.dumps({"peer": procs[1].url}).encode()
+        assert post(victim.url + "/v1/admin/join", join, "application/json", token=old_token)[0] == 401
+        assert post(victim.url + "/v1/admin/join", join, "application/json",
+                    token="a-new-admin-token-for-this-node")[0] == 200
     finally:
         stop_all(procs)
 

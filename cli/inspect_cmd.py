@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.client import Client, CommandFailed, DaemonError, NotGossipd, Unreachable, check_url, run
+from cli.client import TOKEN_ENV, Client, CommandFailed, DaemonError, NotGossipd, Unreachable, admin_token, check_url, run
 from cli.errors import UserError
 from gossipd.files import atomic_write
 
@@ -29,6 +29,11 @@ TIMEOUT_HELP = "seconds to wait for the node's answer"
 def url_argument(name: str = "url") -> Any:
     return click.argument(name, metavar=name.upper(), callback=lambda ctx, p, v: None if v is None else
                           check_url(v, p.human_readable_name))
+
+
+def token_option(command: Any) -> Any:
+    return click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help=f"file holding the node's admin token (default: ${TOKEN_ENV})")(command)
 
 
 def emit_json(data: Any) -> None:
@@ -166,7 +171,24 @@ def status_table(url: str, st: dict[str, Any]) -> Table:
     ]
     if data:
         rows.append(("data", data_row(data)))
+    security = st.get("security")
+    if isinstance(security, dict):
+        rows.append(("security", security_text(security)))
     return kv_table(f"gossipd node {url}", rows)
+
+
+def security_text(sec: dict[str, Any]) -> str:
+    """'sealed, keys a1.. (sealing), b2..; TLS; refused: stale 2' or 'plain messages (no keyring)'."""
+    ids = [str(i) for i in sec.get("key_ids") or []]
+    parts = [f"sealed, key{'s' if len(ids) > 1 else ''} " + ", ".join([f"{ids[0]} (sealing)", *ids[1:]])
+             if sec.get("sealed") and ids else "plain messages (no keyring)"]
+    if sec.get("tls"):
+        parts.append("TLS" + (" with client certificates" if sec.get("client_cert_required") else ""))
+    rejections = sec.get("rejections") or {}
+    parts.append("refused: " + (", ".join(f"{k} {v}" for k, v in rejections.items()) if rejections else "none"))
+    if sec.get("dropped_addresses"):
+        parts.append(f"dropped addresses {sec['dropped_addresses']}")
+    return "; ".join(parts)
 
 
 # -- peers ------------------------------------------------------------------------
@@ -215,18 +237,21 @@ def peers(url: str, as_json: bool, timeout: float) -> None:
 @url_argument("peer_url")
 @click.option("--json", "as_json", is_flag=True, help="print the daemon's answer as JSON")
 @click.option("--timeout", default=5.0, show_default=True, type=float, help=TIMEOUT_HELP)
-def join(url: str, peer_url: str, as_json: bool, timeout: float) -> None:
+@token_option
+def join(url: str, peer_url: str, as_json: bool, timeout: float, token_file: Path | None) -> None:
     """Ask the node at URL to add PEER_URL as a seed (POST /v1/admin/join).
 
-    Admin calls are accepted from loopback (or the daemon's admin_allow list) only.
+    Admin calls need the node's admin token (--token-file, or $GOSSIP_ADMIN_TOKEN)
+    and are accepted from loopback (or the daemon's admin_allow list) only.
 
     \b
     Example:
-      gossip join http://127.0.0.1:7071 http://127.0.0.1:7070
+      gossip join http://127.0.0.1:7071 http://127.0.0.1:7070 --token-file /tmp/gossip-b/admin-token
     """
+    token = admin_token(token_file)
 
     async def post() -> dict[str, Any]:
-        async with Client(timeout) as c:
+        async with Client(timeout, token=token) as c:
             return await c.join(url, peer_url)
 
     answer = run(post())
@@ -301,16 +326,19 @@ async def _wait(url: str, ready: bool, timeout: float) -> dict[str, Any]:
               help="export offline from this daemon state directory instead of a URL")
 @click.option("--json", "as_json", is_flag=True, help="print what was written as JSON")
 @click.option("--timeout", default=30.0, show_default=True, type=float, help=TIMEOUT_HELP)
-def export(url: str | None, output: Path, state_dir: Path | None, as_json: bool, timeout: float) -> None:
+@token_option
+def export(url: str | None, output: Path, state_dir: Path | None, as_json: bool, timeout: float,
+           token_file: Path | None) -> None:
     """Write a node's current model as ONNX, from a running node or offline.
 
-    Give exactly one of URL (download from a running daemon) or --state-dir
-    (read the checkpoint of a stopped daemon). The file is checked with
-    onnxruntime before it is reported.
+    Give exactly one of URL (download from a running daemon, which needs its
+    admin token: --token-file or $GOSSIP_ADMIN_TOKEN) or --state-dir (read the
+    checkpoint of a stopped daemon). The file is checked with onnxruntime
+    before it is reported.
 
     \b
     Example:
-      gossip export http://127.0.0.1:7070 -o model.onnx
+      gossip export http://127.0.0.1:7070 -o model.onnx --token-file /tmp/gossip-a/admin-token
       gossip export --state-dir /var/lib/gossipd -o model.onnx
     """
     if (url is None) == (state_dir is None):
@@ -321,7 +349,7 @@ def export(url: str | None, output: Path, state_dir: Path | None, as_json: bool,
     if not output.parent.is_dir() and str(output.parent) not in ("", "."):
         raise UserError(f"-o/--output: directory {output.parent} does not exist")
     if url is not None:
-        report = _export_online(url, output, timeout)
+        report = _export_online(url, output, timeout, admin_token(token_file))
     else:
         assert state_dir is not None
         report = _export_offline(state_dir, output)
@@ -363,9 +391,9 @@ def _io(v: dict[str, Any]) -> str:
     return f"{v['name']} {v['type']} [{', '.join(map(str, v['shape']))}]"
 
 
-def _export_online(url: str, output: Path, timeout: float) -> dict[str, Any]:
+def _export_online(url: str, output: Path, timeout: float, token: str | None) -> dict[str, Any]:
     async def fetch() -> tuple[dict[str, Any], bytes]:
-        async with Client(timeout, max_bytes=1 << 30) as c:
+        async with Client(timeout, max_bytes=1 << 30, token=token) as c:
             st = await c.status(url)  # proves it is a gossipd of our protocol first
             return st, await c.model_onnx(url)
 

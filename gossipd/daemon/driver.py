@@ -9,11 +9,18 @@ only for a torch-module model), in a worker thread: ``/healthz`` answers within 
 else says 503 ``starting`` until the node exists. Shutdown writes the final
 checkpoint last; ``run`` then ends the process without the interpreter's
 teardown (which spends seconds unloading torch).
+
+Every peer message goes through one :class:`~gossipd.daemon.gate.PeerGate`
+(sealed with the keyring when there is one, addresses screened, refusals
+counted); the listening socket through a
+:class:`~gossipd.daemon.server.ConnectionGuard` (connection cap, header
+timeout). SIGHUP re-reads the keyring and the admin token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -26,18 +33,24 @@ from typing import Any
 import numpy as np
 
 from gossipd import wire
+from gossipd.addresses import AddressError, PeerPolicy, parse_address
 from gossipd.core.scaling import FeatureStats
 from gossipd.core.messages import Message, ModelMessage, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.node import GossipNode
 from gossipd.core.state import ModelState
-from gossipd.daemon.config import NodeConfig
-from gossipd.daemon.http import Api, PeerClient, PeerError, ip_allowed
+from gossipd.daemon import credentials
+from gossipd.daemon.config import NodeConfig, is_loopback
+from gossipd.daemon.gate import PeerGate
+from gossipd.daemon.http import Api, NotExportable, PeerClient, PeerError, ip_allowed
 from gossipd.daemon.metrics import Metrics, MetricsSnapshot
+from gossipd.daemon.server import ConnectionGuard, GuardedSite, ServerLimits, fd_limit
 from gossipd.daemon.sdnotify import Notifier
 from gossipd.daemon.store import Checkpoint, Store, atomic_write
-from gossipd.logsummary import LogSummary
 from gossipd.daemon.datafeed import DataFeed, rows_of
 from gossipd.data import DataError, make_scaling
+from gossipd.envelope import PeerCodec
+from gossipd.logsummary import LogSummary
+from gossipd.security import Keyring, ReplayGuard
 from gossipd.version import VERSION
 from peer_sampling.cyclon import Cyclon
 
@@ -85,6 +98,17 @@ class Daemon:
         self._logged_view: set[str] = set()
         self._view_logged_at = -math.inf
         self._left_why: dict[str, str] = {}
+        self.body_timeout = config.body_timeout
+        self.policy = PeerPolicy.from_cidrs(config.security.peer_allow)
+        self.keyring: Keyring | None = None
+        self._admin_token = ""
+        self.gate: PeerGate | None = None  # with the learner: the codec checks architecture and size
+        self.guard = ConnectionGuard(ServerLimits(config.max_connections, config.header_timeout),
+                                     report=self._report_http_error)
+        # Refused connections and requests aiohttp could not parse, dropped shuffle entries:
+        # one line per kind and client at once, then a count at most once a minute.
+        self.http_errors = LogSummary(log, "HTTP")
+        self.dropped = LogSummary(log, "dropped")
 
     # -- start-up ---------------------------------------------------------------
 
@@ -128,37 +152,50 @@ class Daemon:
             self.node_id = self.store.node_id(self.config.node_id)
         except OSError as exc:
             raise StartupError(f"state_dir: cannot use {self.config.state_dir}: {exc.strerror or exc}") from None
-        await self._bind()
+        server_ssl, client_ssl = self._load_secrets()  # a bad key or certificate stops us before we listen
+        await self._bind(server_ssl)
         # Where this daemon can be reached, for tools started with --state-dir (and tests on port 0).
         atomic_write(self.store.dir / "endpoint", (self.address + "\n").encode())
         self.notifier.status(f"listening on {self.address}; loading data and model")
         await loop.run_in_executor(None, self._load_data)
         if self._stopping.is_set():
             return
+        self._build_gate()
         self._build_node(loop.time())
-        self.client = PeerClient(self.config.request_timeout, self.max_body)
+        self.client = PeerClient(self.config.request_timeout, self.max_body, self.policy, client_ssl)
         await loop.run_in_executor(self._trainer, self._evaluate)
         for coro in (self._timer_loop(), self._checkpoint_loop(), self._watchdog_loop(), self._eval_loop(),
                      self._log_loop()):
             self._spawn(coro)
         if self.feed.tail is not None:
             self._spawn(self._data_loop())
+        # Everything loaded so far (torch, scikit-learn, the data: millions of objects) lives as long as
+        # the process: keep it out of the cyclic garbage collector, whose full passes over it stalled
+        # the event loop for hundreds of milliseconds under a connection flood.
+        gc.freeze()
         self.notifier.ready(f"serving {self.address}, model age {self.node.state.age:g}")
         log.info("node %s serving: cluster %s, model %s (%s, %d params, age %g), dataset %s share %s (%s split), "
                  "%d peers", self.node_id, self.config.cluster, self.learner.spec, self.learner.fingerprint,
                  self.learner.n_params, self.node.state.age, self.config.data.dataset, self.config.data.share,
                  self.config.data.split, len(self.sampler.peers()))
 
-    async def _bind(self) -> None:
+    async def _bind(self, server_ssl: Any) -> None:
         from aiohttp import web
 
         host, port = self.config.host_port
         self.metrics = Metrics(self.metrics_snapshot)
+        limits = self.guard.limits.within_fd_limit(fd_limit())
+        if limits != self.guard.limits:
+            log.warning("max_connections %d does not fit the file descriptor limit (ulimit -n %s); serving at "
+                        "most %d connections (raise LimitNOFILE= to serve more)", self.guard.limits.max_connections,
+                        fd_limit(), limits.max_connections)
+            self.guard.limits = limits
         # shutdown_timeout: grace for handlers in flight at SIGTERM (a merge takes milliseconds).
         self.api = Api(self)
-        self._runner = web.AppRunner(self.api.app(), access_log=None, shutdown_timeout=0.5)
+        self._runner = web.AppRunner(self.api.app(middlewares=(self.guard.middleware,)), access_log=None,
+                                     shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        site = GuardedSite(self._runner, self.guard, host, port, ssl_context=server_ssl)
         try:
             await site.start()
         except OSError as exc:
@@ -166,9 +203,78 @@ class Daemon:
             self._runner = None
             raise StartupError(f"listen: cannot bind {self.config.listen}: {exc.strerror or exc}") from None
         bound_port = self._runner.addresses[0][1]  # the real port when listening on port 0
-        self.address = (self.config.advertise or f"http://{_url_host(host)}:{bound_port}").rstrip("/")
+        scheme = "https" if server_ssl is not None else "http"
+        self.address = self.config.advertise or f"{scheme}://{_url_host(host)}:{bound_port}"
+        try:
+            parse_address(self.address)  # peers seal for this exact string: it must be the canonical one
+        except AddressError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise StartupError(f"advertise: {exc}; set advertise to this node's URL") from None
         log.info("gossipd %s listening on %s:%d, advertising %s; loading data and model", VERSION,
                  _url_host(host), bound_port, self.address)
+
+    def _load_secrets(self) -> tuple[Any, Any]:
+        """Keyring, admin token and TLS contexts, or StartupError with one line. (server, client) SSL contexts."""
+        from gossipd.daemon.tls import TLSError, client_context, server_context
+
+        sec, tls = self.config.security, self.config.tls
+        try:
+            self.keyring = credentials.load_keyring(sec.keyring)
+            self._admin_token = credentials.load_admin_token(sec.admin_token_file, self.store.dir, create=True)
+        except (credentials.CredentialError, OSError) as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            server_ssl = None
+            if tls.enabled:
+                server_ssl = server_context(tls.cert, tls.key, ca=tls.ca,  # type: ignore[arg-type]
+                                            require_client_cert=tls.require_client_cert)
+            client_ssl = client_context(ca=tls.ca, cert=tls.cert, key=tls.key)
+        except TLSError as exc:
+            raise StartupError(str(exc)) from None
+        for setting, path in (("security.keyring", sec.keyring),
+                              ("security.admin_token_file",
+                               credentials.admin_token_path(sec.admin_token_file, self.store.dir))):
+            warning = credentials.permission_warning(setting, path) if path else None
+            if warning:
+                log.warning("%s", warning)
+        host, _ = self.config.host_port
+        if self.keyring is None and not is_loopback(host):
+            log.warning("listening on %s without a keyring (insecure = true): anyone who can reach this port can "
+                        "push models and fill the peer view; see docs/security.md", self.config.listen)
+        return server_ssl, client_ssl
+
+    def _build_gate(self) -> None:
+        codec = PeerCodec(self.config.cluster, self.address, self.keyring, expected_arch=self.learner.fingerprint,
+                          expected_params=self.learner.n_params, max_bytes=self.max_body,
+                          expected_stats=self.learner.stat_columns or None,
+                          guard=ReplayGuard(window=self.config.security.replay_window))
+        self.gate = PeerGate(codec, self.policy, on_drop=self._report_dropped)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the keyring and the admin token; on any problem keep the old one and say why."""
+        sec = self.config.security
+        if sec.keyring:
+            try:
+                keyring = credentials.load_keyring(sec.keyring)
+            except credentials.CredentialError as exc:
+                log.error("reload: keyring not changed: %s", exc)
+            else:
+                assert keyring is not None
+                self.keyring = keyring
+                if self.gate is not None:
+                    self.gate.reload(keyring)
+                log.info("reload: keyring %s: keys %s; sealing with %s", sec.keyring, ", ".join(keyring.ids()),
+                         keyring.primary.hex_id)
+                warning = credentials.permission_warning("security.keyring", sec.keyring)
+                if warning:
+                    log.warning("%s", warning)
+        else:
+            log.info("reload: no keyring configured (security.keyring); peer messages stay plain")
+        try:
+            self._admin_token = credentials.load_admin_token(sec.admin_token_file, self.store.dir)
+        except credentials.CredentialError as exc:
+            log.error("reload: admin token not changed: %s", exc)
 
     def _build_node(self, now: float) -> None:
         cfg = self.config
@@ -231,7 +337,7 @@ class Daemon:
         msg = send.message
         path = "/v1/gossip/model" if isinstance(msg, ModelMessage) else "/v1/gossip/shuffle"
         try:
-            status, body = await self.client.post(send.peer, path, wire.encode(msg, cluster=self.config.cluster))
+            status, body = await self.client.post(send.peer, path, self.gate.seal(msg, send.peer))
         except PeerError as exc:
             self.unreachable.record((send.peer, exc.reason), f"{send.peer}: {exc.reason}")
             self._peer_failed(send.peer, exc.reason)
@@ -247,14 +353,14 @@ class Daemon:
             return
         if isinstance(msg, ShuffleRequest):
             try:
-                reply = wire.decode(body, cluster=self.config.cluster, max_bytes=self.max_body)
+                reply = self.gate.open_reply(body, send.peer)
             except wire.WireError as err:
+                self.node.counters.rejected += 1
                 self.refused.record((send.peer, "reply", err.code), f"{send.peer}: bad shuffle reply {err.code}",
                                     err.detail)
                 self._peer_failed(send.peer, f"bad shuffle reply ({err.code})")
                 return
-            if isinstance(reply, ShuffleReply):
-                self.node.on_shuffle_reply(self.now(), reply)
+            self.node.on_shuffle_reply(self.now(), reply)
 
     def _peer_failed(self, peer: str, why: str) -> None:
         if peer in self._logged_view and len(self._left_why) < 1000:
@@ -265,7 +371,8 @@ class Daemon:
         """Counts of summarised lines once their minute is over; view changes, rate-limited."""
         while not self._stopping.is_set():
             await asyncio.sleep(1.0)
-            for summary in (self.unreachable, self.refused, self.bad_rows, self.api.rejections):
+            for summary in (self.unreachable, self.refused, self.bad_rows, self.api.rejections, self.http_errors,
+                            self.dropped):
                 summary.flush()
             self._log_view_changes()
 
@@ -389,21 +496,29 @@ class Daemon:
         return self.node is None
 
     def decode(self, body: bytes) -> Message:
-        return wire.decode(body, cluster=self.config.cluster, expected_arch=self.learner.fingerprint,
-                           expected_params=self.learner.n_params, max_bytes=self.max_body,
-                           expected_stats=self.learner.stat_columns or None)
+        return self.gate.open(body)
 
     def count_rejected(self, code: str) -> None:
         self.node.counters.rejected += 1
+        self.gate.count(code)
+
+    def _report_dropped(self, sender: str, dropped: tuple[tuple[str, str], ...]) -> None:
+        for address, reason in dropped:
+            self.dropped.record((sender, "address"), f"shuffle addresses from {sender}", reason)
+
+    def _report_http_error(self, kind: str, remote: str, detail: str, exc: BaseException | None) -> None:
+        if self.http_errors.record((remote, kind), f"{kind} from {remote}", detail) and exc is not None:
+            log.error("the traceback of that HTTP %s (later ones are only counted)", kind, exc_info=exc)
 
     def busy_reason(self) -> str | None:
         if self.pending >= self.config.max_pending:
             return f"{self.pending} models already wait for training; try later"
         return None
 
-    def answer_shuffle(self, msg: ShuffleRequest) -> bytes:
+    def answer_shuffle(self, msg: ShuffleRequest) -> bytes | bytearray:
         reply = self.node.on_shuffle_request(self.now(), msg) or ShuffleReply(self.address, ())
-        return wire.encode(reply, cluster=self.config.cluster)
+        # Sealed for the requester: the seal proved msg.sender is the address it advertises.
+        return self.gate.seal(reply, msg.sender)
 
     def peers_report(self) -> dict[str, Any]:
         return {"node_id": self.node_id, "advertise": self.address,
@@ -424,9 +539,11 @@ class Daemon:
             peers=len(node.sampler.peers()), pending_updates=self.pending,
             uptime_seconds=time.monotonic() - self.started, accuracy=ev.get("accuracy"), rmse=ev.get("rmse"),
             r2=ev.get("r2"), train_examples=store.n_train, test_examples=store.n_held_out,
-            arrived_examples=self.feed.counts.arrived)
+            arrived_examples=self.feed.counts.arrived, rejections=dict(self.gate.rejections),
+            dropped_addresses=self.gate.dropped_addresses, connections=self.guard.stats())
 
     def model_msgpack(self) -> bytes:
+        # Plain, never sealed: the admin export, for tools outside the cluster (gossip export, scripts).
         state, stats = self.current
         msg = ModelMessage(self.address, self.learner.fingerprint, state.age, state.params,
                            stats if self.learner.scaling.learned else None)
@@ -437,8 +554,12 @@ class Daemon:
 
         state, stats = self.current
         X_test = self.feed.store.held_out()[0]
-        data = export_onnx_bytes(self.learner, state, stats=stats, metadata={"gossipd.node_id": self.node_id},
-                                 check_X=X_test if len(X_test) else None)
+        try:
+            data = export_onnx_bytes(self.learner, state, stats=stats, metadata={"gossipd.node_id": self.node_id},
+                                     check_X=X_test if len(X_test) else None)
+        except Exception as exc:  # whatever torch.onnx or onnxruntime raise: a 409 with the reason, never a 500
+            log.warning("ONNX export failed: %s", exc, exc_info=not isinstance(exc, (ValueError, RuntimeError)))
+            raise NotExportable(" ".join(str(exc).split())[:500] or type(exc).__name__) from None
         return data, f"gossipd-{self.node_id}.onnx"
 
     def admin_denied(self, remote: str | None) -> str | None:
@@ -446,8 +567,14 @@ class Daemon:
             return None
         return f"admin calls are not allowed from {remote} (admin_allow: {', '.join(self.config.admin_allow)})"
 
+    def admin_token(self) -> str:
+        return self._admin_token
+
     def own_address(self) -> str:
         return self.address
+
+    def check_peer(self, url: str) -> str:
+        return self.policy.check(url).url
 
     def join(self, url: str) -> dict[str, Any]:
         for send in self.node.join(self.now(), url):
@@ -473,6 +600,9 @@ class Daemon:
                       "stat_columns": self.learner.stat_columns},
             "peers": len(self.node.sampler.peers()),
             "counters": self.node.counters.as_dict(),
+            "security": {**self.gate.report(), "tls": self.config.tls.enabled,
+                         "client_cert_required": self.config.tls.require_client_cert},
+            "connections": self.guard.stats(),
             "pending": self.pending,
             "evaluation": self.evaluation,
             "data": {"dataset": self.config.data.dataset, "share": self.config.data.share,
@@ -541,7 +671,8 @@ class Daemon:
         if self.client is not None:
             await self.client.close()
         (self.store.dir / "endpoint").unlink(missing_ok=True)
-        for summary in (self.unreachable, self.refused, self.bad_rows, *([self.api.rejections] if self.api else [])):
+        for summary in (self.unreachable, self.refused, self.bad_rows, self.http_errors, self.dropped,
+                        *([self.api.rejections] if self.api else [])):
             summary.close()
         if self.node is not None:
             await loop.run_in_executor(None, self.checkpoint)
@@ -587,6 +718,7 @@ async def serve(config: NodeConfig) -> None:
     # Before start(): a SIGTERM while the model loads must still get the graceful path.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)  # systemctl reload: re-read keyring and token
     try:
         await daemon.start()
         await daemon.wait_stopped()

@@ -71,8 +71,10 @@ class Scorer:
     def mean_accuracy(self, procs: list[DaemonProc]) -> tuple[float, int]:
         states, stats = [], []
         for p in procs:
+            req = urllib.request.Request(p.url + "/v1/model?format=msgpack",
+                                         headers={"Authorization": f"Bearer {p.admin_token}"})
             try:
-                with urllib.request.urlopen(p.url + "/v1/model?format=msgpack", timeout=5) as resp:
+                with urllib.request.urlopen(req, timeout=5) as resp:
                     msg = wire.decode(resp.read(), cluster="default")
             except (OSError, wire.WireError):
                 continue

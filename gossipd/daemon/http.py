@@ -7,10 +7,11 @@ test can implement with a fake). Every error answer is JSON:
 
 What a browser or a stranger can do is limited here (``docs/security.md``):
 peer endpoints take only msgpack bodies (415 otherwise), admin endpoints only
-JSON, and both kinds are simple requests no cross-site page can send; no
-endpoint answers a CORS preflight with permission; ``/v1/admin/*`` and
-``/v1/model`` need the client's IP in ``admin_allow`` *and* the bearer token;
-bodies are read within a size limit and a timeout.
+JSON (``/v1/data`` msgpack too), and none of these is a simple request a
+cross-site page can send; no endpoint answers a CORS preflight with
+permission; ``/v1/admin/*``, ``/v1/model``, ``/v1/data`` and ``/v1/predict``
+need the client's IP in ``admin_allow`` *and* the bearer token; bodies are
+read within a size limit and a timeout.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import aiohttp
+import msgpack
 from aiohttp import web
 
 from gossipd import wire
 from gossipd.addresses import AddressError, PeerPolicy
 from gossipd.core.messages import Message, ModelMessage, ShuffleRequest
+from gossipd.data import DataError
 from gossipd.daemon.reasons import describe_exception
 from gossipd.daemon.resolver import PolicyResolver
 from gossipd.logsummary import LogSummary
@@ -42,6 +45,8 @@ MSGPACK = "application/x-msgpack"
 MSGPACK_TYPES = frozenset({MSGPACK, "application/msgpack"})
 #: Largest admin request body (a join is a few dozen bytes of JSON).
 MAX_ADMIN_BODY = 4096
+#: Largest body of rows (POST /v1/data, /v1/predict): 10,000 rows of a few dozen features as JSON.
+MAX_ROWS_BODY = 16 << 20
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -104,6 +109,14 @@ class NodeService(Protocol):
 
     def join(self, url: str) -> dict[str, Any]:
         """Admin join of ``url``; the JSON answer."""
+
+    async def add_rows(self, doc: Any) -> dict[str, Any]:
+        """Rows ``{"rows": [...], "labels": [...]}`` into the local data, trained on; the JSON
+        answer. DataError (a 400) names what is wrong; nothing is added then."""
+
+    def predict(self, doc: Any) -> dict[str, Any]:
+        """The current model's answer for ``{"rows": [...]}``; DataError (a 400). Blocking:
+        run in an executor."""
 
 
 def json_error(status: int, code: str, detail: str, **extra: Any) -> web.Response:
@@ -183,6 +196,8 @@ class Api:
             web.get("/v1/peers", self.get_peers),
             web.post("/v1/admin/join", self.locked(self.post_join)),
             web.get("/v1/model", self.locked(self.get_model)),
+            web.post("/v1/data", self.locked(self.post_data)),
+            web.post("/v1/predict", self.locked(self.post_predict)),
             web.get("/healthz", self.healthz),
             web.get("/readyz", self.readyz),
             web.get("/metrics", self.metrics),
@@ -316,6 +331,42 @@ class Api:
         if url == self.s.own_address():
             return json_error(400, "bad_peer", "peer: that is this node's own address")
         return web.json_response(self.s.join(url))
+
+    async def _rows_doc(self, request: web.Request, *, msgpack_ok: bool) -> Any:
+        """A JSON (or, where ``msgpack_ok``, msgpack) body of rows, decoded; WireError otherwise."""
+        kinds = ("application/json", *(sorted(MSGPACK_TYPES) if msgpack_ok else ()))
+        if request.content_type not in kinds:
+            raise wire.WireError(415, "unsupported_media_type",
+                                 f"{request.path} takes Content-Type: {' or '.join(kinds)}, got {request.content_type!r}")
+        body = await self._read(request, MAX_ROWS_BODY)
+        try:
+            if request.content_type == "application/json":
+                return json.loads(body)
+            return msgpack.unpackb(body, raw=False, strict_map_key=True)
+        except (ValueError, TypeError, UnicodeDecodeError):  # msgpack's errors are ValueErrors
+            raise wire.WireError(400, "bad_body", f"the body is not valid {request.content_type.split('/')[-1]}: "
+                                                  'expected {"rows": [[feature, ...], ...]}') from None
+
+    async def post_data(self, request: web.Request) -> web.Response:
+        """Admin: examples for the local data (trained on at once)."""
+        try:
+            doc = await self._rows_doc(request, msgpack_ok=True)
+            return web.json_response(await self.s.add_rows(doc))
+        except wire.WireError as err:
+            return _error_response(err)
+        except DataError as exc:
+            return json_error(400, "bad_rows", str(exc))
+
+    async def post_predict(self, request: web.Request) -> web.Response:
+        """Admin: the current model's labels and probabilities (or values) for raw rows."""
+        try:
+            doc = await self._rows_doc(request, msgpack_ok=False)
+            answer = await asyncio.get_running_loop().run_in_executor(None, self.s.predict, doc)
+        except wire.WireError as err:
+            return _error_response(err)
+        except DataError as exc:
+            return json_error(400, "bad_rows", str(exc))
+        return web.json_response(answer)
 
 
 class PeerClient:

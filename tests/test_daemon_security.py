@@ -429,8 +429,10 @@ async def test_a_model_that_cannot_be_exported_is_409_never_500(tmp_path: Path, 
         raise RuntimeError("torch.onnx.export failed: unsupported operator")
 
     monkeypatch.setattr(gossipd.export, "export_onnx_bytes", broken)
-    daemon.learner, daemon.X_test = object(), np.zeros((0, 1))
-    daemon.node = types.SimpleNamespace(state=None, stats=None)  # type: ignore[assignment]
+    daemon.learner = object()
+    daemon.current = (None, None)  # type: ignore[assignment]
+    held_out = (np.zeros((0, 1)), np.zeros(0))
+    daemon.feed = types.SimpleNamespace(store=types.SimpleNamespace(held_out=lambda: held_out))  # type: ignore
     daemon.node_id = "n1"
     with pytest.raises(NotExportable, match="unsupported operator"):
         daemon.model_onnx()

@@ -51,6 +51,7 @@ bench: setup
 	$(PY) bench/daemon.py
 	$(PY) bench/startup.py
 	$(PY) bench/light_daemon.py
+	$(PY) bench/daemon_data.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -50,6 +50,8 @@ bench: setup
 	$(PY) bench/wire.py
 	$(PY) bench/daemon.py
 	$(PY) bench/startup.py
+	$(PY) bench/light_daemon.py
+	$(PY) bench/daemon_data.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

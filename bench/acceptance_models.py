@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gossipd.threads import one_compute_thread  # noqa: E402
 from gossipd.data import load_dataset  # noqa: E402
 from gossipd.export import export_onnx, run_onnx  # noqa: E402
 from gossipd.sim.baselines import centralised  # noqa: E402
@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="1")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    torch.set_num_threads(1)
+    one_compute_thread()
     digits, diabetes = load_dataset("digits"), load_dataset("diabetes")
     tmp = Path(tempfile.mkdtemp(prefix="gossipd-acceptance-"))
     module = USER_CONV

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-import torch
 
+from gossipd.threads import one_compute_thread
 from gossipd import wire
 from gossipd.data import load_dataset, make_scaling, node_share
 from gossipd.testing import DaemonProc, stop_all
@@ -38,7 +38,7 @@ SHARE = "1/8"
 async def load(url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, float]:
     ok = busy = other = 0
     deadline = time.monotonic() + seconds
-    async with aiohttp.ClientSession(headers={"Content-Type": "application/msgpack"}) as session:
+    async with aiohttp.ClientSession(headers={"Content-Type": "application/x-msgpack"}) as session:
         async def worker() -> None:
             nonlocal ok, busy, other
             while time.monotonic() < deadline:
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--concurrency", type=int, default=8)
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    one_compute_thread()
     base = Path(tempfile.mkdtemp(prefix="gossipd-bench-"))
     print(f"one gossipd on 127.0.0.1, digits share {SHARE}, {args.concurrency} concurrent senders, "
           f"{args.seconds:g} s per model")

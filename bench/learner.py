@@ -26,6 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gossipd.threads import one_compute_thread  # noqa: E402
 from gossipd.core.learner import LocalData, make_learner  # noqa: E402
 from gossipd.core.scaling import Scaling  # noqa: E402
 from gossipd.core.spec import LearnerConfig, ModelSpec, Schema  # noqa: E402
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--examples", default="13,32,128", help="examples per update (comma list)")
     ap.add_argument("--repeat", type=int, default=2000)
     args = ap.parse_args()
-    torch.set_num_threads(1)  # as the simulator and the daemon do
+    one_compute_thread()  # as the simulator and the daemon do
 
     ds = load_dataset("digits")
     schema = Schema.classification(ds.n_features, ds.n_classes)  # flat rows for both

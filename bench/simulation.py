@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gossipd.threads import one_compute_thread  # noqa: E402
 from gossipd.core.merge import merge_age  # noqa: E402
 from gossipd.sim.simulation import Simulation, SimulationConfig  # noqa: E402
 
@@ -33,7 +34,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
 
-    torch.set_num_threads(1)  # as `gossip simulate` does: tiny models, threads only cost
+    one_compute_thread()  # as `gossip simulate` does: tiny models, threads only cost
     config = SimulationConfig(dataset="digits", model="logreg", nodes=args.nodes, cycles=args.cycles,
                               sampler="cyclon", baselines=(), seed=args.seed)
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -23,6 +25,9 @@ if TYPE_CHECKING:
 
 # aiohttp and gossipd.wire (numpy, msgpack) are imported when a request is made,
 # not when the CLI starts: `gossip status --help` should not wait for them.
+
+#: The admin token, when --token-file is not given.
+TOKEN_ENV = "GOSSIP_ADMIN_TOKEN"
 
 # Fields every gossipd /v1/status answer carries; their absence means "not a gossipd".
 STATUS_FIELDS = ("node_id", "protocol", "advertise", "model", "counters")
@@ -84,6 +89,20 @@ def check_url(url: str, what: str = "URL") -> str:
     return url.rstrip("/")
 
 
+def admin_token(token_file: Path | None) -> str | None:
+    """The admin token from ``--token-file`` (UserError naming it if unreadable), else $GOSSIP_ADMIN_TOKEN."""
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"--token-file: cannot read {token_file} "
+                            f"({getattr(exc, 'strerror', None) or exc})") from None
+        if not token:
+            raise UserError(f"--token-file: {token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV, "").strip() or None
+
+
 def _one_line(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -92,10 +111,12 @@ def _one_line(text: str, limit: int = 200) -> str:
 class Client:
     """aiohttp session with a per-request timeout; use as ``async with``."""
 
-    def __init__(self, timeout: float = 5.0, *, limit: int = 64, max_bytes: int = 64 << 20) -> None:
+    def __init__(self, timeout: float = 5.0, *, limit: int = 64, max_bytes: int = 64 << 20,
+                 token: str | None = None) -> None:
         if not timeout > 0:
             raise UserError(f"--timeout: must be > 0, got {timeout!r}")
         self.timeout = float(timeout)
+        self.token = token  # sent to admin endpoints only, never to nodes a crawl discovers
         self.max_bytes = max_bytes
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
@@ -119,13 +140,16 @@ class Client:
 
     # -- raw requests ------------------------------------------------------------
 
-    async def request(self, method: str, url: str, path: str, *, json_body: Any = None) -> tuple[int, str, bytes]:
-        """(status, content type, body) of one request, or Unreachable."""
+    async def request(self, method: str, url: str, path: str, *, json_body: Any = None,
+                      admin: bool = False) -> tuple[int, str, bytes]:
+        """(status, content type, body) of one request, or Unreachable; ``admin`` sends the token."""
         assert self._session is not None, "use Client as 'async with'"
         import aiohttp
 
+        headers = {"Authorization": f"Bearer {self.token}"} if admin and self.token else None
         try:
-            async with self._session.request(method, url + path, json=json_body, allow_redirects=False) as resp:
+            async with self._session.request(method, url + path, json=json_body, allow_redirects=False,
+                                             headers=headers) as resp:
                 body = await resp.content.read(self.max_bytes + 1)
                 if len(body) > self.max_bytes:
                     raise NotGossipd(f"{url} is not a gossipd node ({method} {path} answered more than "
@@ -139,9 +163,9 @@ class Client:
             raise Unreachable(f"cannot reach {url}: {describe_exception(exc, self.timeout)}") from None
 
     async def request_json(self, method: str, url: str, path: str, *, json_body: Any = None,
-                           ok: Iterable[int] = (200,)) -> Any:
+                           ok: Iterable[int] = (200,), admin: bool = False) -> Any:
         """The JSON answer of a gossipd; NotGossipd if it is not JSON, DaemonError on a JSON error."""
-        status, ctype, body = await self.request(method, url, path, json_body=json_body)
+        status, ctype, body = await self.request(method, url, path, json_body=json_body, admin=admin)
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -151,9 +175,7 @@ class Client:
         if status in ok:
             return data
         if isinstance(data, dict) and isinstance(data.get("error"), str):
-            detail = data.get("detail") or data["error"]
-            raise DaemonError(f"{url} refused {method} {path}: HTTP {status} {data['error']}: "
-                              f"{_one_line(str(detail))}", status, data["error"])
+            raise _refused(url, f"{method} {path}", status, data)
         raise NotGossipd(f"{url} is not a gossipd node ({method} {path} answered HTTP {status} "
                          f"with JSON that is not a gossipd error)")
 
@@ -196,13 +218,13 @@ class Client:
         return {**data, "peers": peers, "seeds": [str(s) for s in seeds]}
 
     async def join(self, url: str, peer: str) -> dict[str, Any]:
-        data = await self.request_json("POST", url, "/v1/admin/join", json_body={"peer": peer})
+        data = await self.request_json("POST", url, "/v1/admin/join", json_body={"peer": peer}, admin=True)
         if not isinstance(data, dict):
             raise NotGossipd(f"{url} is not a gossipd node (POST /v1/admin/join answered non-object JSON)")
         return data
 
     async def model_onnx(self, url: str) -> bytes:
-        status, ctype, body = await self.request("GET", url, "/v1/model?format=onnx")
+        status, ctype, body = await self.request("GET", url, "/v1/model?format=onnx", admin=True)
         if status == 200:
             if ctype == "application/json" or ctype.startswith("text/"):
                 raise NotGossipd(f"{url} is not a gossipd node (GET /v1/model answered {ctype}, not a model file)")
@@ -212,9 +234,18 @@ class Client:
         except (ValueError, UnicodeDecodeError):
             data = None
         if isinstance(data, dict) and isinstance(data.get("error"), str):
-            raise DaemonError(f"{url} refused GET /v1/model: HTTP {status} {data['error']}: "
-                              f"{_one_line(str(data.get('detail') or ''))}", status, data["error"])
+            raise _refused(url, "GET /v1/model", status, data)
         raise NotGossipd(f"{url} is not a gossipd node (GET /v1/model answered HTTP {status})")
+
+
+def _refused(url: str, what: str, status: int, data: dict[str, Any]) -> DaemonError:
+    detail = _one_line(str(data.get("detail") or data["error"]))
+    if status == 401 and data["error"] in ("token_required", "bad_token"):
+        # The daemon's own detail speaks of headers; say what to do with this command.
+        detail = ("no admin token given: pass --token-file FILE (the node's admin_token_file, by default "
+                  f"STATE_DIR/admin-token) or set ${TOKEN_ENV}" if data["error"] == "token_required" else
+                  "the admin token is not this node's (check --token-file or $" + TOKEN_ENV + ")")
+    return DaemonError(f"{url} refused {what}: HTTP {status} {data['error']}: {detail}", status, data["error"])
 
 
 def check_protocol(url: str, protocol: Any) -> None:

@@ -26,7 +26,12 @@ from cli.errors import UserError
 LOCAL_EPOCHS = 30
 
 
-def _get(url: str) -> bytes | None:
+def _admin(url: str, token: str) -> urllib.request.Request:
+    """A request to an admin endpoint (/v1/model) with the daemon's token."""
+    return urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+
+
+def _get(url: str | urllib.request.Request) -> bytes | None:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:
             return resp.read()
@@ -71,13 +76,13 @@ class Scorer:
             scores.append(self.learner.evaluate(state, ds.X_test, ds.y_test, stats))
         return scores
 
-    def gossiped(self, url: str, cluster: str) -> float | None:
-        """The daemon's current model (GET /v1/model), or None if it cannot be fetched."""
+    def gossiped(self, url: str, cluster: str, token: str) -> float | None:
+        """The daemon's current model (GET /v1/model with its admin token), or None if it cannot be fetched."""
         from gossipd import wire
         from gossipd.core.messages import ModelMessage
         from gossipd.core.state import ModelState
 
-        body = _get(url + "/v1/model?format=msgpack")
+        body = _get(_admin(url + "/v1/model?format=msgpack", token))
         try:
             msg = None if body is None else wire.decode(body, cluster=cluster)
         except wire.WireError:
@@ -167,7 +172,7 @@ def demo(nodes: int, dataset: str, split: str, target: float, time_limit: float,
         with Live(console=console, refresh_per_second=4) as live:
             while True:
                 statuses = [_status(p.url) for p in procs]
-                rows = [(f"n{k + 1}", st, None if st is None else scorer.gossiped(p.url, st["cluster"]))
+                rows = [(f"n{k + 1}", st, None if st is None else scorer.gossiped(p.url, st["cluster"], p.admin_token))
                         for k, (p, st) in enumerate(zip(procs, statuses))]
                 live.update(demo_table(rows, alone, time.monotonic() - started, target, len(data.y_test)))
                 accs = [acc for _, _, acc in rows if acc is not None]
@@ -188,7 +193,8 @@ def demo(nodes: int, dataset: str, split: str, target: float, time_limit: float,
             console.print(f"[yellow]lowest node {low:.3f} after {elapsed:.1f} s of gossip: target {target:.2f} "
                           f"not reached; {span}")
         best_k, best = max(((k, st) for k, (_, st, acc) in enumerate(rows) if st), key=lambda kv: rows[kv[0]][2] or 0)
-        with urllib.request.urlopen(procs[best_k].url + "/v1/model?format=onnx", timeout=30) as resp:
+        with urllib.request.urlopen(_admin(procs[best_k].url + "/v1/model?format=onnx", procs[best_k].admin_token),
+                                    timeout=30) as resp:
             onnx_bytes = resp.read()
         path = workdir / "best-model.onnx"
         path.write_bytes(onnx_bytes)

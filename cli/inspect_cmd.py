@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cli.client import Client, CommandFailed, DaemonError, NotGossipd, Unreachable, check_url, run
+from cli.client import TOKEN_ENV, Client, CommandFailed, DaemonError, NotGossipd, Unreachable, admin_token, check_url, run
 from cli.errors import UserError
 from gossipd.files import atomic_write
 
@@ -29,6 +29,11 @@ TIMEOUT_HELP = "seconds to wait for the node's answer"
 def url_argument(name: str = "url") -> Any:
     return click.argument(name, metavar=name.upper(), callback=lambda ctx, p, v: None if v is None else
                           check_url(v, p.human_readable_name))
+
+
+def token_option(command: Any) -> Any:
+    return click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help=f"file holding the node's admin token (default: ${TOKEN_ENV})")(command)
 
 
 def emit_json(data: Any) -> None:
@@ -111,34 +116,79 @@ def status(url: str, as_json: bool, timeout: float) -> None:
     console().print(status_table(url, st))
 
 
+def fmt_number(value: Any) -> str:
+    """4 significant digits (RMSE in the target's own units), '-' when absent."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{float(value):.4g}"
+
+
+def evaluation_row(model: dict[str, Any], ev: dict[str, Any]) -> tuple[str, str]:
+    """("accuracy", "0.9511 on 45 held-out examples, ...") or, for regression,
+    ("rmse, r2", "RMSE 54.1, R² 0.452 on ...")."""
+    if model.get("task") == "regression":
+        label, value = "rmse, r2", ev.get("rmse")
+        text = "-" if value is None else f"RMSE {fmt_number(value)}, R² {fmt_number(ev.get('r2'))}"
+    else:
+        label, value = "accuracy", ev.get("accuracy")
+        text = fmt_acc(value)
+    if value is not None:
+        text += f" on {ev.get('examples', '?')} held-out examples, at {fmt_when(ev.get('at'))}"
+        if ev.get("age") is not None:
+            text += f", model age {fmt_age(ev.get('age'))}"
+    return label, text
+
+
+def data_row(data: dict[str, Any]) -> str:
+    text = (f"{data.get('dataset')} share {data.get('share')} ({data.get('split')} split), "
+            f"{data.get('train_examples')} train / {data.get('test_examples')} held out")
+    if data.get("following"):
+        text += f"; following {data['following']}"
+    if data.get("arrived") or data.get("refused"):
+        text += f"; {data.get('arrived', 0)} rows arrived, {data.get('refused', 0)} refused"
+    return text
+
+
 def status_table(url: str, st: dict[str, Any]) -> Table:
     model = st.get("model") or {}
     ev = st.get("evaluation") or {}
     counters = st.get("counters") or {}
     data = st.get("data") or {}
-    acc = ev.get("accuracy")
-    acc_text = fmt_acc(acc)
-    if acc is not None:
-        acc_text += f" on {ev.get('examples', '?')} test examples, at {fmt_when(ev.get('at'))}"
-        if ev.get("age") is not None:
-            acc_text += f", model age {fmt_age(ev.get('age'))}"
+    task = f", {model['task']}, scaling {model.get('scaling')}" if model.get("task") else ""
     rows = [
         ("node_id", str(st.get("node_id"))),
         ("advertise", str(st.get("advertise"))),
         ("cluster", str(st.get("cluster"))),
         ("version", f"gossipd {st.get('version')}, protocol v{st.get('protocol')}"),
         ("uptime", fmt_duration(st.get("uptime_s"))),
-        ("model", f"{model.get('spec')} ({model.get('params')} params, fingerprint {model.get('fingerprint')})"),
+        ("model", f"{model.get('spec')} ({model.get('params')} params{task}, "
+                  f"fingerprint {model.get('fingerprint')})"),
         ("model age", fmt_age(model.get("age"))),
-        ("accuracy", acc_text),
+        evaluation_row(model, ev),
         ("peers", str(st.get("peers"))),
         ("counters", ", ".join(f"{k} {v}" for k, v in counters.items()) or "-"),
         ("pending", str(st.get("pending", "-"))),
     ]
     if data:
-        rows.append(("data", f"{data.get('dataset')} share {data.get('share')} ({data.get('split')} split), "
-                             f"{data.get('train_examples')} train / {data.get('test_examples')} test"))
+        rows.append(("data", data_row(data)))
+    security = st.get("security")
+    if isinstance(security, dict):
+        rows.append(("security", security_text(security)))
     return kv_table(f"gossipd node {url}", rows)
+
+
+def security_text(sec: dict[str, Any]) -> str:
+    """'sealed, keys a1.. (sealing), b2..; TLS; refused: stale 2' or 'plain messages (no keyring)'."""
+    ids = [str(i) for i in sec.get("key_ids") or []]
+    parts = [f"sealed, key{'s' if len(ids) > 1 else ''} " + ", ".join([f"{ids[0]} (sealing)", *ids[1:]])
+             if sec.get("sealed") and ids else "plain messages (no keyring)"]
+    if sec.get("tls"):
+        parts.append("TLS" + (" with client certificates" if sec.get("client_cert_required") else ""))
+    rejections = sec.get("rejections") or {}
+    parts.append("refused: " + (", ".join(f"{k} {v}" for k, v in rejections.items()) if rejections else "none"))
+    if sec.get("dropped_addresses"):
+        parts.append(f"dropped addresses {sec['dropped_addresses']}")
+    return "; ".join(parts)
 
 
 # -- peers ------------------------------------------------------------------------
@@ -187,18 +237,21 @@ def peers(url: str, as_json: bool, timeout: float) -> None:
 @url_argument("peer_url")
 @click.option("--json", "as_json", is_flag=True, help="print the daemon's answer as JSON")
 @click.option("--timeout", default=5.0, show_default=True, type=float, help=TIMEOUT_HELP)
-def join(url: str, peer_url: str, as_json: bool, timeout: float) -> None:
+@token_option
+def join(url: str, peer_url: str, as_json: bool, timeout: float, token_file: Path | None) -> None:
     """Ask the node at URL to add PEER_URL as a seed (POST /v1/admin/join).
 
-    Admin calls are accepted from loopback (or the daemon's admin_allow list) only.
+    Admin calls need the node's admin token (--token-file, or $GOSSIP_ADMIN_TOKEN)
+    and are accepted from loopback (or the daemon's admin_allow list) only.
 
     \b
     Example:
-      gossip join http://127.0.0.1:7071 http://127.0.0.1:7070
+      gossip join http://127.0.0.1:7071 http://127.0.0.1:7070 --token-file /tmp/gossip-b/admin-token
     """
+    token = admin_token(token_file)
 
     async def post() -> dict[str, Any]:
-        async with Client(timeout) as c:
+        async with Client(timeout, token=token) as c:
             return await c.join(url, peer_url)
 
     answer = run(post())
@@ -273,16 +326,19 @@ async def _wait(url: str, ready: bool, timeout: float) -> dict[str, Any]:
               help="export offline from this daemon state directory instead of a URL")
 @click.option("--json", "as_json", is_flag=True, help="print what was written as JSON")
 @click.option("--timeout", default=30.0, show_default=True, type=float, help=TIMEOUT_HELP)
-def export(url: str | None, output: Path, state_dir: Path | None, as_json: bool, timeout: float) -> None:
+@token_option
+def export(url: str | None, output: Path, state_dir: Path | None, as_json: bool, timeout: float,
+           token_file: Path | None) -> None:
     """Write a node's current model as ONNX, from a running node or offline.
 
-    Give exactly one of URL (download from a running daemon) or --state-dir
-    (read the checkpoint of a stopped daemon). The file is checked with
-    onnxruntime before it is reported.
+    Give exactly one of URL (download from a running daemon, which needs its
+    admin token: --token-file or $GOSSIP_ADMIN_TOKEN) or --state-dir (read the
+    checkpoint of a stopped daemon). The file is checked with onnxruntime
+    before it is reported.
 
     \b
     Example:
-      gossip export http://127.0.0.1:7070 -o model.onnx
+      gossip export http://127.0.0.1:7070 -o model.onnx --token-file /tmp/gossip-a/admin-token
       gossip export --state-dir /var/lib/gossipd -o model.onnx
     """
     if (url is None) == (state_dir is None):
@@ -293,7 +349,7 @@ def export(url: str | None, output: Path, state_dir: Path | None, as_json: bool,
     if not output.parent.is_dir() and str(output.parent) not in ("", "."):
         raise UserError(f"-o/--output: directory {output.parent} does not exist")
     if url is not None:
-        report = _export_online(url, output, timeout)
+        report = _export_online(url, output, timeout, admin_token(token_file))
     else:
         assert state_dir is not None
         report = _export_offline(state_dir, output)
@@ -335,9 +391,9 @@ def _io(v: dict[str, Any]) -> str:
     return f"{v['name']} {v['type']} [{', '.join(map(str, v['shape']))}]"
 
 
-def _export_online(url: str, output: Path, timeout: float) -> dict[str, Any]:
+def _export_online(url: str, output: Path, timeout: float, token: str | None) -> dict[str, Any]:
     async def fetch() -> tuple[dict[str, Any], bytes]:
-        async with Client(timeout, max_bytes=1 << 30) as c:
+        async with Client(timeout, max_bytes=1 << 30, token=token) as c:
             st = await c.status(url)  # proves it is a gossipd of our protocol first
             return st, await c.model_onnx(url)
 
@@ -372,11 +428,9 @@ def _export_offline(state_dir: Path, output: Path) -> dict[str, Any]:
         raise UserError(f"--state-dir: {store.checkpoint_path} lacks the model description "
                         f"({', '.join(missing)}); it was written by an older gossipd")
 
-    import torch
-
     from gossipd.export import ExportError, export_onnx
+    from gossipd.threads import one_compute_thread
 
-    torch.set_num_threads(1)
     try:
         learner, stats = _rebuild_learner(meta)
     except (ValueError, TypeError, KeyError) as exc:
@@ -384,6 +438,7 @@ def _export_offline(state_dir: Path, output: Path) -> dict[str, Any]:
     if learner.fingerprint != cp.fingerprint:
         raise UserError(f"--state-dir: {store.checkpoint_path}: model description {learner.spec!r} gives "
                         f"fingerprint {learner.fingerprint}, the checkpoint says {cp.fingerprint}")
+    one_compute_thread()  # after the learner: a torch module has loaded torch by now
     check_X, note = _test_share(meta)
     try:
         report = export_onnx(learner, cp.state, output, stats=stats, metadata={"gossipd.node_id": cp.node_id},
@@ -428,8 +483,10 @@ def _test_share(meta: dict[str, Any]) -> tuple[Any, str]:
     name, share = meta.get("dataset", meta.get("source")), meta.get("share", meta.get("partition"))
     if not name or not share or not meta.get("split"):
         return None, "the checkpoint does not name its data"
+    schema = meta.get("schema") or {}
     try:
-        dataset = load_dataset(str(name), label_column=meta.get("label_column") or None)
+        dataset = load_dataset(str(name), label_column=meta.get("label_column") or None, task=schema.get("task"),
+                               input_shape=tuple(schema["input_shape"]) if schema.get("input_shape") else None)
         X_te = node_share(dataset, str(share), str(meta["split"]))[2]
     except (DataError, ValueError, OSError) as exc:
         return None, f"dataset {name!r} not loadable here: {exc}"

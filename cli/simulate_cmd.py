@@ -95,11 +95,10 @@ def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None,
         config.validate()
     except ConfigError as exc:
         raise UserError(str(exc)) from None
-    import torch
-
     from gossipd.sim.simulation import simulate as run_simulation
+    from gossipd.threads import one_compute_thread
 
-    torch.set_num_threads(1)  # tiny per-node models: threads cost more than they give
+    one_compute_thread()  # tiny per-node models: threads cost more than they give
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]simulating"), BarColumn(), TextColumn("cycle {task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:

@@ -18,31 +18,23 @@ the graph (``learner.build_module`` takes flat rows).
 ``gossipd.spec``, ``gossipd.version``, plus whatever the caller adds (for
 example ``gossipd.node_id``).
 
-Exporter choice: torch 2.13's default (``dynamo=True``, torch.export based)
-takes ~4.5 s for the first export in a process and ~1 s after that for a
-three-layer MLP, and logs several lines per call; the legacy TorchScript
-exporter (``dynamo=False``) takes ~0.15 s cold and ~20 ms warm for the same
-model and prints nothing but a DeprecationWarning. It handles the Linear/ReLU
-stacks and small convolutional nets used here, so we use it and silence only
-that one warning. If a later torch drops it, switch to ``dynamo=True`` with
-``dynamic_shapes=({0: "batch"},)``; the onnxruntime parity check below still
-guards the result.
+Two builders, one file format. A built-in model (``logreg``, ``mlp:...``) is
+written out directly with ``onnx.helper`` (``Sub``, ``Mul``, ``Gemm``, ``Relu``,
+``Softmax``, ``ArgMax``): no torch, so a light daemon exports without loading
+it. A torch module (``cnn``, plugins) goes through torch's exporter
+(:mod:`gossipd.export_torch`). Either way the label lookup, the metadata,
+``onnx.checker`` and the onnxruntime parity check below are the same.
 
 Thread safety: export only reads the immutable :class:`ModelState` and builds
-its own module (never the learner's scratch tensors), so it may run in a worker
-thread while another thread trains. The legacy exporter keeps process-wide
-settings (``torch.onnx`` GLOBALS: opset, training mode), so exports are
-serialised among themselves by ``_EXPORT_LOCK``; training never takes it.
+its own graph (never the learner's scratch state), so it may run in a worker
+thread while another thread trains.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import io
 import json
 import os
-import threading
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,18 +43,17 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-import torch
 from onnx import helper, numpy_helper
-from torch import nn
 
 from gossipd.core.learner import Learner
+from gossipd.core.linear_stack import LinearStackLearner
 from gossipd.core.scaling import FeatureStats
 from gossipd.core.state import ModelState
 from gossipd.files import atomic_write
 
 INPUT_NAME = "input"
 LABEL, PROBABILITIES, VALUE = "label", "probabilities", "value"
-_LABEL_INDEX = "label_index"  # torch's output, turned into LABEL by a Gather on the class names
+_LABEL_INDEX = "label_index"  # the network's argmax, turned into LABEL by a Gather on the class names
 # Opset 17 is old enough for every onnxruntime released since 2022 (and
 # onnxruntime-web) and has all this graph needs (Gemm, Conv, Relu, Softmax, ArgMax, Gather).
 DEFAULT_OPSET = 17
@@ -71,9 +62,6 @@ DEFAULT_OPSET = 17
 PARITY_ATOL = 1e-5
 RESERVED_KEYS = ("gossipd.age", "gossipd.fingerprint", "gossipd.spec", "gossipd.version", "gossipd.task",
                  "gossipd.feature_names", "gossipd.class_names", "gossipd.input_shape", "gossipd.scaling")
-
-_EXPORT_LOCK = threading.Lock()
-
 
 class ExportError(RuntimeError):
     """The model could not be exported, or the export disagrees with the learner."""
@@ -177,62 +165,69 @@ def _metadata(learner: Learner, state: ModelState, stats: FeatureStats | None,
     return meta
 
 
-class _Deployable(nn.Module):
-    """Raw features in; scaling, the network, then what a user wants out."""
-
-    def __init__(self, net: nn.Module, learner: Learner, stats: FeatureStats | None) -> None:
-        super().__init__()
-        self.net = net
-        self.task = learner.task
-        d = learner.n_features
-        self.scaled = stats is not None
-        if stats is not None:
-            self.register_buffer("feature_mean", torch.from_numpy(stats.shift32[:d].copy()))
-            self.register_buffer("feature_inv_std", torch.from_numpy(stats.inv_scale32[:d].copy()))
-            if self.task == "regression":
-                self.target_mean = float(stats.mean[d])
-                self.target_std = float(stats.std[d])
-        if self.task == "regression" and stats is None:
-            self.target_mean, self.target_std = 0.0, 1.0
-
-    def forward(self, x: torch.Tensor) -> Any:
-        if self.scaled:
-            x = (x - self.feature_mean) * self.feature_inv_std
-        out = self.net(x)
-        if self.task == "regression":
-            return out.reshape(-1) * self.target_std + self.target_mean
-        return torch.argmax(out, dim=1), torch.softmax(out, dim=1)
-
-
 def _output_names(task: str) -> list[str]:
     return [VALUE] if task == "regression" else [_LABEL_INDEX, PROBABILITIES]
 
 
-def _torch_export(module: nn.Module, n_features: int, task: str, opset: int) -> bytes:
-    buf = io.BytesIO()
-    dummy = torch.zeros(2, n_features, dtype=torch.float32)
-    outputs = _output_names(task)
-    # catch_warnings swaps the process-wide filter list (Python < 3.14); it only
-    # adds two narrow "ignore" entries, so another thread's warnings still show.
-    with _EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
-        # Only the "legacy TorchScript-based ONNX export" notice is silenced (and
-        # see below); any other warning still shows and errors propagate.
-        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export",
-                                category=DeprecationWarning)
-        # ... and the exporter's deprecation notices about its own internals
-        # (e.g. setup_onnx_logging), which say nothing about our code.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx\.")
-        torch.onnx.export(
-            module, (dummy,), buf,
-            dynamo=False,
-            input_names=[INPUT_NAME],
-            output_names=outputs,
-            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *outputs)},
-            opset_version=opset,
-            do_constant_folding=True,
-            export_params=True,
-        )
-    return buf.getvalue()
+def _linear_stack_graph(learner: LinearStackLearner, state: ModelState, st: FeatureStats | None,
+                        opset: int) -> onnx.ModelProto:
+    """The built-in stack written out with ``onnx.helper``, no torch: ``Sub``/``Mul`` (scaling),
+    ``Gemm`` per layer with ``Relu`` between, then ``ArgMax`` and ``Softmax`` (classification)
+    or the de-standardised value (regression)."""
+    d = learner.n_features
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name=name))
+        return name
+
+    h = INPUT_NAME
+    if st is not None:
+        nodes.append(helper.make_node("Sub", [h, const("feature_mean", st.shift32[:d])], ["centred"]))
+        nodes.append(helper.make_node("Mul", ["centred", const("feature_inv_std", st.inv_scale32[:d])], ["scaled"]))
+        h = "scaled"
+    layers = learner.layers(state)
+    for j, (w, b) in enumerate(layers):
+        out = f"linear{j}"
+        nodes.append(helper.make_node("Gemm", [h, const(f"layer{j}.weight", w), const(f"layer{j}.bias", b)], [out],
+                                      transB=1))
+        h = out
+        if j < len(layers) - 1:
+            nodes.append(helper.make_node("Relu", [h], [f"relu{j}"]))
+            h = f"relu{j}"
+    n_out = learner.n_outputs
+    if learner.task == "classification":
+        nodes.append(helper.make_node("ArgMax", [h], [_LABEL_INDEX], axis=1, keepdims=0))
+        nodes.append(helper.make_node("Softmax", [h], [PROBABILITIES], axis=1))
+        outputs = [helper.make_tensor_value_info(_LABEL_INDEX, onnx.TensorProto.INT64, ["batch"]),
+                   helper.make_tensor_value_info(PROBABILITIES, onnx.TensorProto.FLOAT, ["batch", n_out])]
+    else:
+        std, mean = (1.0, 0.0) if st is None else (float(st.std[d]), float(st.mean[d]))
+        nodes.append(helper.make_node("Squeeze", [h, const("value_axis", np.array([1], np.int64))], ["standardised"]))
+        nodes.append(helper.make_node("Mul", ["standardised", const("target_std", np.array(std, np.float32))],
+                                      ["spread"]))
+        nodes.append(helper.make_node("Add", ["spread", const("target_mean", np.array(mean, np.float32))], [VALUE]))
+        outputs = [helper.make_tensor_value_info(VALUE, onnx.TensorProto.FLOAT, ["batch"])]
+    graph = helper.make_graph(nodes, "gossipd", [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT,
+                                                                               ["batch", d])], outputs, inits)
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="gossipd",
+                              producer_version=package_version())
+    model.ir_version = helper.find_min_ir_version_for(opsets)  # what older onnxruntimes accept
+    return model
+
+
+def _graph(learner: Learner, state: ModelState, st: FeatureStats | None, opset: int) -> onnx.ModelProto:
+    """The network with scaling in front and the task's outputs (``label_index`` before the label lookup)."""
+    if isinstance(learner, LinearStackLearner):
+        return _linear_stack_graph(learner, state, st, opset)
+    from gossipd.export_torch import torch_graph  # a torch module: torch's exporter (imports torch)
+
+    try:
+        return torch_graph(learner, state, st, INPUT_NAME, _output_names(learner.task), opset)
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export failed for {learner.spec!r}: {exc}") from exc
 
 
 def _add_label(model: onnx.ModelProto, class_names: tuple[str, ...]) -> None:
@@ -275,7 +270,7 @@ def _check_parity(data: bytes, learner: Learner, state: ModelState, stats: Featu
                 raise ExportError(f"onnxruntime labels differ from the learner's on {wrong} of {len(X)} rows")
     if not worst <= PARITY_ATOL:  # also catches NaN
         what = "values (relative)" if learner.task == "regression" else "probabilities"
-        raise ExportError(f"onnxruntime and torch {what} differ by up to {worst:.3g} "
+        raise ExportError(f"onnxruntime and the learner's {what} differ by up to {worst:.3g} "
                           f"(tolerance {PARITY_ATOL:g}) on {len(check_X)} rows")
     return worst
 
@@ -293,13 +288,7 @@ def _build(learner: Learner, state: ModelState, stats: FeatureStats | None,
         if check_X.ndim != 2 or check_X.shape[1] != learner.n_features or check_X.shape[0] == 0:
             raise ValueError(f"check_X must have shape [n>=1, {learner.n_features}], got {check_X.shape}")
 
-    module = _Deployable(learner.build_module(state), learner, st).eval()
-    try:
-        raw = _torch_export(module, learner.n_features, learner.task, opset)
-    except Exception as exc:
-        raise ExportError(f"torch.onnx.export failed for {learner.spec!r}: {exc}") from exc
-
-    model = onnx.load_from_string(raw)
+    model = _graph(learner, state, st, opset)
     if learner.task == "classification":
         names = learner.schema.class_names or tuple(map(str, range(learner.n_classes)))
         _add_label(model, names)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -29,6 +30,10 @@ class DaemonProc:
     args: list[str]
     proc: subprocess.Popen[bytes] | None = None
     url: str = ""
+    #: run in the child before exec (e.g. resource limits); None for none
+    preexec_fn: Callable[[], None] | None = None
+    #: how to reach a daemon that serves HTTPS (its CA, a client certificate for mutual TLS)
+    ssl_context: ssl.SSLContext | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -42,7 +47,7 @@ class DaemonProc:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [*GOSSIPD, "--listen", "127.0.0.1:0", "--state-dir", str(self.state_dir), *self.args],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, preexec_fn=self.preexec_fn)
         return self
 
     def wait_listening(self, timeout: float = 90.0) -> str:
@@ -56,7 +61,8 @@ class DaemonProc:
         """The daemon's URL, once it serves: model loaded, /v1/status answers 200."""
         deadline = time.monotonic() + timeout
         url = self.wait_listening(timeout)
-        self._wait(lambda: answers_200(url + "/v1/status"), max(0.1, deadline - time.monotonic()), "serve")
+        self._wait(lambda: answers_200(url + "/v1/status", context=self.ssl_context),
+                   max(0.1, deadline - time.monotonic()), "serve")
         return url
 
     def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
@@ -68,6 +74,11 @@ class DaemonProc:
                 return
             time.sleep(0.05)
         raise TimeoutError(f"gossipd did not {what} within {timeout:.0f}s:\n{self.log()[-3000:]}")
+
+    @property
+    def admin_token(self) -> str:
+        """The token its admin endpoints want (the default STATE_DIR/admin-token, made at first start)."""
+        return (self.state_dir / "admin-token").read_text().strip()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -89,10 +100,10 @@ class DaemonProc:
             self.proc.wait(10)
 
 
-def answers_200(url: str, timeout: float = 2.0) -> bool:
+def answers_200(url: str, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> bool:
     """True if GET ``url`` answers 200 now (False on any error or other status)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False

@@ -16,8 +16,10 @@ import torch
 from gossipd.data import Dataset, load_dataset
 from gossipd.core.learner import Learner, LearnerConfig, LocalData, make_learner
 from gossipd.core.spec import Schema
+from gossipd.threads import one_compute_thread
 
 torch.set_num_threads(1)
+one_compute_thread()  # and numpy's BLAS
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -14,7 +14,7 @@ from gossipd.testing import DaemonProc, start_network as _start_network, stop_al
 # Short periods so that tests see many rounds in a few seconds.
 FAST = ["--gossip-interval", "0.3", "--shuffle-interval", "0.5"]
 
-__all__ = ["DaemonProc", "FAST", "get_json", "post", "start_network", "stop_all", "wait_for"]
+__all__ = ["DaemonProc", "FAST", "admin_get", "get_json", "post", "start_network", "stop_all", "wait_for"]
 
 
 def start_network(base: Path, n: int, *, extra: list[str] | None = None, split: str = "iid") -> list[DaemonProc]:
@@ -27,8 +27,19 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(resp.read())
 
 
-def post(url: str, body: bytes, content_type: str = "application/msgpack", timeout: float = 10.0) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+def admin_get(proc: DaemonProc, path: str, timeout: float = 30.0) -> bytes:
+    """GET an admin endpoint of ``proc`` with its token."""
+    req = urllib.request.Request(proc.url + path, headers={"Authorization": f"Bearer {proc.admin_token}"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.read()
+
+
+def post(url: str, body: bytes | bytearray, content_type: str = "application/x-msgpack", timeout: float = 10.0,
+         token: str | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": content_type}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=bytes(body), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()

@@ -33,12 +33,12 @@ from gossipd.wire import PROTOCOL_VERSION  # noqa: E402
 GOSSIP = Path(sys.executable).with_name("gossip")
 
 
-def invoke(*args: Any) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args])
+def invoke(*args: Any, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], env=env)
 
 
-def ok(*args: Any) -> Result:
-    result = invoke(*args)
+def ok(*args: Any, env: dict[str, str] | None = None) -> Result:
+    result = invoke(*args, env=env)
     assert result.exit_code == 0, f"gossip {' '.join(map(str, args))} -> {result.exit_code}:\n{result.output}"
     return result
 
@@ -163,6 +163,28 @@ def test_every_command_has_an_example() -> None:
         assert "Example:" in ok(command, "--help").stdout, command
 
 
+def test_status_table_of_a_regression_node_shows_rmse_and_r2() -> None:
+    """A regressor has no accuracy: the table says RMSE (target units) and R² instead, and the
+    data row says what the node follows and what arrived."""
+    from rich.console import Console
+
+    from cli.inspect_cmd import status_table
+
+    st = {"node_id": "n1", "model": {"spec": "logreg", "params": 11, "task": "regression", "scaling": "network",
+                                     "fingerprint": "f" * 16, "age": 1234.0},
+          "evaluation": {"accuracy": None, "rmse": 54.06789, "r2": 0.4521, "at": None, "age": 1200.0,
+                         "examples": 28},
+          "data": {"dataset": "rows/", "share": "1/1", "split": "iid", "train_examples": 90, "test_examples": 28,
+                   "following": "rows", "arrived": 40, "refused": 2}}
+    console = Console(width=200, record=True)
+    console.print(status_table("http://127.0.0.1:1", st))
+    out = console.export_text()
+    for text in ("rmse, r2", "RMSE 54.07, R² 0.4521 on 28 held-out examples", "regression, scaling network",
+                 "90 train / 28 held out", "following rows", "40 rows arrived, 2 refused"):
+        assert text in out, (text, out)
+    assert "accuracy" not in out
+
+
 def test_export_needs_exactly_one_source(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     assert_one_line_error(invoke("export", "http://127.0.0.1:7070", "--state-dir", tmp_path, "-o", out), 2,
@@ -249,14 +271,22 @@ class TestThreeNodes:
 
     def test_join(self, net3: list[DaemonProc]) -> None:
         a, b = net3[1].url, net3[2].url
-        answer = ok_json("join", a, b)
+        token_file = net3[1].state_dir / "admin-token"
+        answer = ok_json("join", a, b, "--token-file", token_file)
         assert answer["joined"] == b and isinstance(answer["peers"], int)
         assert b in get_json(a + "/v1/peers")["seeds"]
-        out = ok("join", a, b).stdout
+        out = ok("join", a, b, "--token-file", token_file).stdout
         assert f"{a} accepted {b} as a seed" in out
 
         # The daemon's own 4xx answer: one line with its detail, exit 2.
-        assert_one_line_error(invoke("join", a, a), 2, "bad_peer", "own address", "HTTP 400")
+        assert_one_line_error(invoke("join", a, a, "--token-file", token_file), 2, "bad_peer", "own address",
+                              "HTTP 400")
+        # Without the token, or with another node's: one line saying how to give it.
+        assert_one_line_error(invoke("join", a, b), 2, "HTTP 401 token_required", "--token-file")
+        assert_one_line_error(invoke("join", a, b, "--token-file", net3[2].state_dir / "admin-token"), 2,
+                              "HTTP 401 bad_token")
+        assert_one_line_error(invoke("join", a, b, "--token-file", token_file.with_name("nope")), 2,
+                              "--token-file", "cannot read")
         # A bad PEER_URL never leaves the CLI.
         assert_one_line_error(invoke("join", a, "not-a-url"), 2, "PEER_URL", "http(s)://HOST:PORT")
 
@@ -266,7 +296,7 @@ class TestThreeNodes:
         url = net3[0].url
         st = get_json(url + "/v1/status")
         out = tmp_path / "model.onnx"
-        report = ok_json("export", url, "-o", out)
+        report = ok_json("export", url, "-o", out, "--token-file", net3[0].state_dir / "admin-token")
         assert report["path"] == str(out) and report["bytes"] == out.stat().st_size > 0
         assert report["fingerprint"] == st["model"]["fingerprint"]
         assert report["node_id"] == st["node_id"] and report["age"] >= st["model"]["age"]
@@ -274,7 +304,7 @@ class TestThreeNodes:
         assert "[batch, 64]" in report["check"] and report["task"] == "classification"
         assert [o["name"] for o in report["signature"]["outputs"]] == ["label", "probabilities"]
 
-        table = ok("export", url, "-o", tmp_path / "again.onnx").stdout
+        table = ok("export", url, "-o", tmp_path / "again.onnx", env={"GOSSIP_ADMIN_TOKEN": net3[0].admin_token}).stdout
         for text in (str(tmp_path / "again.onnx"), "bytes", st["model"]["fingerprint"], "model age", "loads",
                      "input float32 [batch, 64]", "label int64 [batch]", "probabilities float32 [batch, 10]"):
             assert text in table, (text, table)

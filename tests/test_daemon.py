@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import FAST, DaemonProc, get_json, post, start_network, stop_all, wait_for  # noqa: E402
+from harness import FAST, DaemonProc, admin_get, get_json, post, start_network, stop_all, wait_for  # noqa: E402
 
 from gossipd import wire  # noqa: E402
 from gossipd.core.messages import ModelMessage  # noqa: E402
@@ -60,8 +60,8 @@ def raw_model(status: dict[str, Any], **override: Any) -> bytes:
     return msgpack.packb(msg, use_bin_type=True)
 
 
-def current_model(url: str) -> tuple[np.ndarray, float]:
-    body = urlread(url + "/v1/model?format=msgpack")
+def current_model(proc: DaemonProc) -> tuple[np.ndarray, float]:
+    body = admin_get(proc, "/v1/model?format=msgpack")
     msg = wire.decode(body, cluster="default")
     assert isinstance(msg, ModelMessage)
     return np.array(msg.params), msg.age
@@ -125,7 +125,7 @@ def test_malformed_input_gets_4xx_and_leaves_model_untouched(lone: DaemonProc) -
     code, body = post(url + "/v1/gossip/model", model_body(status, age=500.0))
     assert code == 200, body
     before = get_json(url + "/v1/status")
-    params_before, age_before = current_model(url)
+    params_before, age_before = current_model(lone)
     assert age_before >= 500
     cases = _bad_cases(status)
     for name, payload, want_status, want_code in cases:
@@ -139,7 +139,7 @@ def test_malformed_input_gets_4xx_and_leaves_model_untouched(lone: DaemonProc) -
             assert err["supported"] == list(wire.SUPPORTED_VERSIONS)
             assert "1" in err["detail"]
     after = get_json(url + "/v1/status")
-    params_after, age_after = current_model(url)
+    params_after, age_after = current_model(lone)
     assert after["model"]["age"] == before["model"]["age"] == age_after
     assert after["model"]["fingerprint"] == before["model"]["fingerprint"]
     assert np.array_equal(params_before, params_after)
@@ -172,11 +172,13 @@ def test_shuffle_endpoint_rejects_models_and_answers_requests(lone: DaemonProc) 
 
 
 def test_admin_join_validates_and_adds(lone: DaemonProc) -> None:
-    code, body = post(lone.url + "/v1/admin/join", b"{not json", "application/json")
+    token = lone.admin_token
+    code, body = post(lone.url + "/v1/admin/join", b"{not json", "application/json", token=token)
     assert code == 400 and b"bad_json" in body
-    code, body = post(lone.url + "/v1/admin/join", b'{"peer": "ftp://x"}', "application/json")
+    code, body = post(lone.url + "/v1/admin/join", b'{"peer": "ftp://x"}', "application/json", token=token)
     assert code == 400 and b"bad_peer" in body
-    code, body = post(lone.url + "/v1/admin/join", b'{"peer": "http://127.0.0.1:7"}', "application/json")
+    code, body = post(lone.url + "/v1/admin/join", b'{"peer": "http://127.0.0.1:7"}', "application/json",
+                      token=token)
     assert code == 200, body
     assert "http://127.0.0.1:7" in get_json(lone.url + "/v1/peers")["seeds"]
 
@@ -207,7 +209,8 @@ def test_readyz_needs_a_peer(tmp_path: Path) -> None:
             urlread(a.url + "/readyz")
         assert info.value.code == 503
         assert json.loads(info.value.read())["ready"] is False
-        assert post(a.url + "/v1/admin/join", json.dumps({"peer": b.url}).encode(), "application/json")[0] == 200
+        assert post(a.url + "/v1/admin/join", json.dumps({"peer": b.url}).encode(), "application/json",
+                    token=a.admin_token)[0] == 200
         assert get_json(a.url + "/readyz")["ready"] is True
         # The join shuffled with b at once, so b knows a without waiting for a period.
         assert wait_for(lambda: a.url in [e["address"] for e in get_json(b.url + "/v1/peers")["peers"]], 5)
@@ -222,7 +225,7 @@ def test_sigterm_then_restart_restores_bit_identical_model(tmp_path: Path) -> No
     status = get_json(proc.url + "/v1/status")
     for age in (50.0, 300.0):
         assert post(proc.url + "/v1/gossip/model", model_body(status, age=age))[0] == 200
-    params, age = current_model(proc.url)
+    params, age = current_model(proc)
     node_id = status["node_id"]
     assert proc.terminate() == 0
     assert "checkpoint written" in proc.log()
@@ -230,7 +233,7 @@ def test_sigterm_then_restart_restores_bit_identical_model(tmp_path: Path) -> No
     proc2 = DaemonProc(state_dir, ["--share", "1/3", *FAST]).start()
     try:
         proc2.wait_ready()
-        params2, age2 = current_model(proc2.url)
+        params2, age2 = current_model(proc2)
         assert age2 == age
         assert params2.tobytes() == params.tobytes()
         status2 = get_json(proc2.url + "/v1/status")
@@ -390,7 +393,7 @@ def test_onnx_from_http_scores_like_the_node(lone: DaemonProc) -> None:
     age = get_json(lone.url + "/v1/status")["model"]["age"]
     status = wait_for(lambda: (s := get_json(lone.url + "/v1/status"))["evaluation"]["age"] == age and s, 15)
     assert status, "evaluation did not catch up with the model"
-    onnx_bytes = urlread(lone.url + "/v1/model?format=onnx")
+    onnx_bytes = admin_get(lone, "/v1/model?format=onnx")
     meta = read_metadata(onnx_bytes)
     assert float(meta["gossipd.age"]) == age
     assert meta["gossipd.fingerprint"] == status["model"]["fingerprint"]
@@ -402,7 +405,7 @@ def test_onnx_from_http_scores_like_the_node(lone: DaemonProc) -> None:
     import urllib.error
 
     with pytest.raises(urllib.error.HTTPError) as info:
-        urlread(lone.url + "/v1/model?format=pickle")
+        admin_get(lone, "/v1/model?format=pickle")
     assert info.value.code == 400
 
 

@@ -8,6 +8,7 @@ import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -230,3 +231,44 @@ def test_deprecated_flags_print_one_line_naming_the_new_flag(tmp_path: Path) -> 
     assert "gossipd: --partition is deprecated; use --share" in lines
     assert lines[-1].startswith("gossipd: invalid config: data.share (from command line)")
     assert len(lines) == 3
+
+
+# -- [security] and [tls] ------------------------------------------------------------------
+
+
+def test_a_listen_address_beyond_loopback_needs_a_keyring_or_insecure() -> None:
+    public = {"listen": "0.0.0.0:7070", "advertise": "http://node1.example.org:7070"}
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=public, warn=quiet)
+    assert info.value.field == "security.keyring"
+    assert "gossip keygen" in str(info.value) and "insecure = true" in str(info.value)
+    assert load_config(overrides={**public, "security.keyring": "/k"}, warn=quiet).security.keyring == "/k"
+    assert load_config(overrides={**public, "security.insecure": True}, warn=quiet).security.insecure
+    for loopback in ("127.0.0.1:0", "127.3.4.5:7070", "[::1]:7070", "localhost:7070"):
+        assert load_config(overrides={"listen": loopback}, warn=quiet).security.keyring == ""
+    with pytest.raises(ConfigError) as info:  # a host name may resolve to anything
+        load_config(overrides={"listen": "gossip.example.org:7070"}, warn=quiet)
+    assert info.value.field == "security.keyring"
+
+
+@pytest.mark.parametrize(("overrides", "field", "needle"), [
+    ({"advertise": "http://Node1:7070"}, "advertise", "lower case"),
+    ({"advertise": "http://127.0.0.1:7070/"}, "advertise", "path"),
+    ({"advertise": "http://127.0.0.1"}, "advertise", "port"),
+    ({"join": ("http://169.254.169.254:80",)}, "join", "link-local"),
+    ({"join": ("http://10.0.0.1:7070",), "security.peer_allow": ("192.168.0.0/16",)}, "join", "peer_allow"),
+    ({"security.peer_allow": ()}, "security.peer_allow", '["*"]'),
+    ({"security.peer_allow": ("10.0.0.0/33",)}, "security.peer_allow", "CIDR"),
+    ({"security.replay_window": 0}, "security.replay_window", "> 0"),
+    ({"tls.cert": "/c.pem"}, "tls.key", "both"),
+    ({"tls.key": "/k.pem"}, "tls.cert", "both"),
+    ({"tls.cert": "/c", "tls.key": "/k", "tls.require_client_cert": True}, "tls.require_client_cert", "tls.ca"),
+    ({"tls.cert": "/c", "tls.key": "/k", "advertise": "http://127.0.0.1:7070"}, "advertise", "HTTPS"),
+    ({"advertise": "https://127.0.0.1:7070"}, "advertise", "plain HTTP"),
+    ({"max_connections": 8}, "max_connections", ">= 16"),
+    ({"header_timeout": 0}, "header_timeout", "> 0"),
+])
+def test_security_settings_are_checked(overrides: dict[str, Any], field: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=overrides, warn=quiet)
+    assert info.value.field == field and needle in str(info.value), str(info.value)

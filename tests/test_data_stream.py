@@ -49,10 +49,25 @@ def test_store_sends_about_the_held_out_share_aside_reproducibly():
     b = ExampleStore(SCHEMA, 10_000, 0.25, np.random.default_rng(5))
     X, y = rows(0, 4000)
     ra, rb = a.append(X, y), b.append(X, y)
-    assert ra == rb and 0.22 < ra.held_out / 4000 < 0.28
+    assert (ra.train, ra.held_out, ra.evicted) == (rb.train, rb.held_out, rb.evicted)
+    assert 0.22 < ra.held_out / 4000 < 0.28
     np.testing.assert_array_equal(a.held_out()[0], b.held_out()[0])
-    # Held-out rows never train.
+    # Held-out rows never train; the rows reported as new training rows are the training part.
     assert not set(a.held_out()[0][:, 0]) & set(a.train_data().X[:, 0])
+    np.testing.assert_array_equal(ra.new_train.X, a.train_data().X)
+    assert len(ra.new_train) == ra.train == a.n_train and ra.held_out == a.n_held_out
+
+
+def test_store_takes_data_that_comes_already_split():
+    store = ExampleStore(SCHEMA, 100, 0.25, np.random.default_rng(0))
+    r1 = store.append(*rows(0, 30), held_out=False)
+    r2 = store.append(*rows(30, 10), held_out=True)
+    assert (r1.train, r1.held_out, r2.train, r2.held_out) == (30, 0, 0, 10)
+    np.testing.assert_array_equal(store.held_out()[0], rows(30, 10)[0])
+    assert len(r2.new_train) == 0 and store.n_train == 30
+    # The held-out part is bounded too (ceil(100 * 0.25) = 25): the oldest leave first.
+    store.append(*rows(40, 20), held_out=True)
+    assert store.n_held_out == 25 and store.held_out()[0][0, 0] == 35
 
 
 def test_store_version_and_cached_local_data():
@@ -152,13 +167,19 @@ def test_tail_reports_bad_rows_by_line(tmp_path):
 # ------------------------------------------------------------------ a node taking new data
 
 
-def test_node_takes_new_examples_into_its_data_and_its_scaling():
+def node_on_ten_rows() -> tuple[GossipNode, ExampleStore]:
+    """A node with network scaling whose store holds 10 rows of 3 classes."""
     schema = Schema.classification(2, 3)
     learner = make_learner("logreg", schema, LearnerConfig(), scaling=Scaling.network())
     store = ExampleStore(schema, 1000, 0.0, np.random.default_rng(0))
     store.append(*rows(0, 10))
     node = GossipNode("n0", learner, store.train_data(), StaticSampler("n0", [], np.random.default_rng(0)),
                       GossipConfig(), np.random.default_rng(1))
+    return node, store
+
+
+def test_node_takes_new_examples_into_its_data_and_its_scaling():
+    node, store = node_on_ten_rows()
     assert node.stats.count == 10
     before = store.train_data()
     X, y = rows(10, 30)
@@ -170,3 +191,20 @@ def test_node_takes_new_examples_into_its_data_and_its_scaling():
     assert node.stats.count == 40
     np.testing.assert_allclose(node.stats.mean, exact.mean, rtol=1e-6)
     np.testing.assert_allclose(node.stats.var, exact.var, rtol=1e-6)
+    assert node.state.age == 0  # no training unless asked
+
+
+def test_node_can_take_a_pass_over_new_examples_at_once():
+    """The daemon trains on arriving rows when they arrive: the age rises by their number,
+    with the statistics that include them; the older examples are not revisited."""
+    node, store = node_on_ten_rows()
+    twin, _ = node_on_ten_rows()  # the same seeds: its training stream is node's
+    before = node.state
+    got = store.append(*rows(10, 7))
+    node.use_data(store.train_data(), got.new_train, train=True)
+    assert node.state.age == before.age + 7
+    assert not np.array_equal(node.state.params, before.params)
+    assert node.stats.count == 17
+    # The same pass, by hand: one update on the 7 new rows under the pooled statistics.
+    expected = twin.learner.update(before, got.new_train, twin._learn_rng, node.stats)
+    np.testing.assert_allclose(node.state.params, expected.params, rtol=1e-6)

@@ -30,3 +30,15 @@ def test_diabetes_regression_example(tmp_path):
     assert (tmp_path / "d.onnx").stat().st_size > 0
     assert out["ratio"] < 1.2 and out["parity"] <= 1e-5
     assert abs(out["onnx_rmse"] - out["gossip_rmse"]) < 10
+
+
+def test_growing_csv_example(tmp_path):
+    """Two daemons follow growing CSV directories (lines appended, files added): every row
+    written arrives, is trained on, and the nodes gossip while it happens."""
+    out = run_example("growing_csv/run.py", "--workdir", str(tmp_path / "demo"), "--seconds", "6", "--rate", "30",
+                      cwd=tmp_path)
+    assert out["written"] == [180, 180] and out["arrived"] == out["written"]
+    for (first, last), (age0, age1) in zip(out["train_examples"], out["age"]):
+        assert last > first and age1 >= age0 + (last - first)
+    assert min(out["merged"]) > 0
+    assert all(last > first for first, last in out["accuracy"])

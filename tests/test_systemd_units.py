@@ -101,6 +101,10 @@ REQUIRED = {
     "RemoveIPC": "yes",
     "KeyringMode": "private",
     "SystemCallArchitectures": "native",
+    # Key rotation without downtime (SIGHUP re-reads the keyring).
+    "ExecReload": "/bin/kill -HUP $MAINPID",
+    # Above max_connections (1024) + the daemon's own 256: slow clients must not exhaust descriptors.
+    "LimitNOFILE": "4096",
 }
 
 # Never in our units, and why (the assertion message says it).
@@ -250,5 +254,7 @@ def test_example_config_has_production_values() -> None:
     assert cfg["state_dir"] == "/var/lib/gossipd"
     assert cfg["advertise"].startswith("http://")
     assert isinstance(cfg["join"], list) and all(u.startswith("http://") for u in cfg["join"])
+    # Listening beyond loopback needs keys: the example shows where they go.
+    assert cfg["security"]["keyring"] and cfg["security"]["insecure"] is False
     k, n = (int(x) for x in cfg["data"]["share"].split("/"))
     assert 1 <= k <= n

@@ -10,6 +10,9 @@ the initial parameters, trains a :class:`ModelState` on a node's
 - :class:`~gossipd.core.torch_module.ModuleLearner` (``cnn`` and any user
   ``torch.nn.Module``): autograd through ``torch.func.functional_call``.
 
+Only the second imports torch, and only when one is made: a node with a
+built-in model runs on numpy alone.
+
 Everything a node, a driver or the exporter needs is in :class:`Learner`; they
 never look behind it. Inputs are raw features (numpy or torch); the learner
 applies the model's scaling (:mod:`gossipd.core.scaling`) itself.
@@ -28,11 +31,9 @@ from gossipd.core.linear_stack import LinearStackLearner
 from gossipd.core.scaling import FeatureStats, Scaling
 from gossipd.core.spec import MODEL_SPECS, LearnerConfig, ModelSpec, Schema, parse_model_spec
 from gossipd.core.state import ModelState
-from gossipd.core.torch_module import ModuleLearner
 
 __all__ = [
-    "MODEL_SPECS", "Learner", "LearnerConfig", "LinearStackLearner", "LocalData", "ModuleLearner",
-    "make_learner", "parse_model_spec",
+    "MODEL_SPECS", "Learner", "LearnerConfig", "LinearStackLearner", "LocalData", "make_learner", "parse_model_spec",
 ]
 
 
@@ -71,7 +72,7 @@ class Learner(Protocol):
     def update(self, state: ModelState, data: LocalData, rng: np.random.Generator,
                stats: FeatureStats | None = None) -> ModelState: ...
 
-    def logits(self, state: ModelState, X: Any, stats: FeatureStats | None = None) -> Any: ...
+    def logits(self, state: ModelState, X: Any, stats: FeatureStats | None = None) -> np.ndarray: ...
     def outputs(self, state: ModelState, X: Any, stats: FeatureStats | None = None) -> np.ndarray: ...
     def predict(self, state: ModelState, X: Any, stats: FeatureStats | None = None) -> np.ndarray: ...
     def scores(self, state: ModelState, X: Any, y: Any, stats: FeatureStats | None = None) -> dict[str, float]: ...
@@ -82,7 +83,8 @@ class Learner(Protocol):
                       stats: Sequence[FeatureStats | None] | None = None, chunk: int = 256) -> np.ndarray: ...
 
     def build_module(self, state: ModelState | None = None) -> Any:
-        """A ``torch.nn.Module`` computing the network on scaled inputs (for export)."""
+        """A ``torch.nn.Module`` computing the network on scaled inputs (imports torch;
+        the exporter uses it for torch modules)."""
         ...
 
 
@@ -97,4 +99,6 @@ def make_learner(spec: str | ModelSpec, schema: Schema, config: LearnerConfig | 
     model = parse_model_spec(spec) if isinstance(spec, str) else spec
     if model.hand_written:
         return LinearStackLearner(model, schema, config, scaling)
+    from gossipd.core.torch_module import ModuleLearner  # imports torch
+
     return ModuleLearner(model, schema, config, scaling)

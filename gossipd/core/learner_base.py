@@ -5,34 +5,37 @@ the standardised target; :class:`LearnerBase` applies the statistics on the
 way in and out, so callers always deal in raw features and user-space
 outputs (class probabilities, or target values in the data's own units).
 Subclasses supply the network: ``_forward`` for one model and
-``_forward_many`` for a batch of models.
+``_forward_many`` for a batch of models, numpy arrays in and out (a torch
+module converts at its own boundary), so that a built-in model needs no torch.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
-import torch
 
+from gossipd.core.linear_maths import softmax
 from gossipd.core.local_data import LocalData
 from gossipd.core.scaling import FeatureStats, Scaling
 from gossipd.core.spec import METRICS, LearnerConfig, ModelSpec, Schema, primary_metric
 from gossipd.core.state import ModelState
 
 
-def _as_float(X: torch.Tensor | np.ndarray) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(X, dtype=np.float32) if isinstance(X, np.ndarray) else X,
-                           dtype=torch.float32)
+def as_float32(X: Any) -> np.ndarray:
+    """Rows as a float32 numpy array (numpy, lists or CPU torch tensors, without importing torch)."""
+    return np.ascontiguousarray(np.asarray(X), dtype=np.float32)
 
 
 class LearnerBase:
-    """Scaling, outputs and metrics on top of a subclass's network.
+    """Scaling, outputs and metrics on top of a subclass's network; numpy in and out.
 
-    Thread safety: training mutates scratch tensors, so the daemon runs updates
-    one at a time in its trainer thread; ``lock`` serialises that with the
-    rare reader from another thread (evaluation, export).
+    Thread safety: a torch module trains in its template module's scratch
+    state, so the daemon runs updates one at a time in its trainer thread;
+    ``lock`` serialises that with the rare reader from another thread
+    (evaluation, export). The hand-written stack keeps no scratch state.
     """
 
     def __init__(self, model: ModelSpec, schema: Schema, config: LearnerConfig | None,
@@ -88,7 +91,7 @@ class LearnerBase:
             raise ValueError(f"model has {state.size} parameters, this learner expects {self.n_params}")
 
     def lr_at(self, age: float) -> float:
-        return self.config.lr / (1.0 + age / self.config.lr_decay)
+        return self.config.lr_for(self.task) / (1.0 + age / self.config.lr_decay)
 
     # -- scaling ------------------------------------------------------------------------
 
@@ -110,92 +113,91 @@ class LearnerBase:
         return stats
 
     def _training_inputs(self, state: ModelState, data: LocalData,
-                         stats: FeatureStats | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+                         stats: FeatureStats | None) -> tuple[np.ndarray, np.ndarray] | None:
         """Scaled features and targets (one-hot, or standardised values) for an update;
         None when there is nothing to train on."""
         self.check(state)
         if len(data) == 0:
             return None
         st = self.stats_for(stats)
-        return (self._scale_x(torch.from_numpy(data.X), st),
-                self._scale_target(torch.from_numpy(data.target), st))
+        return self._scale_x(data.X, st), self._scale_target(data.target, st)
 
-    def _scale_x(self, X: torch.Tensor, st: FeatureStats | None) -> torch.Tensor:
+    def _scale_x(self, X: np.ndarray, st: FeatureStats | None) -> np.ndarray:
         if st is None:
             return X
         d = self.n_features
-        return (X - torch.from_numpy(st.shift32[:d])) * torch.from_numpy(st.inv_scale32[:d])
+        out = X - st.shift32[:d]
+        out *= st.inv_scale32[:d]
+        return out
 
-    def _scale_target(self, target: torch.Tensor, st: FeatureStats | None) -> torch.Tensor:
+    def _scale_target(self, target: np.ndarray, st: FeatureStats | None) -> np.ndarray:
         if st is None or self.task != "regression":
             return target
         d = self.n_features
-        return (target - float(st.shift32[d])) * float(st.inv_scale32[d])
+        out = target - st.shift32[d]
+        out *= st.inv_scale32[d]
+        return out
 
-    def _unscale_value(self, raw: torch.Tensor, st: FeatureStats | None) -> torch.Tensor:
+    def _unscale_value(self, raw: np.ndarray, st: FeatureStats | None) -> np.ndarray:
         """The network's standardised regression output -> values in the target's units."""
         if st is None:
             return raw
         d = self.n_features
-        return raw * float(st.std[d]) + float(st.mean[d])
+        return (raw * np.float32(st.std[d]) + np.float32(st.mean[d])).astype(np.float32)
 
     # -- subclass hooks -------------------------------------------------------------------
 
-    def _forward(self, state: ModelState, x: torch.Tensor) -> torch.Tensor:
-        """The network's output ``(n, n_outputs)`` on scaled inputs ``x`` (no grad)."""
+    def _forward(self, state: ModelState, x: np.ndarray) -> np.ndarray:
+        """The network's output ``(n, n_outputs)`` float32 on scaled inputs ``x``."""
         raise NotImplementedError
 
-    def _forward_many(self, states: Sequence[ModelState], x: torch.Tensor,
-                      stats: Sequence[FeatureStats | None]) -> torch.Tensor:
+    def _forward_many(self, states: Sequence[ModelState], x: np.ndarray,
+                      stats: Sequence[FeatureStats | None]) -> np.ndarray:
         """User-space raw outputs ``(B, n, k)`` for many models on RAW inputs ``x``:
         logits (classification) or target values (regression). Subclasses may batch."""
         outs = []
         for state, st in zip(states, stats):
             outs.append(self._user_raw(state, x, st))
-        return torch.stack(outs)
+        return np.stack(outs)
 
-    def _user_raw(self, state: ModelState, X: torch.Tensor, st: FeatureStats | None) -> torch.Tensor:
+    def _user_raw(self, state: ModelState, X: np.ndarray, st: FeatureStats | None) -> np.ndarray:
         out = self._forward(state, self._scale_x(X, st))
         return self._unscale_value(out, st) if self.task == "regression" else out
 
     # -- outputs ------------------------------------------------------------------------------
 
-    def logits(self, state: ModelState, X: torch.Tensor | np.ndarray,
-               stats: FeatureStats | None = None) -> torch.Tensor:
-        """Raw network output on raw features: class logits, or target values (regression)."""
+    def logits(self, state: ModelState, X: Any, stats: FeatureStats | None = None) -> np.ndarray:
+        """Raw network output ``(n, k)`` on raw features: class logits, or target values (regression)."""
         self.check(state)
-        with torch.no_grad():
-            return self._user_raw(state, _as_float(X), self.stats_for(stats))
+        return self._user_raw(state, as_float32(X), self.stats_for(stats))
 
-    def outputs(self, state: ModelState, X: torch.Tensor | np.ndarray,
-                stats: FeatureStats | None = None) -> np.ndarray:
+    def outputs(self, state: ModelState, X: Any, stats: FeatureStats | None = None) -> np.ndarray:
         """What the ONNX file answers: class probabilities ``(n, C)`` or values ``(n,)``."""
         raw = self.logits(state, X, stats)
         if self.task == "regression":
-            return raw[:, 0].numpy()
-        return torch.softmax(raw, dim=1).numpy()
+            return raw[:, 0]
+        return softmax(raw)
 
-    def predict(self, state: ModelState, X: torch.Tensor | np.ndarray,
-                stats: FeatureStats | None = None) -> np.ndarray:
+    def predict(self, state: ModelState, X: Any, stats: FeatureStats | None = None) -> np.ndarray:
         """Class indices (into ``schema.class_names``) or values."""
         raw = self.logits(state, X, stats)
         if self.task == "regression":
-            return raw[:, 0].numpy()
-        return raw.argmax(dim=1).numpy()
+            return raw[:, 0]
+        return raw.argmax(axis=1)
 
     # -- metrics ----------------------------------------------------------------------------
 
-    def _metric_arrays(self, raw: torch.Tensor, y: torch.Tensor) -> dict[str, np.ndarray]:
+    def _metric_arrays(self, raw: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         """Per-model metrics from user-space raw outputs ``(B, n, k)``."""
         if self.task == "classification":
-            return {"accuracy": (raw.argmax(dim=2) == y).double().mean(dim=1).numpy()}
-        err = raw[:, :, 0].double() - y.double()
-        sse = (err * err).sum(dim=1)
-        yd = y.double()
-        sst = ((yd - yd.mean()) ** 2).sum()
-        rmse = torch.sqrt(sse / y.shape[0])
-        r2 = 1.0 - sse / sst if float(sst) > 0 else torch.full_like(sse, float("nan"))
-        return {"rmse": rmse.numpy(), "r2": r2.numpy()}
+            return {"accuracy": (raw.argmax(axis=2) == y).mean(axis=1, dtype=np.float64)}
+        yd = y.astype(np.float64)
+        err = raw[:, :, 0].astype(np.float64) - yd
+        sse = (err * err).sum(axis=1)
+        sst = float(((yd - yd.mean()) ** 2).sum())
+        rmse = np.sqrt(sse / y.shape[0])
+        r2 = 1.0 - sse / sst if sst > 0 else np.full_like(sse, np.nan)
+        return {"rmse": rmse, "r2": r2}
 
     def _chunks(self, states: Sequence[ModelState], stats: Sequence[FeatureStats | None] | None,
                 chunk: int) -> Iterator[tuple[Sequence[ModelState], list[FeatureStats | None]]]:
@@ -208,40 +210,37 @@ class LearnerBase:
             given = stats[start: start + chunk] if stats is not None else [None] * len(batch)
             yield batch, [self.stats_for(st) for st in given]
 
-    def scores_many(self, states: Sequence[ModelState], X: torch.Tensor | np.ndarray,
-                    y: torch.Tensor | np.ndarray, stats: Sequence[FeatureStats | None] | None = None,
+    def scores_many(self, states: Sequence[ModelState], X: Any, y: Any,
+                    stats: Sequence[FeatureStats | None] | None = None,
                     chunk: int = 256) -> dict[str, np.ndarray]:
         """Every metric of each model on (X, y), batched over models where the learner can.
 
         ``stats[i]`` scales model i's inputs (network scaling); None for none/fixed.
         """
-        x = _as_float(X)
-        y_t = torch.as_tensor(y)
+        x = as_float32(X)
+        y_a = np.asarray(y)
         n = len(states)
-        if y_t.shape[0] == 0:
+        if y_a.shape[0] == 0:
             return {m: np.full(n, np.nan) for m in self.metrics}
         out = {m: np.empty(n) for m in self.metrics}
         pos = 0
-        with torch.no_grad():
-            for batch, sts in self._chunks(states, stats, chunk):
-                scores = self._metric_arrays(self._forward_many(batch, x, sts), y_t)
-                for m, v in scores.items():
-                    out[m][pos: pos + len(batch)] = v
-                pos += len(batch)
+        for batch, sts in self._chunks(states, stats, chunk):
+            scores = self._metric_arrays(self._forward_many(batch, x, sts), y_a)
+            for m, v in scores.items():
+                out[m][pos: pos + len(batch)] = v
+            pos += len(batch)
         return out
 
-    def scores(self, state: ModelState, X: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
-               stats: FeatureStats | None = None) -> dict[str, float]:
+    def scores(self, state: ModelState, X: Any, y: Any, stats: FeatureStats | None = None) -> dict[str, float]:
         many = self.scores_many([state], X, y, None if stats is None else [stats])
         return {m: float(v[0]) for m, v in many.items()}
 
-    def evaluate_many(self, states: Sequence[ModelState], X: torch.Tensor | np.ndarray,
-                      y: torch.Tensor | np.ndarray, stats: Sequence[FeatureStats | None] | None = None,
+    def evaluate_many(self, states: Sequence[ModelState], X: Any, y: Any,
+                      stats: Sequence[FeatureStats | None] | None = None,
                       chunk: int = 256) -> np.ndarray:
         """The headline metric (accuracy, or RMSE for regression) of each model."""
         return self.scores_many(states, X, y, stats, chunk)[primary_metric(self.task)]
 
-    def evaluate(self, state: ModelState, X: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
-                 stats: FeatureStats | None = None) -> float:
+    def evaluate(self, state: ModelState, X: Any, y: Any, stats: FeatureStats | None = None) -> float:
         """The headline metric of ``state`` on (X, y): accuracy, or RMSE; NaN on no rows."""
         return self.scores(state, X, y, stats)[primary_metric(self.task)]

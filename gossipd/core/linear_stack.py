@@ -1,22 +1,23 @@
 """The built-in ``logreg`` / ``mlp:H1,H2,...`` learner: a Linear/ReLU stack with
-hand-written backprop.
+hand-written backprop, in numpy (no torch).
 
-The model's parameters live in ONE flat float32 tensor; each layer's weight and
+The model's parameters live in ONE flat float32 vector; each layer's weight and
 bias are views into it (``nn.Linear`` layout: the ``(out, in)`` weight, then the
-bias). Loading a received model is one ``copy_`` and the gradient comes out
-flat, so the hot path has no per-parameter Python loop.
+bias). An update copies the received parameters once, steps on views into the
+copy and hands the copy on as the new state: no per-parameter Python loop and
+no scratch state shared between threads.
 
 Classification trains on the mean cross-entropy of a softmax; regression on
 half the mean squared error of the standardised target, whose gradient at the
-output, ``z - t``, has the same form as the softmax's ``p - onehot``. The one
-loop below does both.
+output, ``z - t``, has the same form as the softmax's ``p - onehot``. The maths
+is in :mod:`gossipd.core.linear_maths` (plain functions, batchable over many
+models); ``tests/test_learner.py`` checks it against torch autograd.
 
-Autograd costs ~90 us per call on these tiny models, five times the whole SGD
-step; the stack's gradient is short enough to write out, and
-``tests/test_learner.py`` checks it against autograd. The maths is plain
-matrix products over a ``(layers)`` list, so a numpy twin (a torch-free daemon)
-or a version batched over many nodes' models (``_forward_many`` already is)
-can follow the same structure.
+Why by hand and in numpy: autograd costs ~90 us per call on these tiny models,
+five times the whole SGD step, and numpy's per-call overhead is a fraction of
+torch's (a digits/logreg pass over 13 examples: ~30 us in numpy against ~60 us
+with torch tensors), so a daemon with a built-in model loads neither torch nor
+its 200+ MB. Torch is imported only by :meth:`LinearStackLearner.build_module`.
 """
 
 from __future__ import annotations
@@ -24,19 +25,16 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
+from gossipd.core import linear_maths as lm
 from gossipd.core.learner_base import LearnerBase
 from gossipd.core.local_data import LocalData
 from gossipd.core.scaling import FeatureStats, Scaling
 from gossipd.core.spec import LearnerConfig, ModelSpec, Schema
 from gossipd.core.state import ModelState
-
-Layers = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class LinearStackLearner(LearnerBase):
@@ -51,66 +49,53 @@ class LinearStackLearner(LearnerBase):
             raise ValueError(f"model {self.spec!r} trains by SGD only (optimizer {self.config.optimizer!r} "
                              "needs a torch module: use --model python:... )")
         self.hidden = model.widths
-        widths = (schema.n_features, *self.hidden, schema.n_outputs)
-        self.layer_shapes: list[tuple[tuple[int, int], tuple[int]]] = [
-            ((o, i), (o,)) for i, o in zip(widths[:-1], widths[1:])
-        ]
-        self.n_params = sum(o * i + o for (o, i), _ in self.layer_shapes)
-        self._flat = torch.zeros(self.n_params, dtype=torch.float32)
-        self._layers = self._views(self._flat)
+        #: ``(out, in)`` per layer.
+        self.shapes = lm.layer_shapes((schema.n_features, *self.hidden, schema.n_outputs))
+        self.n_params = lm.n_params(self.shapes)
         self.fingerprint = self._fingerprint()
 
     # -- structure ---------------------------------------------------------
 
-    def _views(self, flat: torch.Tensor) -> Layers:
-        layers, pos = [], 0
-        for (o, i), _ in self.layer_shapes:
-            w = flat[pos: pos + o * i].view(o, i)
-            pos += o * i
-            b = flat[pos: pos + o]
-            pos += o
-            layers.append((w, b))
-        return layers
-
     def _fingerprint(self) -> str:
-        shapes = ";".join(f"{w}x{b}" for w, b in self.layer_shapes)
+        # "(o, i)x(o,)" per layer: the text the fingerprints have always hashed.
+        shapes = ";".join(f"{(o, i)}x{(o,)}" for o, i in self.shapes)
         text = f"{self.model.kind}|{shapes}|{self._identity()}"
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    @staticmethod
-    def _stack(x: torch.Tensor, layers: Layers) -> torch.Tensor:
-        for j, (w, b) in enumerate(layers):
-            x = torch.addmm(b, x, w.t())
-            if j < len(layers) - 1:
-                x = torch.relu(x)
-        return x
+    def layers(self, state: ModelState) -> lm.Layers:
+        """``(W, b)`` per layer of ``state`` (read-only views): the network on scaled inputs."""
+        self.check(state)
+        return lm.layer_views(state.params, self.shapes)
 
-    def build_module(self, state: ModelState | None = None) -> nn.Sequential:
-        """An ordinary ``nn.Sequential`` (Linear/ReLU) holding ``state``: the network on
-        scaled inputs, for export and for autograd comparisons."""
+    def build_module(self, state: ModelState | None = None) -> Any:
+        """The same network as a ``torch.nn.Sequential`` (Linear/ReLU) holding ``state``, on
+        scaled inputs: for torch users and autograd checks (imports torch; the ONNX export
+        of a built-in model does not need it)."""
+        import torch
+        from torch import nn
+
         mods: list[nn.Module] = []
-        for j, ((o, i), _) in enumerate(self.layer_shapes):
+        for j, (o, i) in enumerate(self.shapes):
             mods.append(nn.Linear(i, o))
-            if j < len(self.layer_shapes) - 1:
+            if j < len(self.shapes) - 1:
                 mods.append(nn.ReLU())
         module = nn.Sequential(*mods)
         if state is not None:
+            self.check(state)
             torch.nn.utils.vector_to_parameters(torch.from_numpy(np.array(state.params)), module.parameters())
         return module.eval()
 
     # -- states --------------------------------------------------------------
 
     def initial_state(self) -> ModelState:
-        """Age-0 parameters, identical on every node with the same ``init_seed``."""
-        gen = torch.Generator().manual_seed(self.config.init_seed)
-        parts = []
-        for (o, i), _ in self.layer_shapes:
-            bound = 1.0 / math.sqrt(i)  # torch.nn.Linear's default range
-            if not self.hidden:
-                parts.append(torch.zeros(o * i + o))  # convex problem: zero is the natural start
-            else:
-                parts.append((torch.rand(o * i + o, generator=gen) * 2 - 1) * bound)
-        return ModelState(torch.cat(parts).numpy(), 0.0)
+        """Age-0 parameters, identical on every node with the same ``init_seed``: zeros for
+        ``logreg`` (a convex problem), else uniform in ``±1/sqrt(fan_in)`` (``nn.Linear``'s
+        default range) drawn from ``numpy.random.default_rng(init_seed)``."""
+        if not self.hidden:
+            return ModelState.owned(np.zeros(self.n_params, np.float32), 0.0)
+        rng = np.random.default_rng(self.config.init_seed)
+        parts = [rng.uniform(-1.0, 1.0, o * i + o) / math.sqrt(i) for o, i in self.shapes]
+        return ModelState.owned(np.concatenate(parts).astype(np.float32), 0.0)
 
     # -- training ---------------------------------------------------------------
 
@@ -124,93 +109,46 @@ class LinearStackLearner(LearnerBase):
         n = len(data)
         bs = self.config.batch_size
         age = state.age
-        with self.lock, torch.no_grad():
-            self._flat.numpy()[:] = state.params  # numpy-side copy: params may be read-only
-            order = torch.from_numpy(rng.permutation(n)) if n > bs else None
+        params = np.array(state.params)  # the new state's own buffer: the views below write it
+        layers = lm.layer_views(params, self.shapes)
+        classification = self.task == "classification"
+        wd = self.config.weight_decay
+        order = rng.permutation(n) if n > bs else None
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged step is caught below
             for start in range(0, n, bs):
                 if order is None:
                     xb, tb = X, T
                 else:
                     idx = order[start: start + bs]
                     xb, tb = X[idx], T[idx]
-                self._sgd_step(xb, tb, self.lr_at(age))
+                lm.sgd_step(layers, xb, tb, self.lr_at(age), wd, classification)
                 age += int(xb.shape[0])
-            params = self._flat.numpy().copy()
         if not np.isfinite(params).all():
             # A diverged step must not poison the network; keep the input model.
             return state
         return ModelState.owned(params, age)
 
-    def _sgd_step(self, x: torch.Tensor, target: torch.Tensor, lr: float) -> None:
-        """One step on the mean loss, back-propagated by hand."""
-        layers = self._layers
-        acts = [x]
-        for j, (w, b) in enumerate(layers):
-            z = torch.addmm(b, acts[-1], w.t())
-            acts.append(torch.relu_(z) if j < len(layers) - 1 else z)
-        out = acts[-1]
-        delta = (torch.softmax(out, dim=1) if self.task == "classification" else out).sub_(target)
-        scale = -lr / x.shape[0]
-        decay = 1.0 - lr * self.config.weight_decay
-        for j in range(len(layers) - 1, -1, -1):
-            w, b = layers[j]
-            a_prev = acts[j]
-            back = delta @ w if j > 0 else None  # uses w before its update
-            b.add_(delta.sum(0), alpha=scale)
-            w.addmm_(delta.t(), a_prev, beta=decay, alpha=scale)
-            if back is not None:
-                delta = back.mul_(a_prev > 0)
-
-    def loss(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The mean loss the SGD step descends (the autograd reference)."""
-        if self.task == "classification":
-            return F.cross_entropy(out, target.argmax(dim=1))
-        return 0.5 * ((out - target) ** 2).sum(dim=1).mean()
-
-    def loss_gradient(self, state: ModelState, X: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray,
-                      stats: FeatureStats | None = None) -> np.ndarray:
-        """Flat gradient of the mean loss on raw (X, y) by autograd, weight decay excluded."""
-        data = LocalData.for_schema(np.asarray(X), np.asarray(y), self.schema)
-        st = self.stats_for(stats)
-        x = self._scale_x(torch.from_numpy(data.X), st)
-        t = self._scale_target(torch.from_numpy(data.target), st)
-        flat = torch.tensor(np.asarray(state.params), requires_grad=True)
-        (grad,) = torch.autograd.grad(self.loss(self._stack(x, self._views(flat)), t), flat)
-        return grad.numpy()
-
     # -- evaluation ----------------------------------------------------------------
 
-    def _forward(self, state: ModelState, x: torch.Tensor) -> torch.Tensor:
-        params = torch.from_numpy(np.array(state.params))  # writable copy: torch wants one
-        return self._stack(x, self._views(params))
+    def _forward(self, state: ModelState, x: np.ndarray) -> np.ndarray:
+        return lm.forward(x, lm.layer_views(state.params, self.shapes))
 
-    def _forward_many(self, states: Sequence[ModelState], x: torch.Tensor,
-                      stats: Sequence[FeatureStats | None]) -> torch.Tensor:
-        """One batched matmul per layer for all ``states``; each model's scaling is folded
-        into its first layer (``W/std``, ``b - W·mean/std``) instead of scaling x per model."""
-        B = len(states)
-        params = torch.from_numpy(np.stack([s.params for s in states]))
-        h = x.expand(B, *x.shape)
+    def _forward_many(self, states: Sequence[ModelState], x: np.ndarray,
+                      stats: Sequence[FeatureStats | None]) -> np.ndarray:
+        """One batched matrix product per layer for all ``states``; each model's scaling is
+        folded into its first layer (``W/std``, ``b - W·mean/std``) instead of scaling x per model."""
+        params = np.stack([s.params for s in states])
+        layers = lm.layer_views(params, self.shapes)
         scaled = [st for st in stats if st is not None]
-        if scaled and len(scaled) != B:
+        if scaled and len(scaled) != len(states):
             raise ValueError("either every model or none has scaling statistics")
         d = self.n_features
-        pos = 0
-        for j, ((o, i), _) in enumerate(self.layer_shapes):
-            w = params[:, pos: pos + o * i].view(B, o, i)
-            pos += o * i
-            b = params[:, pos: pos + o]
-            pos += o
-            if j == 0 and scaled:
-                inv = torch.from_numpy(np.stack([st.inv_scale32[:d] for st in scaled]))
-                shift = torch.from_numpy(np.stack([st.shift32[:d] for st in scaled]))
-                w = w * inv.unsqueeze(1)
-                b = b - torch.bmm(w, shift.unsqueeze(2)).squeeze(2)
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-            if j < len(self.layer_shapes) - 1:
-                h = torch.relu(h)
+        if scaled:
+            layers = lm.fold_scaling(layers, np.stack([st.shift32[:d] for st in scaled]),
+                                     np.stack([st.inv_scale32[:d] for st in scaled]))
+        h = lm.forward(x, layers)
         if self.task == "regression" and scaled:
-            std = torch.tensor([float(st.std[d]) for st in scaled], dtype=torch.float32).view(B, 1, 1)
-            mean = torch.tensor([float(st.mean[d]) for st in scaled], dtype=torch.float32).view(B, 1, 1)
+            std = np.array([st.std[d] for st in scaled], dtype=np.float32).reshape(-1, 1, 1)
+            mean = np.array([st.mean[d] for st in scaled], dtype=np.float32).reshape(-1, 1, 1)
             h = h * std + mean
         return h

@@ -251,11 +251,21 @@ class GossipNode:
         out, self._discards = self._discards, []
         return out
 
-    def use_data(self, data: LocalData, added: LocalData | None = None) -> None:
+    def use_data(self, data: LocalData, added: LocalData | None = None, *, train: bool = False) -> None:
         """Train on ``data`` from now on; ``added``: the examples that are new in it,
-        which join network-learned scaling statistics (examples that left do not)."""
-        if self.learner.scaling.learned and added is not None and len(added) and self.stats is not None:
-            self.stats = self.stats.pooled(self.learner.initial_stats(added))  # type: ignore[arg-type]
+        which join network-learned scaling statistics (examples that left do not).
+        ``train``: also take one local pass over ``added`` now (its age rises by their
+        number), rather than waiting for the next received model.
+
+        CPU-bound with ``train``: the daemon calls it in its trainer thread, like on_model."""
+        stats = self.stats
+        if self.learner.scaling.learned and added is not None and len(added) and stats is not None:
+            stats = stats.pooled(self.learner.initial_stats(added))  # type: ignore[arg-type]
+        state = self.state
+        if train and added is not None and len(added):
+            assert state is not None
+            state = self.learner.update(state, added, self._learn_rng, stats)
+        self.stats, self.state = stats, state
         self.data = data
 
     def on_shuffle_request(self, now: float, request: ShuffleRequest) -> ShuffleReply | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossipd.core.plugin import split_reference
-from peer_sampling.knobs import check_knobs, integer, knob, non_negative, positive
+from peer_sampling.knobs import check_knobs, integer, knob, non_negative, optional, positive
 
 TASKS = ("classification", "regression")
 MODEL_SPECS = ("logreg", "mlp:H1[,H2...]", "cnn[:C1[,C2...]]", "python:PATH.py:FACTORY", "pkg.module:FACTORY")
@@ -222,9 +222,10 @@ def _optimizer(value: str) -> None:
 class LearnerConfig:
     """How a node trains on its local data."""
 
-    lr: float = knob(DEFAULT_LR["classification"], """Initial SGD step size. Larger learns faster from
-        few examples but makes the model jump towards whatever data the current node holds (bad under
-        skew). Regression (squared error) wants a smaller one, about 0.1.""", positive)
+    lr: float | None = knob(None, """Initial SGD step size. Larger learns faster from few examples but
+        makes the model jump towards whatever data the current node holds (bad under skew). Unset: the
+        task's default, 0.5 for classification and 0.1 for regression (squared error has no bounded
+        gradient: 0.5 diverges on diabetes).""", optional(positive))
     lr_decay: float = knob(2000.0, """The model age (examples seen) at which the step size has halved:
         lr(age) = lr / (1 + age / lr_decay). Smaller settles sooner, larger keeps adapting longer.""",
         positive)
@@ -244,3 +245,7 @@ class LearnerConfig:
     def for_task(cls, task: str, lr: float | None = None, **settings: Any) -> LearnerConfig:
         """Settings for ``task``, with the task's default step size when ``lr`` is None."""
         return cls(lr=DEFAULT_LR[task] if lr is None else lr, **settings)
+
+    def lr_for(self, task: str) -> float:
+        """The initial step size: ``lr``, or the task's default when it is unset."""
+        return DEFAULT_LR[task] if self.lr is None else self.lr

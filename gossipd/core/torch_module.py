@@ -164,7 +164,7 @@ class ModuleLearner(LearnerBase):
         """Run the module once on zeros, so a shape mistake is reported at start, by name."""
         want = f"(batch, {self.n_outputs})" + (" or (batch,)" if self.task == "regression" else "")
         try:
-            out = self._forward(self.initial_state(), torch.zeros(2, self.n_features))
+            out = self._forward(self.initial_state(), np.zeros((2, self.n_features), np.float32))
         except Exception as exc:  # the user's forward may raise anything
             raise PluginError(f"model {self.spec!r}: forward on a batch shaped "
                               f"(2, {format_shape(self.schema.input_shape)}) failed: "
@@ -205,7 +205,7 @@ class ModuleLearner(LearnerBase):
         inputs = self._training_inputs(state, data, stats)
         if inputs is None:
             return state
-        X, T = self._reshape(inputs[0]), inputs[1]
+        X, T = self._reshape(torch.from_numpy(inputs[0])), torch.from_numpy(inputs[1])
         if self.task == "classification":
             T = torch.from_numpy(data.y)  # cross-entropy takes class indices
         n = len(data)
@@ -237,13 +237,14 @@ class ModuleLearner(LearnerBase):
 
     # -- evaluation ------------------------------------------------------------------------
 
-    def _forward(self, state: ModelState, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, state: ModelState, x: np.ndarray) -> np.ndarray:
         values = torch.from_numpy(np.array(state.params))
         with self.lock, torch.no_grad():
             _set_mode(self.module, training=False)
             out = functional_call(self.module, self._tensors(values[: self.n_trainable], values[self.n_trainable:]),
-                                  (self._reshape(x),))
-        return out.reshape(x.shape[0], -1) if out.dim() == 1 else out
+                                  (self._reshape(torch.from_numpy(x)),))
+        out = out.reshape(x.shape[0], -1) if out.dim() == 1 else out
+        return out.numpy()
 
 
 def _batches(order: torch.Tensor, size: int) -> list[torch.Tensor]:

@@ -7,7 +7,7 @@ scrape asks the driver for a :class:`MetricsSnapshot` of what it already keeps.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -34,6 +34,29 @@ class MetricsSnapshot:
     pending_updates: int
     uptime_seconds: float
     accuracy: float | None = None
+    # Regression's metrics (in the target's units), where classification has accuracy.
+    rmse: float | None = None
+    r2: float | None = None
+    train_examples: int | None = None
+    test_examples: int | None = None
+    arrived_examples: int | None = None
+    rejections: dict[str, int] = field(default_factory=dict)  # refused messages by error code
+    dropped_addresses: int = 0
+    connections: dict[str, int] = field(default_factory=dict)  # ConnectionGuard.stats()
+
+
+# Optional gauges: name, help, snapshot field. Absent when the value is None (a
+# classifier has no RMSE, a regressor no accuracy; nothing before the first evaluation).
+OPTIONAL_GAUGES = (
+    ("gossipd_accuracy", "accuracy on this node's held-out examples", "accuracy"),
+    ("gossipd_rmse", "root mean squared error on this node's held-out examples (regression, target units)",
+     "rmse"),
+    ("gossipd_r2", "coefficient of determination R² on this node's held-out examples (regression)", "r2"),
+    ("gossipd_train_examples", "examples this node trains on", "train_examples"),
+    ("gossipd_test_examples", "examples this node holds out to score the model", "test_examples"),
+    ("gossipd_arrived_examples", "examples added after start-up (a followed file or directory, POST /v1/data)",
+     "arrived_examples"),
+)
 
 
 class _Collector:
@@ -56,10 +79,33 @@ class _Collector:
             g = GaugeMetricFamily(name, help_text)
             g.add_metric([], value)
             yield g
-        if snap.accuracy is not None:
-            g = GaugeMetricFamily("gossipd_accuracy", "accuracy on this node's held-out test share")
-            g.add_metric([], snap.accuracy)
-            yield g
+        rejected = CounterMetricFamily("gossipd_rejections", "peer messages refused, by error code (docs/protocol.md)",
+                                       labels=["code"])
+        for code, value in sorted(snap.rejections.items()):
+            rejected.add_metric([code], value)
+        yield rejected
+        dropped = CounterMetricFamily("gossipd_dropped_addresses",
+                                      "shuffle entries dropped because peer_allow or the address rules refuse them")
+        dropped.add_metric([], snap.dropped_addresses)
+        yield dropped
+        if snap.connections:
+            for name, help_text in (("refused", "connections refused with 503: every connection was busy"),
+                                    ("evicted", "idle or slow connections closed at the cap for a newer one"),
+                                    ("timed_out", "connections closed for not sending a request head in time")):
+                c = CounterMetricFamily(f"gossipd_connections_{name}", help_text)
+                c.add_metric([], snap.connections.get(name, 0))
+                yield c
+            for name, help_text in (("open", "client connections open now"),
+                                    ("max", "the cap on open client connections")):
+                g = GaugeMetricFamily(f"gossipd_connections_{name}", help_text)
+                g.add_metric([], snap.connections.get(name, 0))
+                yield g
+        for name, help_text, key in OPTIONAL_GAUGES:
+            value = getattr(snap, key)
+            if value is not None:
+                g = GaugeMetricFamily(name, help_text)
+                g.add_metric([], value)
+                yield g
 
 
 class Metrics:

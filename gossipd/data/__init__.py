@@ -15,7 +15,7 @@ configuration through it); loading a bundled set imports scikit-learn then.
 """
 
 from gossipd.data.bundled import BUNDLED
-from gossipd.data.dataset import Dataset, load_dataset, node_share, schema_of
+from gossipd.data.dataset import Dataset, dataset_of, load_dataset, node_share, schema_of
 from gossipd.data.examples import DataError, Examples, encode_labels, infer_task
 from gossipd.data.scaling import make_scaling
 from gossipd.data.sources import load_raw
@@ -24,7 +24,7 @@ from gossipd.data.store import ExampleStore
 from gossipd.data.tail import SourceTail
 
 __all__ = [
-    "BUNDLED", "DEFAULT_SPLIT_SEED", "SPLITS", "DataError", "Dataset", "ExampleStore", "Examples", "SourceTail",
+    "BUNDLED", "DEFAULT_SPLIT_SEED", "SPLITS", "DataError", "Dataset", "ExampleStore", "dataset_of", "Examples", "SourceTail",
     "encode_labels", "infer_task", "load_dataset", "load_raw", "make_scaling", "node_share", "parse_share",
     "parse_split", "schema_of", "split_indices",
 ]

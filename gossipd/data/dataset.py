@@ -14,7 +14,7 @@ import numpy as np
 from gossipd.core.spec import Schema
 from gossipd.data.examples import DataError, Examples, class_names_of, encode_labels, infer_task
 from gossipd.data.sources import load_raw
-from gossipd.data.splits import DEFAULT_SPLIT_SEED, parse_share, split_indices
+from gossipd.data.splits import DEFAULT_SPLIT_SEED, parse_share, split_indices, train_test_indices
 
 
 @dataclass(frozen=True)
@@ -86,24 +86,34 @@ def load_dataset(
 ) -> Dataset:
     """Load ``source`` and split it 75/25 (stratified by class for classification).
     ``task``: None infers it from the labels (see ``infer_task``)."""
-    from sklearn.model_selection import train_test_split
-
     ex = load_raw(source, label_column=label_column)
+    return dataset_of(ex, source, seed=seed, test_size=test_size, task=task, input_shape=input_shape)
+
+
+def dataset_of(
+    ex: Examples,
+    source: str,
+    *,
+    seed: int = DEFAULT_SPLIT_SEED,
+    test_size: float = 0.25,
+    task: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> Dataset:
+    """:func:`load_dataset` on examples already read (e.g. by a :class:`SourceTail`'s first
+    poll); ``source`` names them in errors."""
     if not np.isfinite(ex.X).all():
         raise DataError(f"{source}: features contain NaN or Inf")
     schema = schema_of(ex, task=task, input_shape=input_shape, where=source)
     y = encode_labels(ex.y, schema, source)
-    stratify = None
-    if schema.task == "classification":
+    stratify = schema.task == "classification"
+    if stratify:
         _check_splittable(source, y, schema.class_names, test_size)
-        stratify = y
     try:
-        X_tr, X_te, y_tr, y_te = train_test_split(ex.X, y, test_size=test_size, random_state=seed,
-                                                  stratify=stratify)
-    except ValueError as exc:
-        raise DataError(f"{source}: cannot split {len(y)} examples into train and test ({exc})") from None
-    return Dataset(name=ex.name, X_train=X_tr.astype(np.float32), y_train=y_tr, X_test=X_te.astype(np.float32),
-                   y_test=y_te, schema=schema)
+        train, test = train_test_indices(y, test_size, seed, stratify)
+    except DataError as exc:
+        raise DataError(f"{source}: {exc}") from None
+    return Dataset(name=ex.name, X_train=ex.X[train].astype(np.float32), y_train=y[train],
+                   X_test=ex.X[test].astype(np.float32), y_test=y[test], schema=schema)
 
 
 def node_share(

@@ -207,7 +207,20 @@ def load_raw(source: str, *, label_column: str | None = None) -> Examples:
         else:
             raise DataError(f"unknown dataset {source!r}; expected one of {', '.join(BUNDLED)}, a .csv/.npz file, "
                             "a directory of them, or python:PATH.py:LOADER / pkg.module:LOADER")
-    if not ex.feature_names:
-        ex = Examples(ex.name, ex.X, ex.y, default_feature_names(ex.n_features), ex.input_shape, ex.task,
-                      ex.class_names)
-    return ex
+    return with_feature_names(ex)
+
+
+def with_feature_names(ex: Examples) -> Examples:
+    """``ex``, with ``x0, x1, ...`` for feature names if the source gave none."""
+    if ex.feature_names:
+        return ex
+    return Examples(ex.name, ex.X, ex.y, default_feature_names(ex.n_features), ex.input_shape, ex.task,
+                    ex.class_names)
+
+
+def followable(source: str) -> bool:
+    """True if ``source`` is data that can grow: a CSV file or a directory (see SourceTail)."""
+    if source in BUNDLED or split_reference(source) is not None:
+        return False
+    path = Path(source)
+    return path.is_dir() or (path.suffix.lower() == ".csv" and path.is_file())

@@ -12,6 +12,8 @@ training split without talking to each other.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from gossipd.data.examples import DataError
@@ -88,3 +90,57 @@ def parse_share(spec: str) -> tuple[int, int]:
     if n < 1 or not 1 <= k <= n:
         raise DataError(f"share K/N needs 1 <= K <= N, got {spec!r}")
     return k, n
+
+
+# -- the train/test split --------------------------------------------------------------------
+#
+# The split every daemon, simulation and baseline scores on is the one scikit-learn's
+# ``train_test_split(X, y, test_size=, random_state=seed, stratify=y or None)`` makes;
+# it is reproduced here index for index (the same draws from the same legacy
+# ``RandomState`` stream), so loading data never imports scikit-learn.
+# ``tests/test_data.py`` checks equality against scikit-learn on every bundled set.
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per-class draws near the multivariate hypergeometric mode, ties broken by ``rng``
+    (``sklearn.utils.extmath._approximate_mode``)."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add_now = min(len(inds), need_to_add)
+            floored[rng.choice(inds, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
+
+
+def train_test_indices(y: np.ndarray, test_size: float, seed: int,
+                       stratify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, test)`` indices of ``y``: ``ceil(test_size * n)`` rows for testing, stratified
+    by class if asked (every class at least twice, each part at least one row per class:
+    the caller checks), as scikit-learn's ``train_test_split`` with ``random_state=seed``."""
+    n = len(y)
+    n_test = math.ceil(test_size * n)
+    n_train = n - n_test
+    if n_train < 1 or n_test < 1:
+        raise DataError(f"cannot split {n} examples into train and test at a test share of {test_size}")
+    rng = np.random.RandomState(seed)
+    if not stratify:
+        perm = rng.permutation(n)
+        return perm[n_test:], perm[:n_test]
+    classes, y_indices, class_counts = np.unique(y, return_inverse=True, return_counts=True)
+    class_indices = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(class_counts)[:-1])
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    train: list[int] = []
+    test: list[int] = []
+    for i in range(len(classes)):
+        perm = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")
+        train.extend(perm[: n_i[i]])
+        test.extend(perm[n_i[i]: n_i[i] + t_i[i]])
+    return rng.permutation(train), rng.permutation(test)

@@ -23,13 +23,16 @@ from gossipd.core.spec import Schema
 from gossipd.data.examples import DataError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Appended:
-    """What one :meth:`ExampleStore.append` did: rows added to each part, rows evicted."""
+    """What one :meth:`ExampleStore.append` did: rows added to each part, rows evicted, and
+    the rows that joined the training part (``new_train``, what a node pools into its
+    scaling statistics and takes a pass over)."""
 
     train: int
     held_out: int
     evicted: int
+    new_train: LocalData
 
 
 class ExampleStore:
@@ -61,8 +64,11 @@ class ExampleStore:
     def __len__(self) -> int:
         return int(len(self._train_y) + len(self._test_y))
 
-    def append(self, X: np.ndarray, y: np.ndarray) -> Appended:
-        """Add examples (raw features; class indices or target values, see ``encode_labels``)."""
+    def append(self, X: np.ndarray, y: np.ndarray, *, held_out: bool | None = None) -> Appended:
+        """Add examples (raw features; class indices or target values, see ``encode_labels``).
+
+        ``held_out``: None draws each example's part (``test_share``); True or False puts
+        them all in one part (data that comes already split, e.g. at start-up)."""
         X = np.asarray(X, dtype=np.float32)
         y = np.asarray(y)
         if X.ndim != 2 or X.shape[1] != self.schema.n_features or len(X) != len(y):
@@ -79,15 +85,21 @@ class ExampleStore:
             if not np.isfinite(y).all():
                 raise DataError("targets contain NaN or Inf")
         if len(y) == 0:
-            return Appended(0, 0, 0)
-        held = self.rng.random(len(y)) < self.test_share if self.test_share > 0 else np.zeros(len(y), bool)
+            return Appended(0, 0, 0, LocalData.for_schema(X, y, self.schema))
+        if held_out is not None:
+            held = np.full(len(y), held_out)
+        elif self.test_share > 0:
+            held = self.rng.random(len(y)) < self.test_share
+        else:
+            held = np.zeros(len(y), bool)
         before = len(self)
         self._train_X, self._train_y = _keep_newest(self._train_X, self._train_y, X[~held], y[~held],
                                                     self.train_capacity)
         self._test_X, self._test_y = _keep_newest(self._test_X, self._test_y, X[held], y[held], self.test_capacity)
         self.version += 1
         n_test = int(held.sum())
-        return Appended(len(y) - n_test, n_test, before + len(y) - len(self))
+        return Appended(len(y) - n_test, n_test, before + len(y) - len(self),
+                        LocalData.for_schema(X[~held], y[~held], self.schema))
 
     def train_data(self) -> LocalData:
         """The training part as the node's LocalData (rebuilt only after a change)."""
@@ -98,6 +110,14 @@ class ExampleStore:
     def held_out(self) -> tuple[np.ndarray, np.ndarray]:
         """The held-out part (X, y) that scores the model."""
         return self._test_X, self._test_y
+
+    @property
+    def n_train(self) -> int:
+        return int(len(self._train_y))
+
+    @property
+    def n_held_out(self) -> int:
+        return int(len(self._test_y))
 
 
 def _keep_newest(X: np.ndarray, y: np.ndarray, new_X: np.ndarray, new_y: np.ndarray,

@@ -73,11 +73,10 @@ def run_one(config: SimulationConfig) -> dict[str, Any]:
     comes back as ``{"error": {...}}`` rather than an exception, so that the
     driver can name the cell whatever carried the task.
     """
-    import torch
-
     from gossipd.sim.simulation import simulate
+    from gossipd.threads import one_compute_thread
 
-    torch.set_num_threads(1)  # one task per core: tiny models, threads cost more than they give
+    one_compute_thread()  # one task per core: tiny models, threads cost more than they give
     try:
         return simulate(config)
     except ConfigError as exc:

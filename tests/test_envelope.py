@@ -201,8 +201,9 @@ def test_edited_clear_fields_break_the_seal(field, value):
 
 
 def test_version_is_checked_before_the_seal():
-    err = expect(400, "unsupported_version", edit(seal(), v=2))
-    assert err.to_json()["supported"] == [1]
+    err = expect(400, "unsupported_version", edit(seal(), v=2))  # version 2 is for model bodies only
+    assert err.to_json()["supported"] == [1, 2]
+    expect(400, "unsupported_version", edit(seal(), v=3))
 
 
 def test_unknown_key_id():

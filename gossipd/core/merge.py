@@ -16,6 +16,8 @@ from functools import partial
 
 import numpy as np
 
+from gossipd.core.messages import Parts
+from gossipd.core.partition import Layout
 from gossipd.core.state import ModelState
 
 MergeRule = Callable[[ModelState, ModelState], ModelState]
@@ -91,7 +93,15 @@ class RobustMerge:
         w = 0.5 if total <= 0.0 else a_r / total
         diff = remote.params.astype(np.float64)
         diff -= local.params
-        dist = math.sqrt(float(np.dot(diff, diff)))
+        c = self._clip(math.sqrt(float(np.dot(diff, diff))))
+        diff *= w * c
+        diff += local.params
+        with np.errstate(over="ignore", invalid="ignore"):
+            params = diff.astype(np.float32)
+        return ModelState.owned(params, a_l + c * max(0.0, a_r - a_l))
+
+    def _clip(self, dist: float) -> float:
+        """The share ``c`` of the step a model at distance ``dist`` gets; ``dist`` joins the history."""
         if math.isfinite(dist) and dist > 0.0:
             self._distances.append(dist)
         tau = self.radius()
@@ -99,11 +109,65 @@ class RobustMerge:
         # node discards it and counts it, rather than the merge hiding it.
         c = 1.0 if dist <= tau else (tau / dist) ** 2
         self.last_clip = c
-        diff *= w * c
-        diff += local.params
+        return c
+
+    def merge_parts(self, local: ModelState, values: np.ndarray, parts: Parts, layout: Layout) -> ModelState:
+        """The robust rule on the carried partitions of a cut model, each by its own age.
+
+        Per partition ``k``: its claimed age is capped at ``ages[k] + max_age_lead``,
+        weighted ``w_k = a_r / (a_l + a_r)``, and its age follows the step, as
+        for a whole model. The clip is per message: one distance over the
+        carried coordinates, scaled by ``sqrt(n / m)`` to the whole model's
+        (partitions are even samples of every layer, ``core/partition.py``), so
+        one radius history serves pushes of any size, and a message adds one
+        distance to it however many partitions it carries. ``local`` must be
+        cut into ``layout.count`` partitions; the others are left as they are.
+        """
+        assert local.ages is not None
+        idx = list(parts.index)
+        a_l = local.ages[idx]
+        a_r = np.minimum(np.asarray(parts.ages, dtype=np.float64), a_l + self.max_age_lead)
+        total = a_l + a_r
+        w = np.divide(a_r, total, out=np.full_like(total, 0.5), where=total > 0.0)
+        coords = layout.coordinates(idx)
+        x_l = local.params[coords].astype(np.float64)
+        diff = values.astype(np.float64)
+        diff -= x_l
+        m = coords.shape[0]
+        c = self._clip(math.sqrt(float(np.dot(diff, diff)) * layout.n / max(m, 1)))
+        diff *= layout.expand(w * c, parts.index)
+        diff += x_l
+        params = local.params.copy()
         with np.errstate(over="ignore", invalid="ignore"):
-            params = diff.astype(np.float32)
-        return ModelState.owned(params, a_l + c * max(0.0, a_r - a_l))
+            params[coords] = diff.astype(np.float32)
+        ages = local.ages.copy()
+        ages[idx] = a_l + c * np.maximum(0.0, a_r - a_l)
+        return ModelState.owned(params, 0.0, ages)
+
+
+def merge_parts(rule: MergeRule, local: ModelState, values: np.ndarray, parts: Parts, layout: Layout) -> ModelState:
+    """Merge the carried partitions (``values``, partition after partition) into ``local``, each
+    by its own age under ``rule``; partitions the message does not carry stay as they are.
+
+    ``local`` must be cut into ``layout.count`` partitions (``ModelState.ages``).
+    ``robust`` clips per message (:meth:`RobustMerge.merge_parts`); the other rules
+    are applied to each carried partition as to a whole model of its coordinates.
+    """
+    if isinstance(rule, RobustMerge):
+        return rule.merge_parts(local, values, parts, layout)
+    assert local.ages is not None
+    params = local.params.copy()
+    ages = local.ages.copy()
+    offset = 0
+    for k, a_r in zip(parts.index, parts.ages):
+        coords = layout.coordinates((k,))
+        m = coords.shape[0]
+        merged = rule(ModelState.owned(local.params[coords], float(ages[k])),
+                      ModelState.owned(np.array(values[offset:offset + m], dtype=np.float32), a_r))
+        params[coords] = merged.params
+        ages[k] = merged.age
+        offset += m
+    return ModelState.owned(params, 0.0, ages)
 
 
 def check_robust_knobs(max_age_lead: float, clip_scale: float, clip_window: int) -> None:

@@ -248,6 +248,7 @@ class Daemon:
         codec = PeerCodec(self.config.cluster, self.address, self.keyring, expected_arch=self.learner.fingerprint,
                           expected_params=self.learner.n_params, max_bytes=self.max_body,
                           expected_stats=self.learner.stat_columns or None,
+                          expected_partitions=self.config.gossip.partitions,
                           guard=ReplayGuard(window=self.config.security.replay_window))
         self.gate = PeerGate(codec, self.policy, on_drop=self._report_dropped)
 
@@ -400,6 +401,10 @@ class Daemon:
         try:
             now = self.now()
             state = await asyncio.get_running_loop().run_in_executor(self._trainer, self._train, now, msg)
+            # A token account forwards a useful model at once (plain push: nothing); on the loop,
+            # the thread that runs on_tick, so the account's balance has one writer.
+            for send in self.node.react(self.now()):
+                self._spawn(self._deliver(send))
             return state.age
         finally:
             self.pending -= 1

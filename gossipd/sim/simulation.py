@@ -4,6 +4,11 @@ Time is measured in cycles (one cycle = one gossip period Δ = 1.0). Every
 source of randomness is a Generator derived from ``SimulationConfig.seed``, so
 the same config gives the same run, event for event.
 
+Availability: ``--online``/``--session`` redraw each node's state at random,
+``--churn`` replays a trace (``gossipd.sim.churn``: a file, or the diurnal
+generator) with every change at its exact time. Offline nodes neither send
+nor receive.
+
 The network fails the way the daemon's does (``peer_sampling.outcome``): every
 request gets exactly one answer at its sender. A request or its reply that is
 lost (``--drop``, or crossing a ``--cut``) is a TIMEOUT at the sender once
@@ -25,22 +30,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from gossipd import wire
 from gossipd.core.learner import Learner, LocalData, make_learner
-from gossipd.core.messages import ModelMessage, Outcome, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.messages import ModelMessage, Outcome, Send, ShuffleReply
 from gossipd.core.node import GossipConfig, GossipNode, RejectedMessage
 from gossipd.core.spec import parse_input_shape, parse_task
 from gossipd.data import Dataset, DataError, load_dataset, make_scaling, split_indices
 from gossipd.overlay import indegree_stats, overlay_metrics
 from gossipd.sim.attackers import AttackingNode, parse_attackers
 from gossipd.sim.baselines import run_baselines, summarise
+from gossipd.sim.churn import ChurnError, Trace, make_trace
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_cut, parse_kill
+from gossipd.sim.sizes import MessageSizes
 from peer_sampling.cyclon import Cyclon, CyclonConfig
 from peer_sampling.topology import StaticSampler, build_overlay
 
-# Event kinds; at equal times a cycle boundary runs first, then outcomes, requests
-# arriving, responses arriving, and ticks last.
-_CYCLE, _OUTCOME, _DELIVER, _RESPONSE, _TICK = 0, 1, 2, 3, 4
+# Event kinds; at equal times a cycle boundary runs first, then availability changes
+# (--churn), outcomes, requests arriving, responses arriving, and ticks last.
+_CYCLE, _CHURN, _OUTCOME, _DELIVER, _RESPONSE, _TICK = 0, 1, 2, 3, 4, 5
 
 
 @dataclass
@@ -64,6 +70,7 @@ class Simulation:
     index: dict[str, int] = field(init=False)  # address -> position in ``nodes``
     honest: np.ndarray = field(init=False)  # bool per node: not an attacker (measurements use these only)
     side: np.ndarray = field(init=False)  # bool per node: on the cut-off side of --cut
+    trace: Trace | None = None  # --churn: when each node is online
 
     def __post_init__(self) -> None:
         self.index = {node.address: i for i, node in enumerate(self.nodes)}
@@ -94,7 +101,17 @@ class Simulation:
             samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
         except ValueError as exc:  # a topology that cannot be built on this many nodes
             raise ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}") from None
-        gossip = GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge)
+        gossip = GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge, codec=config.codec,
+                              partitions=config.partitions, subsample=config.subsample, flow=config.flow)
+        if config.partitions > learner.n_params:
+            raise ConfigError("partitions", f"--partitions {config.partitions}: the model has only "
+                                            f"{learner.n_params} parameters")
+        trace = None
+        if config.churn is not None:
+            try:
+                trace = make_trace(config.churn, config.nodes, float(config.cycles), config.seed)
+            except ChurnError as exc:
+                raise ConfigError("churn", f"--churn: {exc}") from None
         initial = learner.initial_state()
         attack = parse_attackers(config.attackers) if config.attackers is not None else None
         attacking = np.zeros(config.nodes, dtype=bool)
@@ -118,7 +135,7 @@ class Simulation:
                                            attack_rng=np.random.default_rng(attack_ss[i])))
             else:
                 nodes.append(GossipNode(**common))
-        return cls(config, dataset, learner, nodes)
+        return cls(config, dataset, learner, nodes, trace=trace)
 
     # -- the event loop ------------------------------------------------------
 
@@ -131,7 +148,11 @@ class Simulation:
         churn_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC4A2]))
         index = self.index
         alive = np.ones(n, dtype=bool)
-        online = churn_rng.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
+        trace = self.trace
+        if trace is not None:
+            online = np.array([trace.online(i, 0.0) for i in range(n)], dtype=bool)
+        else:
+            online = churn_rng.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
         kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
         _, cut_start, cut_end = parse_cut(cfg.cut) if cfg.cut else (0.0, math.inf, math.inf)
         side = self.side
@@ -139,7 +160,7 @@ class Simulation:
         X_test = torch.from_numpy(self.dataset.X_test)
         y_test = torch.from_numpy(self.dataset.y_test)
         learned = self.learner.scaling.learned
-        sizes = _MessageSizes(self.learner)
+        sizes = MessageSizes(self.learner, cfg.partitions)
         traffic = self.traffic
         series: list[dict[str, Any]] = []
 
@@ -170,7 +191,7 @@ class Simulation:
         def count(msg: Any) -> None:
             if isinstance(msg, ModelMessage):
                 traffic.messages += 1
-                traffic.bytes += sizes.model
+                traffic.bytes += sizes.of(msg)
             else:
                 traffic.sampling_messages += 1
                 traffic.sampling_bytes += sizes.shuffle(len(msg.entries))
@@ -198,6 +219,9 @@ class Simulation:
 
         for c in range(cfg.cycles + 1):
             push(float(c), _CYCLE, c, None)
+        if trace is not None:
+            for t, i, up in trace.transitions(float(cfg.cycles)):
+                push(t, _CHURN, i, up)
         for i in range(n):
             schedule_tick(i)
 
@@ -215,9 +239,15 @@ class Simulation:
                 if online[target]:
                     send_all(target, nodes[target].on_tick(now), now)
                     schedule_tick(target)
-                else:
+                elif trace is None:
                     scheduled[target] = now + 1.0  # look again next cycle
                     push(now + 1.0, _TICK, target, None)
+                # (with a trace, coming back online schedules the tick)
+            elif kind == _CHURN:
+                online[target] = payload
+                if payload and alive[target]:  # back: overdue timers fire now
+                    scheduled[target] = now
+                    push(now, _TICK, target, None)
             elif kind == _DELIVER:
                 src, msg, sent_at = payload
                 if cut_between(src, target, now):
@@ -234,6 +264,7 @@ class Simulation:
                     except RejectedMessage:
                         answer = Outcome.REFUSED
                     node.take_discards()  # counted in node.counters; nobody to log to here
+                    send_all(target, node.react(now), now)  # a token account forwards at once
                 else:
                     reply = node.on_shuffle_request(now, msg)
                     if reply is not None:
@@ -287,7 +318,9 @@ class Simulation:
             "task": self.learner.task,
             "metrics": list(self.learner.metrics),
             "model": {"spec": self.learner.spec, "params": self.learner.n_params,
-                      "fingerprint": self.learner.fingerprint, "message_bytes": sizes.model,
+                      "fingerprint": self.learner.fingerprint,
+                      # a whole model under the codec (a push of some partitions is smaller)
+                      "message_bytes": sizes.model_bytes(cfg.codec),
                       "scaling": self.learner.scaling.mode, "lr": self.learner.config.lr,
                       "optimizer": self.learner.config.optimizer},
             "honest_nodes": int(self.honest.sum()),
@@ -375,22 +408,6 @@ def build_learner(config: SimulationConfig, dataset: Dataset) -> Learner:
         raise ConfigError("model", f"--model: {exc}") from None
 
 
-class _MessageSizes:
-    """Bytes a message would take on the wire, encoded once per shape and cached."""
-
-    def __init__(self, learner: Learner) -> None:
-        self.model = wire.encoded_model_size(learner.n_params, "n0000", learner.fingerprint, "sim",
-                                             learner.stat_columns)
-        self._shuffle: dict[int, int] = {}
-
-    def shuffle(self, entries: int) -> int:
-        size = self._shuffle.get(entries)
-        if size is None:
-            probe = ShuffleRequest("n0000", tuple(PeerDescriptor(f"n{i:04d}", 1) for i in range(entries)))
-            size = self._shuffle[entries] = wire.encoded_size(probe, cluster="sim")
-        return size
-
-
 def _make_samplers(config: SimulationConfig, addresses: list[str], rngs: list[np.random.Generator],
                    overlay_rng: np.random.Generator) -> list[Any]:
     if config.sampler == "cyclon":
@@ -408,10 +425,15 @@ def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = 
     started = time.perf_counter()
     sim = Simulation.create(config)
     sim.progress = progress
-    result = sim.run()
+    if config.gossip:
+        result = sim.run()
+    else:  # the baselines only (an experiment's FedAvg cells): same split, same trace
+        result = {"config": asdict(config), "model": {"spec": sim.learner.spec, "params": sim.learner.n_params,
+                                                      "fingerprint": sim.learner.fingerprint},
+                  "task": sim.learner.task, "metrics": list(sim.learner.metrics)}
     # The nodes' own data, so that baselines train on exactly the gossip split.
     datas = [node.data for node in sim.nodes]
-    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, datas, result["model"]["message_bytes"])
+    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, datas, sim.trace)
     result["wall_seconds"] = time.perf_counter() - started
     return result
 

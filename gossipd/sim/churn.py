@@ -27,7 +27,8 @@ habits), and each node alternates online sessions and offline gaps: a
 session lasts an exponential time of mean ``session`` cycles; a gap starting
 at ``t`` an exponential time of mean ``session * (1 - p_i(t)) / p_i(t)``, so
 that at any time about ``p_i(t)`` of the nodes are online (exactly so for a
-constant p). At ``t = 0`` node ``i`` is online with probability ``p_i(0)``.
+constant p; when p moves, the share follows it with a lag of about one
+session, so long sessions flatten the day). At ``t = 0`` node ``i`` is online with probability ``p_i(0)``.
 Drawn from the simulation's seed: the same seed gives the same trace.
 """
 

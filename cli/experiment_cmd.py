@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.errors import UserError
+from cli.sweep_cmd import sweep_errors
 from gossipd.sim.experiments import EXPERIMENTS, ExperimentOptions, ExperimentResult, run_experiment
 from gossipd.sim.sweep import LocalRunner, SweepError, SweepProgress
 
@@ -101,14 +102,8 @@ def experiment(name: str | None, list_only: bool, out_dir: Path | None, seeds: t
         def show(p: SweepProgress) -> None:
             progress.update(task, completed=p.runs_done)
 
-        try:
+        with sweep_errors(output, console):
             result = run_experiment(exp, options, output, partial(LocalRunner, workers), progress=show)
-        except SweepError as exc:
-            raise UserError(str(exc)) from None
-        except KeyboardInterrupt:
-            console.print(f"interrupted: finished runs are cached in {output / 'runs'}; "
-                          "run the same command again to resume")
-            raise SystemExit(130) from None
     Console().print(outcome_table(result))
     console.print(f"ran {result.sweep.ran} runs, {result.sweep.cached} cached")
     for path in result.paths.values():

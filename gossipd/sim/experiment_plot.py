@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 COLOURS = {"gossip": "tab:blue", "gossip-tokens": "tab:green", "gossip-subsampled": "tab:cyan",
-           "fedavg": "tab:red", "fedavg-subsampled": "tab:orange"}
+           "fedavg": "tab:red", "fedavg-1pass": "tab:purple", "fedavg-subsampled": "tab:orange"}
 
 
 def plot_curves(summary: dict[str, Any], axis: str, path: Path) -> None:
@@ -25,7 +25,9 @@ def plot_curves(summary: dict[str, Any], axis: str, path: Path) -> None:
         curves = [c for c in summary["curves"] if (c["dataset"], c["split"], c["churn"]) == condition]
         finals = []
         for c in curves:
-            pts = c["points"][1:] if axis == "bytes" else c["points"]  # nothing sent at cycle 0 (log axis)
+            # On the log bytes axis only points after the first byte: nothing is sent at cycle 0, nor,
+            # under a token account, while the nodes save their first tokens.
+            pts = [p for p in c["points"] if p["bytes"] > 0] if axis == "bytes" else c["points"]
             xs = [p["bytes"] / 1e6 for p in pts] if axis == "bytes" else [p["cycle"] for p in pts]
             ys = [p["accuracy"] for p in pts]
             finals.append(ys[-1] if ys else 0.0)

@@ -602,8 +602,9 @@ class Daemon:
         opened and checked by the gate, rate-limited per sender, then a shuffle is answered
         at once and a model is queued for the trainer (``202 queued``, or for a sender that
         waits, the merge's outcome once it is done)."""
-        if self.is_starting():
-            return Answer.error(503, "starting", "the node is still starting; try again in a moment")
+        early = self.refuse_early(path)
+        if early is not None:
+            return early
         try:
             msg = self.gate.open(body)
             expected = ModelMessage if path == MODEL_PATH else ShuffleRequest
@@ -624,12 +625,26 @@ class Daemon:
         try:
             item = self.inbox.put(msg, wait=not respond_async)
         except InboxFull as full:
-            return Answer.error(503, "busy", f"{len(self.inbox)} models from other peers already wait for training; "
-                                f"retry in {full.retry_after:.0f} s", retry_after=full.retry_after)
+            return self._busy(full.retry_after)
         if item.done is None:
             return Answer.json(202, {"queued": True, "pending": self.pending})
         # A sender from before 202 (no "Prefer: respond-async") waits for the merge, as it used to.
         return Answer.json(200, await asyncio.shield(item.done))
+
+    def refuse_early(self, path: str) -> Answer | None:
+        """The answer to a peer message that needs no reading: 503 while starting, or for a model
+        while the queue is full (its body is then neither read nor decoded: under a flood that
+        work is what delays everyone else, /healthz included)."""
+        if self.is_starting():
+            return Answer.error(503, "starting", "the node is still starting; try again in a moment")
+        if path == MODEL_PATH and self.inbox.full:
+            self.inbox.stats.full += 1
+            return self._busy(self.inbox.retry_after())
+        return None
+
+    def _busy(self, retry_after: float) -> Answer:
+        return Answer.error(503, "busy", f"{len(self.inbox)} models already wait for training; retry in "
+                            f"{retry_after:.0f} s", retry_after=retry_after)
 
     def reject(self, remote: str | None, path: str, err: wire.WireError) -> None:
         """A peer message refused with ``err``: counted (by code) and logged, rate-limited."""

@@ -71,6 +71,9 @@ class NodeService(Protocol):
     #: a peer message's body -> the answer (``gossipd.daemon.transport.PeerHandler``)
     peer_message: PeerHandler
 
+    def refuse_early(self, path: str) -> Answer | None:
+        """The answer to a peer message to ``path`` that needs no body (starting, full), or None."""
+
     def reject(self, remote: str | None, path: str, err: wire.WireError) -> None:
         """A peer message was refused before it reached ``peer_message`` (type, size, time): count, log."""
 
@@ -153,6 +156,14 @@ def _error_response(err: wire.WireError) -> web.Response:
     resp = web.json_response(err.to_json(), status=err.status)
     if err.status in (408, 413):
         resp.force_close()  # the rest of the body is still on its way: not worth reading
+    return resp
+
+
+def _response(answer: Answer, *, close: bool = False) -> web.Response:
+    resp = web.Response(status=answer.status, body=answer.body, content_type=answer.content_type,
+                        headers=answer.http_headers())
+    if close:
+        resp.force_close()
     return resp
 
 
@@ -241,14 +252,16 @@ class Api:
             if request.content_type not in MSGPACK_TYPES:
                 raise wire.WireError(415, "unsupported_media_type",
                                      f"peer messages are Content-Type: {MSGPACK}, got {request.content_type!r}")
+            early = self.s.refuse_early(request.path)
+            if early is not None:  # the body stays unread: the connection closes after the answer
+                return _response(early, close=True)
             body = await self._read(request, self.s.max_body)
         except wire.WireError as err:
             self.s.reject(request.remote, request.path, err)
             return _error_response(err)
         answer = await self.s.peer_message(request.path, body, request.remote,
                                            respond_async=prefers_async(request))
-        return web.Response(status=answer.status, body=answer.body, content_type=answer.content_type,
-                            headers=answer.http_headers())
+        return _response(answer)
 
     # -- inspection -------------------------------------------------------
 

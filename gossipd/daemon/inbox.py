@@ -11,7 +11,8 @@ in the sender's view: load turned into churn). What bounds the load instead:
   had, and more). A model from another sender when the queue is full is
   refused with ``503 busy`` and a ``Retry-After`` (how long the queue takes to
   drain at the recent training speed): it walks to another peer instead, and
-  nothing already accepted is dropped for it.
+  nothing already accepted is dropped for it. (A full queue refuses before
+  the body is even read: ``Daemon.refuse_early``.)
 - :class:`RateLimit`: a token bucket per sender, over models and shuffles
   together: ``rate`` per second on average, bursts of ``burst``; beyond,
   ``429 too_many_requests`` with the seconds until the next token. It bounds
@@ -79,6 +80,10 @@ class Inbox:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self.capacity
 
     def put(self, msg: ModelMessage, *, wait: bool = False) -> Queued:
         """Queue ``msg`` (replacing its sender's waiting one); InboxFull if there is no room.

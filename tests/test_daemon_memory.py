@@ -143,15 +143,18 @@ def test_models_are_queued_and_answered_at_once_and_a_full_queue_says_when_to_re
     async def body(daemon: Daemon, clock: VirtualClock) -> None:
         n = daemon.learner.n_params
         small = np.full(n, 0.01, np.float32)
-        answers = [await daemon.peer_message(MODEL_PATH, model_message(daemon, f"http://p{i}.test:1", small),
-                                             "test", respond_async=True) for i in range(6)]
-        # Nothing yielded to the trainer meanwhile: the queue (max_pending 4) filled, then refused.
-        assert [a.status for a in answers] == [202, 202, 202, 202, 503, 503]
+        def push(sender: str, age: float = 100.0) -> Any:
+            return daemon.peer_message(MODEL_PATH, model_message(daemon, sender, small, age), "test",
+                                       respond_async=True)
+
+        # Nothing yields to the trainer meanwhile: the queue (max_pending 4) fills up.
+        answers = [await push(f"http://p{i}.test:1") for i in range(3)]
+        answers.append(await push("http://p0.test:1", age=200.0))  # a newer model takes its sender's place
+        answers += [await push(f"http://p{i}.test:1") for i in range(3, 6)]
+        assert [a.status for a in answers] == [202, 202, 202, 202, 202, 503, 503]
         busy = answers[-1]
         assert busy.retry_after is not None and busy.retry_after >= 1 and int(busy.http_headers()["Retry-After"]) >= 1
-        again = await daemon.peer_message(MODEL_PATH, model_message(daemon, "http://p0.test:1", small, age=200.0),
-                                          "test", respond_async=True)
-        assert again.status == 202  # a waiting sender's newer model takes its place: no refusal
+        assert b'"error": "busy"' in busy.body
         await asyncio.sleep(1.0)
         report = daemon.inbox_report()
         assert report == {**report, "queued": 0, "accepted": 5, "superseded": 1, "full": 2}

@@ -8,11 +8,12 @@ in the sender's view: load turned into churn). What bounds the load instead:
 - :class:`Inbox`: at most ``capacity`` models wait, **one per sender**. A
   newer model from a sender whose previous one still waits takes its place in
   the line (the older one is superseded: the newer one has seen everything it
-  had, and more). A model from another sender when the queue is full is
-  refused with ``503 busy`` and a ``Retry-After`` (how long the queue takes to
-  drain at the recent training speed): it walks to another peer instead, and
-  nothing already accepted is dropped for it. (A full queue refuses before
-  the body is even read: ``Daemon.refuse_early``.)
+  had, and more). When the queue is full, a model is refused with ``503
+  busy`` and a ``Retry-After`` (how long the queue takes to drain at the
+  recent training speed): it walks to another peer instead, and nothing
+  already accepted is dropped for it. The daemon refuses before even reading
+  the body (``Daemon.refuse_early``): under a flood, reading and decoding
+  what will be refused is what delays everyone else.
 - :class:`RateLimit`: a token bucket per sender, over models and shuffles
   together: ``rate`` per second on average, bursts of ``burst``; beyond,
   ``429 too_many_requests`` with the seconds until the next token. It bounds

@@ -197,6 +197,45 @@ def components(daemons: Sequence[Daemon]) -> list[int]:
     return sizes(len(daemons), edges, np.ones(len(daemons), dtype=bool))
 
 
+def partition_then_heal(base: Path, n: int = 6, *, mix: float = 60.0, cut: float = 240.0, seed: int = 1,
+                        overrides: dict[str, Any] | None = None, patience: float = 120.0) -> dict[str, Any]:
+    """``n`` in-memory daemons on a virtual clock mix for ``mix`` seconds, are cut in two halves
+    for ``cut`` seconds, then the cut ends. Returns the overlay's pieces before (``mixed``) and at
+    the end of the cut (``during``), the view entries pointing across then (``across``), and the
+    seconds after the cut until the overlay was one piece again (``healed_after``, checked every
+    second; None if not within ``patience``)."""
+    import asyncio
+
+    from gossipd.daemon.clock import VirtualClock, run_virtual
+    from gossipd.daemon.memory_transport import MemoryNetwork
+
+    async def main(clock: VirtualClock) -> dict[str, Any]:
+        net = MemoryNetwork(seed=seed)
+        daemons = await start_memory_daemons(base, n, net, clock, seed=seed, overrides=overrides)
+        try:
+            await asyncio.sleep(mix)
+            mixed = components(daemons)
+            half = n // 2
+            left, right = {d.address for d in daemons[:half]}, {d.address for d in daemons[half:]}
+            net.partition(left, right)
+            await asyncio.sleep(cut)
+            during = components(daemons)
+            across = sum(p in (right if d.address in left else left) for d in daemons for p in d.sampler.peers())
+            net.heal()
+            ended = clock.now()
+            healed = None
+            while healed is None and clock.now() - ended < patience:
+                await asyncio.sleep(1.0)
+                if components(daemons) == [n]:
+                    healed = clock.now() - ended
+            return {"mixed": mixed, "during": during, "across": across, "healed_after": healed}
+        finally:
+            for d in daemons:
+                await d.stop()
+
+    return run_virtual(main)
+
+
 # -- load -----------------------------------------------------------------------------------
 
 

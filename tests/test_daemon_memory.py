@@ -27,7 +27,7 @@ from gossipd.daemon.store import Checkpoint, Store
 from gossipd.daemon.config import load_config
 from gossipd.daemon.supervisor import EXIT_TASK_DIED, Supervisor
 from gossipd.daemon.transport import MODEL_PATH, SHUFFLE_PATH
-from gossipd.testing import components, start_memory_daemons
+from gossipd.testing import partition_then_heal, start_memory_daemons
 from peer_sampling.messages import PeerDescriptor
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,37 +39,6 @@ async def stop_all(daemons: list[Daemon]) -> None:
 
 
 # -- partitions (issue 10 acceptance) -------------------------------------------------------
-
-
-def partition_then_heal(base: Path, *, cut: float, overrides: dict[str, Any] | None = None,
-                        seed: int = 1) -> dict[str, Any]:
-    """6 daemons mix for 60 s, are cut 3 | 3 for ``cut`` seconds, then the cut ends: how the
-    overlay looked during the cut, and how long after it ended it was one piece again."""
-
-    async def main(clock: VirtualClock) -> dict[str, Any]:
-        net = MemoryNetwork(seed=seed)
-        daemons = await start_memory_daemons(base, 6, net, clock, seed=seed, overrides=overrides)
-        try:
-            await asyncio.sleep(60)
-            mixed = components(daemons)
-            left, right = [d.address for d in daemons[:3]], [d.address for d in daemons[3:]]
-            net.partition(left, right)
-            await asyncio.sleep(cut)
-            during = components(daemons)
-            across = sum(p in right for d in daemons[:3] for p in d.sampler.peers()) + sum(
-                p in left for d in daemons[3:] for p in d.sampler.peers())
-            net.heal()
-            ended = clock.now()
-            healed = None
-            while healed is None and clock.now() - ended < 120:
-                await asyncio.sleep(1.0)
-                if components(daemons) == [6]:
-                    healed = clock.now() - ended
-            return {"mixed": mixed, "during": during, "across": across, "healed_after": healed}
-        finally:
-            await stop_all(daemons)
-
-    return run_virtual(main)
 
 
 def test_a_partition_heals_within_30_s_with_the_defaults(tmp_path: Path) -> None:

@@ -440,7 +440,7 @@ class Daemon:
         if outcome is Outcome.REFUSED:
             self.refused.record((peer, path, why), f"{peer}: {path} answered {why}")
         else:
-            self.unreachable.record((peer, outcome, why), f"{peer}: {why}", outcome.value.replace("_", " "))
+            self.unreachable.record((peer, why), f"{peer}: {why}")
         if peer in self._logged_view and len(self._left_why) < 1000:
             self._left_why[peer] = why
 

@@ -13,6 +13,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -82,28 +83,66 @@ class RobustMerge:
         """The current radius tau (inf until a distance has been seen)."""
         if not self._distances:
             return math.inf
-        return self.clip_scale * float(np.quantile(self._distances, CLIP_QUANTILE))
+        ordered = np.sort(np.fromiter(self._distances, np.float64, len(self._distances)))
+        return self.clip_scale * float(window_quantile(ordered, len(ordered)))
 
     def __call__(self, local: ModelState, remote: ModelState) -> ModelState:
         a_l = local.age
-        a_r = min(remote.age, a_l + self.max_age_lead)
-        total = a_l + a_r
-        w = 0.5 if total <= 0.0 else a_r / total
         diff = remote.params.astype(np.float64)
         diff -= local.params
         dist = math.sqrt(float(np.dot(diff, diff)))
         if math.isfinite(dist) and dist > 0.0:
             self._distances.append(dist)
-        tau = self.radius()
-        # nan (a non-finite remote) makes c nan and the result non-finite: the
-        # node discards it and counts it, rather than the merge hiding it.
-        c = 1.0 if dist <= tau else (tau / dist) ** 2
+        w, c, age = robust_step(a_l, remote.age, dist, self.radius(), self.max_age_lead)
         self.last_clip = c
         diff *= w * c
         diff += local.params
         with np.errstate(over="ignore", invalid="ignore"):
             params = diff.astype(np.float32)
-        return ModelState.owned(params, a_l + c * max(0.0, a_r - a_l))
+        return ModelState.owned(params, age)
+
+
+# The robust rule's arithmetic, as functions of plain numbers or of arrays (one entry
+# per node): RobustMerge calls them for one node, the batched simulator
+# (gossipd/sim/batched_models.py) for many nodes at once, so both engines merge by
+# the same formulas.
+
+
+def robust_step(a_l: Any, a_r: Any, dist: Any, tau: Any, max_age_lead: Any) -> tuple[Any, Any, Any]:
+    """``(w, c, merged age)`` of the robust merge of a model of claimed age ``a_r``
+    at distance ``dist`` into ours of age ``a_l``, given the radius ``tau``:
+    ``a_r`` capped at ``a_l + max_age_lead``, ``w = a_r / (a_l + a_r)`` (0.5 when
+    both are 0), ``c = 1`` within ``tau`` else ``(tau / dist)^2``, age
+    ``a_l + c * max(0, a_r - a_l)``. Floats in, floats out; arrays in, arrays out.
+    A nan distance (a non-finite remote) makes ``c`` nan and so the result
+    non-finite: the node discards it and counts it, rather than the merge hiding it."""
+    if np.ndim(a_l) == 0 and np.ndim(dist) == 0 and np.ndim(tau) == 0:  # one node: plain floats
+        a_r = min(a_r, a_l + max_age_lead)
+        total = a_l + a_r
+        w = 0.5 if total <= 0.0 else a_r / total
+        c = 1.0 if dist <= tau else (tau / dist) ** 2
+        return w, c, a_l + c * max(0.0, a_r - a_l)
+    a_r = np.minimum(a_r, a_l + max_age_lead)
+    total = a_l + a_r
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(total <= 0.0, 0.5, a_r / np.where(total <= 0.0, 1.0, total))
+        c = np.where(dist <= tau, 1.0, (tau / dist) ** 2)
+    return w, c, a_l + c * np.maximum(0.0, a_r - a_l)
+
+
+def window_quantile(ordered: np.ndarray, count: Any, q: float = CLIP_QUANTILE) -> Any:
+    """The ``q``-quantile of the first ``count`` values of ``ordered`` (sorted ascending
+    along its last axis), as ``numpy.quantile``'s default (linear) method computes it,
+    bit for bit; row-wise for a 2-D ``ordered`` and an array of counts (each >= 1)."""
+    count = np.asarray(count)
+    virtual = (count - 1) * q
+    lo = np.floor(virtual).astype(np.intp)
+    gamma = virtual - lo
+    hi = np.minimum(lo + 1, count - 1)
+    a = np.take_along_axis(ordered, lo[..., None], axis=-1)[..., 0]
+    b = np.take_along_axis(ordered, hi[..., None], axis=-1)[..., 0]
+    diff = b - a
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
 
 
 def check_robust_knobs(max_age_lead: float, clip_scale: float, clip_window: int) -> None:

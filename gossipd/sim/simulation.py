@@ -25,17 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from gossipd import wire
-from gossipd.core.learner import Learner, LocalData, make_learner
-from gossipd.core.messages import ModelMessage, Outcome, PeerDescriptor, Send, ShuffleReply, ShuffleRequest
-from gossipd.core.node import GossipConfig, GossipNode, RejectedMessage
-from gossipd.core.spec import parse_input_shape, parse_task
-from gossipd.data import Dataset, DataError, load_dataset, make_scaling, split_indices
-from gossipd.overlay import indegree_stats, overlay_metrics
+from gossipd.core.learner import Learner, LocalData
+from gossipd.core.messages import ModelMessage, Outcome, Send, ShuffleReply
+from gossipd.core.node import GossipNode, RejectedMessage
+from gossipd.data import Dataset, split_indices
 from gossipd.sim.attackers import AttackingNode, parse_attackers
 from gossipd.sim.baselines import run_baselines, summarise
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_cut, parse_kill
-from peer_sampling.cyclon import Cyclon, CyclonConfig
+from gossipd.sim.experiment import (MessageSizes, build_learner, churn_rng, cut_sides, cyclon_config, gossip_config,
+                                    indegree_entry, load_config_dataset, network_rng, overlay_entry, seed_streams)
+from peer_sampling.cyclon import Cyclon
 from peer_sampling.topology import StaticSampler, build_overlay
 
 # Event kinds; at equal times a cycle boundary runs first, then outcomes, requests
@@ -68,24 +67,14 @@ class Simulation:
     def __post_init__(self) -> None:
         self.index = {node.address: i for i, node in enumerate(self.nodes)}
         self.honest = np.array([not isinstance(node, AttackingNode) for node in self.nodes])
-        self.side = np.zeros(len(self.nodes), dtype=bool)
-        if self.config.cut is not None:
-            fraction = parse_cut(self.config.cut)[0]
-            rng = np.random.default_rng(np.random.SeedSequence([self.config.seed, 0xC07]))
-            far = min(len(self.nodes) - 1, max(1, round(fraction * len(self.nodes))))  # two non-empty sides
-            self.side[rng.choice(len(self.nodes), size=far, replace=False)] = True
+        self.side = cut_sides(self.config, len(self.nodes))
 
     @classmethod
     def create(cls, config: SimulationConfig, dataset: Dataset | None = None) -> Simulation:
         config.validate()
         if dataset is None:
-            try:
-                dataset = load_dataset(config.dataset, label_column=config.label_column, task=parse_task(config.task),
-                                       input_shape=parse_input_shape(config.input_shape) if config.input_shape else None)
-            except DataError as exc:
-                raise ConfigError("dataset", f"--dataset: {exc}") from None
-        root = np.random.SeedSequence(config.seed)
-        part_ss, node_ss, overlay_ss = root.spawn(3)
+            dataset = load_config_dataset(config)
+        part_ss, node_ss, overlay_ss = seed_streams(config)
         learner = build_learner(config, dataset)
         parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
         addresses = [f"n{i}" for i in range(config.nodes)]
@@ -94,7 +83,7 @@ class Simulation:
             samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
         except ValueError as exc:  # a topology that cannot be built on this many nodes
             raise ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}") from None
-        gossip = GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge)
+        gossip = gossip_config(config)
         initial = learner.initial_state()
         attack = parse_attackers(config.attackers) if config.attackers is not None else None
         attacking = np.zeros(config.nodes, dtype=bool)
@@ -127,11 +116,11 @@ class Simulation:
         started = time.perf_counter()
         n = len(self.nodes)
         nodes = self.nodes
-        net_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC0FFEE]))
-        churn_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC4A2]))
+        net_rng = network_rng(cfg)
+        churn = churn_rng(cfg)
         index = self.index
         alive = np.ones(n, dtype=bool)
-        online = churn_rng.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
+        online = churn.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
         kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
         _, cut_start, cut_end = parse_cut(cfg.cut) if cfg.cut else (0.0, math.inf, math.inf)
         side = self.side
@@ -139,7 +128,7 @@ class Simulation:
         X_test = torch.from_numpy(self.dataset.X_test)
         y_test = torch.from_numpy(self.dataset.y_test)
         learned = self.learner.scaling.learned
-        sizes = _MessageSizes(self.learner)
+        sizes = MessageSizes(self.learner)
         traffic = self.traffic
         series: list[dict[str, Any]] = []
 
@@ -261,11 +250,11 @@ class Simulation:
                 cycle = target
                 if kill is not None and cycle == kill[1]:
                     live = np.flatnonzero(alive)
-                    victims = churn_rng.choice(live, size=int(round(kill[0] * len(live))), replace=False)
+                    victims = churn.choice(live, size=int(round(kill[0] * len(live))), replace=False)
                     alive[victims] = False
                 if cfg.online < 1.0 and cycle > 0:
-                    redraw = churn_rng.random(n) < 1.0 / cfg.session
-                    online[redraw] = churn_rng.random(int(redraw.sum())) < cfg.online
+                    redraw = churn.random(n) < 1.0 / cfg.session
+                    online[redraw] = churn.random(int(redraw.sum())) < cfg.online
                 if cycle % cfg.eval_every == 0 or cycle == cfg.cycles:
                     series.append(self._measure(cycle, alive, X_test, y_test, learned, cut_start <= cycle < cut_end))
                 if self.progress is not None:
@@ -317,17 +306,10 @@ class Simulation:
             "live_nodes": int(alive.sum()),
         })
         edges = self._edges(alive)
-        if self.config.cut is not None:
-            entry["cut_active"] = cut_active
-            crossing = [(i, j) for i, j in edges or () if self.side[i] != self.side[j]]
-            entry["cut_links"] = len(crossing)  # view entries pointing across the cut (usable or not)
-            if cut_active and edges is not None:
-                edges = [(i, j) for i, j in edges if self.side[i] == self.side[j]]
-        entry.update(overlay_metrics(edges, alive))
-        if cut_active and edges is None:  # full graph: each side is one component
-            far = int((alive & self.side).sum())
-            entry["largest_component_fraction"] = max(far, int(alive.sum()) - far) / max(int(alive.sum()), 1)
+        entry.update(overlay_entry(self.config, self.side, edges, alive, cut_active))
         if self.config.attackers is not None:
+            if cut_active and edges is not None:  # only links that can carry a message now
+                edges = [(i, j) for i, j in edges if self.side[i] == self.side[j]]
             entry["attacker_view_share"] = self._attacker_share(edges, alive)
         return entry
 
@@ -356,47 +338,13 @@ class Simulation:
         return [(i, index[a]) for i in np.flatnonzero(alive) for a in self.nodes[i].sampler.peers()]
 
     def _indegree(self, alive: np.ndarray) -> dict[str, Any]:
-        edges = self._edges(alive)
-        if edges is None:  # full graph: every live node is in every live view
-            live = int(alive.sum())
-            return {"indegree": {"mean": float(live - 1), "std": 0.0, "max": float(live - 1)}}
-        return {"indegree": indegree_stats(len(self.nodes), edges, alive)}
-
-
-def build_learner(config: SimulationConfig, dataset: Dataset) -> Learner:
-    """The learner ``config`` names for ``dataset`` (a ConfigError naming the flag otherwise)."""
-    try:
-        scaling = make_scaling(config.scaling, dataset.schema)
-    except DataError as exc:
-        raise ConfigError("scaling", f"--scaling: {exc}") from None
-    try:
-        return make_learner(config.model, dataset.schema, config.learner_config(dataset.task), scaling=scaling)
-    except ValueError as exc:
-        raise ConfigError("model", f"--model: {exc}") from None
-
-
-class _MessageSizes:
-    """Bytes a message would take on the wire, encoded once per shape and cached."""
-
-    def __init__(self, learner: Learner) -> None:
-        self.model = wire.encoded_model_size(learner.n_params, "n0000", learner.fingerprint, "sim",
-                                             learner.stat_columns)
-        self._shuffle: dict[int, int] = {}
-
-    def shuffle(self, entries: int) -> int:
-        size = self._shuffle.get(entries)
-        if size is None:
-            probe = ShuffleRequest("n0000", tuple(PeerDescriptor(f"n{i:04d}", 1) for i in range(entries)))
-            size = self._shuffle[entries] = wire.encoded_size(probe, cluster="sim")
-        return size
+        return indegree_entry(len(self.nodes), self._edges(alive), alive)
 
 
 def _make_samplers(config: SimulationConfig, addresses: list[str], rngs: list[np.random.Generator],
                    overlay_rng: np.random.Generator) -> list[Any]:
     if config.sampler == "cyclon":
-        cyclon = CyclonConfig(view_size=config.view_size, shuffle_length=config.shuffle_length,
-                              interval=config.shuffle_interval, jitter=config.jitter,
-                              reseed_interval=config.reseed_interval)
+        cyclon = cyclon_config(config)
         seeds = addresses[: min(config.seeds, len(addresses))]
         return [Cyclon(a, seeds, cyclon, np.random.default_rng(r.integers(2**63))) for a, r in zip(addresses, rngs)]
     overlay = build_overlay(config.sampler, addresses, overlay_rng)

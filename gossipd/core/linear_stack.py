@@ -142,7 +142,8 @@ class LinearStackLearner(LearnerBase):
         Returns new ``(params, ages, ok)``; where a pass went non-finite, ``ok`` is False and
         that model's input parameters and age come back unchanged (as :meth:`update` does).
         """
-        params = np.array(params, dtype=np.float32)
+        start_ages = ages
+        work = np.array(params, dtype=np.float32)
         ages = np.array(ages, dtype=np.float64)
         m, rows = X.shape[0], X.shape[1]
         present = np.arange(rows) < counts[:, None]  # (m, rows): real examples
@@ -150,28 +151,32 @@ class LinearStackLearner(LearnerBase):
         Xs *= present[..., None]  # padding is exactly 0: finite whatever the statistics
         bs = self.config.batch_size
         if rows > bs:  # more than one batch somewhere: each model's examples in its own random order
-            keys = np.where(present, rng.random((m, rows)), 2.0)
-            order = np.argsort(keys, axis=1)[..., None]
-            Xs, Ts = np.take_along_axis(Xs, order, 1), np.take_along_axis(Ts, order, 1)
-        start_params, start_ages = params.copy(), ages.copy()
+            order = np.argsort(np.where(present, rng.random((m, rows)), 2.0), axis=1)
+            at = np.arange(m)[:, None]
+            Xs, Ts = Xs[at, order], Ts[at, order]
         classification = self.task == "classification"
         wd = self.config.weight_decay
         with np.errstate(over="ignore", invalid="ignore"):  # a diverged step is caught below
             for lo in range(0, int(counts.max(initial=0)), bs):
-                active = np.flatnonzero(counts > lo)
+                every = lo == 0 and bool(counts.all())  # the first batch of every model: no gather
+                active = np.arange(m) if every else np.flatnonzero(counts > lo)
                 sizes = np.minimum(counts[active] - lo, bs)
                 width = int(sizes.max())
                 mask = None
                 if (sizes < width).any():
                     mask = (np.arange(width) < sizes[:, None]).astype(np.float32)
-                sub = params[active]
-                lm.sgd_step(lm.layer_views(sub, self.shapes), Xs[active, lo: lo + width],
-                            Ts[active, lo: lo + width], self.lr_at(ages[active]), wd, classification, mask)
-                params[active] = sub
+                sub = work if every else work[active]
+                lm.sgd_step(lm.layer_views(sub, self.shapes), Xs[active, lo: lo + width] if not every else
+                            Xs[:, :width], Ts[active, lo: lo + width] if not every else Ts[:, :width],
+                            self.lr_at(ages[active]), wd, classification, mask)
+                if not every:
+                    work[active] = sub
                 ages[active] += sizes
-        ok = np.isfinite(params).all(axis=1)
-        params[~ok], ages[~ok] = start_params[~ok], start_ages[~ok]
-        return params, ages, ok
+            ok = np.isfinite(work).all(axis=1)
+        if not ok.all():
+            work[~ok] = params[~ok]
+            ages[~ok] = np.asarray(start_ages)[~ok]
+        return work, ages, ok
 
     def _scale_many(self, X: np.ndarray, T: np.ndarray, mean: np.ndarray | None,
                     var: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -125,8 +125,8 @@ def robust_step(a_l: Any, a_r: Any, dist: Any, tau: Any, max_age_lead: Any) -> t
     a_r = np.minimum(a_r, a_l + max_age_lead)
     total = a_l + a_r
     with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(total <= 0.0, 0.5, a_r / np.where(total <= 0.0, 1.0, total))
-        c = np.where(dist <= tau, 1.0, (tau / dist) ** 2)
+        w = np.where(total <= 0.0, 0.5, a_r / np.maximum(total, np.finfo(np.float64).tiny))
+        c = np.where(dist <= tau, 1.0, np.square(tau / dist))
     return w, c, a_l + c * np.maximum(0.0, a_r - a_l)
 
 
@@ -139,8 +139,11 @@ def window_quantile(ordered: np.ndarray, count: Any, q: float = CLIP_QUANTILE) -
     lo = np.floor(virtual).astype(np.intp)
     gamma = virtual - lo
     hi = np.minimum(lo + 1, count - 1)
-    a = np.take_along_axis(ordered, lo[..., None], axis=-1)[..., 0]
-    b = np.take_along_axis(ordered, hi[..., None], axis=-1)[..., 0]
+    if ordered.ndim == 1:
+        a, b = ordered[lo], ordered[hi]
+    else:
+        at = np.arange(ordered.shape[0])
+        a, b = ordered[at, lo], ordered[at, hi]
     diff = b - a
     return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
 
@@ -164,9 +167,22 @@ def merge_age(local: ModelState, remote: ModelState) -> ModelState:
     total = local.age + remote.age
     if total <= 0.0:
         return merge_average(local, remote)
-    a = np.float32(local.age / total)
-    params = local.params * a + remote.params * (np.float32(1.0) - a)
-    return ModelState.owned(params, max(local.age, remote.age))
+    return ModelState.owned(age_weighted(local.params, remote.params, local.age, remote.age),
+                            max(local.age, remote.age))
+
+
+def age_weighted(local: np.ndarray, remote: np.ndarray, a_l: Any, a_r: Any) -> np.ndarray:
+    """``merge_age``'s parameters: ``local * a + remote * (1 - a)`` in float32 with
+    ``a = a_l / (a_l + a_r)`` (0.5 when both ages are 0). One model (1-D, float ages) or
+    one per row (``(m, n)`` parameters, ages ``(m,)``): the batched simulator's ``age``."""
+    if np.ndim(a_l) == 0:
+        total = a_l + a_r
+        a: Any = np.float32(0.5 if total <= 0.0 else a_l / total)
+    else:
+        total = a_l + a_r
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = np.where(total <= 0.0, 0.5, a_l / np.where(total <= 0.0, 1.0, total)).astype(np.float32)[:, None]
+    return local * a + remote * (np.float32(1.0) - a)
 
 
 def merge_average(local: ModelState, remote: ModelState) -> ModelState:

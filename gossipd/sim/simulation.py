@@ -31,6 +31,8 @@ from gossipd.core.node import GossipNode, RejectedMessage
 from gossipd.data import Dataset, split_indices
 from gossipd.sim.attackers import AttackingNode, parse_attackers
 from gossipd.sim.baselines import run_baselines, summarise
+from gossipd.sim.batched import BatchedSimulation
+from gossipd.sim.batched_scope import batched_unsupported
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_cut, parse_kill
 from gossipd.sim.experiment import (MessageSizes, build_learner, churn_rng, cut_sides, cyclon_config, gossip_config,
                                     indegree_entry, load_config_dataset, network_rng, overlay_entry, seed_streams)
@@ -141,8 +143,10 @@ class Simulation:
             seq += 1
             heapq.heappush(heap, (t, kind, seq, target, payload))
 
-        def schedule_tick(i: int) -> None:
-            t = nodes[i].next_wakeup()
+        def schedule_tick(i: int, now: float) -> None:
+            # A timer that fell due while the node was offline runs now, once: never at
+            # its past due time (time would run backwards and replay every missed period).
+            t = max(nodes[i].next_wakeup(), now)
             if t < scheduled[i]:
                 scheduled[i] = t
                 push(t, _TICK, i, None)
@@ -188,7 +192,7 @@ class Simulation:
         for c in range(cfg.cycles + 1):
             push(float(c), _CYCLE, c, None)
         for i in range(n):
-            schedule_tick(i)
+            schedule_tick(i, 0.0)
 
         end = float(cfg.cycles)
         while heap:
@@ -203,7 +207,7 @@ class Simulation:
                     continue
                 if online[target]:
                     send_all(target, nodes[target].on_tick(now), now)
-                    schedule_tick(target)
+                    schedule_tick(target, now)
                 else:
                     scheduled[target] = now + 1.0  # look again next cycle
                     push(now + 1.0, _TICK, target, None)
@@ -228,7 +232,7 @@ class Simulation:
                     if reply is not None:
                         answer = reply
                 respond(target, src, answer, sent_at, now)
-                schedule_tick(target)
+                schedule_tick(target, now)
             elif kind == _RESPONSE:
                 dst, answer, sent_at = payload
                 if not (alive[target] and online[target]):
@@ -240,12 +244,12 @@ class Simulation:
                     nodes[target].on_shuffle_reply(now, answer)
                 else:
                     nodes[target].on_outcome(now, nodes[dst].address, answer)
-                schedule_tick(target)
+                schedule_tick(target, now)
             elif kind == _OUTCOME:
                 if alive[target] and online[target]:
                     peer, outcome = payload
                     nodes[target].on_outcome(now, peer, outcome)
-                    schedule_tick(target)
+                    schedule_tick(target, now)
             else:  # _CYCLE
                 cycle = target
                 if kill is not None and cycle == kill[1]:
@@ -265,6 +269,7 @@ class Simulation:
         final["counters"] = self._honest_counters()
         result: dict[str, Any] = {
             "config": asdict(self.config),
+            "engine": {"name": "exact"},
             "dataset": {
                 "name": self.dataset.name,
                 "train": int(len(self.dataset.y_train)),
@@ -351,14 +356,32 @@ def _make_samplers(config: SimulationConfig, addresses: list[str], rngs: list[np
     return [StaticSampler(a, overlay[a], np.random.default_rng(r.integers(2**63))) for a, r in zip(addresses, rngs)]
 
 
-def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run gossip learning and the requested baselines on the same split."""
+def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = None,
+             note: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run gossip learning and the requested baselines on the same split.
+
+    ``config.engine`` picks the engine: ``exact`` (this module's event loop), ``batched``
+    (``batched.py``) or ``auto``: batched when it simulates every option set, else exact,
+    telling ``note`` why in one line. The result's ``engine`` says which one ran."""
     started = time.perf_counter()
-    sim = Simulation.create(config)
-    sim.progress = progress
-    result = sim.run()
-    # The nodes' own data, so that baselines train on exactly the gossip split.
-    datas = [node.data for node in sim.nodes]
+    config.validate()
+    why = batched_unsupported(config)
+    sim: Simulation | BatchedSimulation
+    if config.engine == "batched" or (config.engine == "auto" and why is None):
+        sim = BatchedSimulation.create(config)
+        sim.progress = progress
+        result = sim.run()
+        datas = sim.models.local_data()
+    else:
+        if config.engine == "auto" and note is not None:
+            note(f"simulating with the exact engine: the batched one does not simulate {why}")
+        sim = Simulation.create(config)
+        sim.progress = progress
+        result = sim.run()
+        if config.engine == "auto":
+            result["engine"]["why"] = why
+        # The nodes' own data, so that baselines train on exactly the gossip split.
+        datas = [node.data for node in sim.nodes]
     result["baselines"] = run_baselines(config, sim.dataset, sim.learner, datas, result["model"]["message_bytes"])
     result["wall_seconds"] = time.perf_counter() - started
     return result

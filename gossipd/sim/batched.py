@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,8 @@ class BatchedSimulation:
     peers: BatchedCyclon | StaticPeers
     rng: np.random.Generator  # the nodes' draws: timers, peers, training order, shuffle samples
     progress: Callable[[int], None] | None = None
+    #: After :meth:`run`: every node's counters (``Counters`` fields), one array each.
+    counters: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: SimulationConfig, dataset: Dataset | None = None) -> BatchedSimulation:
@@ -101,6 +103,7 @@ class BatchedSimulation:
         series = loop.run()
         final = dict(series[-1])
         final.update(indegree_entry(self.config.nodes, self.peers.edges(np.flatnonzero(loop.alive)), loop.alive))
+        self.counters = loop.counters
         final["counters"] = {k: int(v.sum()) for k, v in loop.counters.items()}
         result: dict[str, Any] = {
             "config": asdict(self.config),

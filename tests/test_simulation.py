@@ -453,7 +453,7 @@ def test_acceptance_attackers_seed_1(digits):
 
 @pytest.mark.slow
 def test_acceptance_cut_1000_nodes_heals_within_20_cycles(digits):
-    r, _ = run(digits, nodes=1000, cycles=100, cut="0.5@50-80", eval_every=2, seed=1)
+    r, _ = run(digits, "batched", nodes=1000, cycles=100, cut="0.5@50-80", eval_every=2, seed=1)
     by = {e["cycle"]: e for e in r["series"]}
     assert by[48]["largest_component_fraction"] == 1.0
     assert all(by[c]["largest_component_fraction"] <= 0.5 for c in range(50, 80, 2))  # really split

@@ -490,3 +490,54 @@ def test_outcomes_mean_one_thing_each():
     for o in Outcome:  # every outcome is exactly one of: alive, fatal, a strike
         assert o.alive + o.fatal + o.strike == 1
         assert o.failed == (not o.alive)
+
+
+# ------------------------------------------------------------------ model and statistics: one value
+
+
+def _network_scaled_node(make_local_data):
+    from gossipd.core.scaling import Scaling
+
+    learner = make_learner("logreg", Schema.classification(4, 3), LearnerConfig(lr=0.5, init_seed=0),
+                           scaling=Scaling.network())
+    return make_node("a", StaticSampler("a", ["b"], np.random.default_rng(10)), learner,
+                     make_local_data(10, 4, 3, seed=1), seed=1)
+
+
+def test_push_never_pairs_a_model_with_another_models_statistics(make_local_data):
+    """The trainer thread replaces the node's model while the loop pushes: whatever the
+    interleaving, a push carries one model with its own statistics. The model below is
+    replaced between any two reads of it (the worst interleaving, made deterministic)."""
+    node = _network_scaled_node(make_local_data)
+    old = node.model
+    other_data = make_local_data(30, 4, 3, seed=9)
+    new = type(old)(trained_state(node.learner, seed=3, age=50.0), node.learner.initial_stats(other_data))
+
+    class Racing(type(node)):  # type: ignore[misc]
+        reads = 0
+
+        @property
+        def model(self):
+            Racing.reads += 1
+            return old if Racing.reads == 1 else new
+
+        @model.setter
+        def model(self, value):  # the constructor's assignment
+            pass
+
+    node.__class__ = Racing
+    msg = node.push().message
+    assert msg.params is old.state.params and msg.stats is old.stats
+
+
+def test_model_and_statistics_are_replaced_together(make_local_data):
+    node = _network_scaled_node(make_local_data)
+    before = node.model
+    peer = _network_scaled_node(make_local_data)
+    peer.model = type(before)(trained_state(peer.learner, seed=4, age=20.0),
+                              peer.learner.initial_stats(make_local_data(40, 4, 3, seed=8)))
+    after = node.on_model(0.0, peer.push().message)
+    assert node.model.state is after and node.state is after
+    assert node.stats is node.model.stats and node.stats.count == 40  # merged with the peer's
+    node.state = before.state  # replaces the pair, keeping the statistics
+    assert node.model.state is before.state and node.model.stats.count == 40

@@ -15,8 +15,8 @@ After ``on_model`` they collect ``take_discards()`` to log what was thrown away.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import InitVar, dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -115,6 +115,16 @@ class Discard:
                 f"discarded: {self.reason.replace('_', ' ')}; the previous model is kept")
 
 
+class NodeModel(NamedTuple):
+    """A node's model and the scaling statistics its inputs are standardised by:
+    one value, replaced in one assignment, so a reader on another thread (a push
+    from the daemon's event loop while the trainer thread merges) never pairs a
+    model with another model's statistics."""
+
+    state: ModelState
+    stats: FeatureStats | None
+
+
 _MAX_DISCARD_NOTES = 32  # held for the driver between two take_discards(); the counter counts all
 
 
@@ -126,24 +136,26 @@ class GossipNode:
     sampler: PeerSampler
     config: GossipConfig
     rng: np.random.Generator
-    state: ModelState | None = None
+    # The initial model (default: the learner's) and scaling statistics (default: from the
+    # local data). With network-learned scaling the statistics travel with every push and
+    # merge like the model; otherwise they are the learner's fixed ones (or None). Both live
+    # in ``model`` (one NodeModel); ``state`` and ``stats`` read and replace it.
+    state: InitVar[ModelState | None] = None
     now: float = 0.0
     counters: Counters = field(default_factory=Counters)
-    # The scaling statistics the model's inputs are standardised by. With
-    # network-learned scaling they travel with every push and merge like the
-    # model; otherwise they are the learner's fixed ones (or None).
-    stats: FeatureStats | None = None
+    stats: InitVar[FeatureStats | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, state: ModelState | None, stats: FeatureStats | None) -> None:
         self._merge = self.config.merge_rule(len(self.data))
-        if self.state is None:
-            self.state = self.learner.initial_state()
-        self.learner.check(self.state)
-        if self.stats is None:
-            self.stats = self.learner.initial_stats(self.data)
-        self.learner.stats_for(self.stats)  # ValueError if they do not fit the learner
-        if self._unsafe(self.state.params) is not None:
+        if state is None:
+            state = self.learner.initial_state()
+        self.learner.check(state)
+        if stats is None:
+            stats = self.learner.initial_stats(self.data)
+        self.learner.stats_for(stats)  # ValueError if they do not fit the learner
+        if self._unsafe(state.params) is not None:
             raise ValueError("initial model has non-finite or out-of-bound parameters")
+        self.model = NodeModel(state, stats)
         self._discards: list[Discard] = []
         # Training draws from its own stream: the daemon trains in a worker
         # thread while the event loop draws timers and peers from ``rng``.
@@ -175,11 +187,10 @@ class GossipNode:
         peer = self.sampler.select_peer()
         if peer is None:
             return None
-        state = self.state
-        assert state is not None
+        state, stats = self.model  # one read: the trainer thread may replace it meanwhile
         self.counters.sent += 1
-        stats = self.stats if self.learner.scaling.learned else None
-        return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, state.params, stats))
+        return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, state.params,
+                                       stats if self.learner.scaling.learned else None))
 
     # -- inputs --------------------------------------------------------------
 
@@ -187,8 +198,8 @@ class GossipNode:
         """Merge a received model into ours, then train on the local data.
 
         CPU-bound: the daemon calls this from one worker thread at a time. The
-        new state replaces ``self.state`` in one assignment at the end, so a
-        reader on another thread sees either the old or the new model.
+        new model and its statistics replace ``self.model`` in one assignment at
+        the end, so a reader on another thread sees either the old pair or the new.
 
         Numeric safety: a merged or trained model that is not finite, or has a
         parameter above ``max_param_abs``, is discarded: the node keeps the
@@ -201,7 +212,7 @@ class GossipNode:
                 f"model from {msg.sender} has architecture {msg.arch} with {msg.params.size} "
                 f"parameters; this node runs {self.learner.fingerprint} with {self.learner.n_params}"
             )
-        stats = self.stats
+        local, stats = self.model
         if self.learner.scaling.learned:
             if msg.stats is None or stats is None or msg.stats.size != stats.size:
                 self.counters.rejected += 1
@@ -209,8 +220,6 @@ class GossipNode:
                                       f"{self.learner.schema.n_stat_columns} columns")
             stats = stats.merge(msg.stats)
         self.counters.received += 1
-        local = self.state
-        assert local is not None
         merged = self._merge(local, ModelState(msg.params, msg.age))
         reason = self._unsafe(merged.params)
         if reason is not None:
@@ -220,10 +229,7 @@ class GossipNode:
         reason = "diverged" if updated is merged and len(self.data) > 0 else self._unsafe(updated.params)
         if reason is not None:
             return self._discard("update", reason, msg)  # the scaling statistics stay as they were too
-        # Back to back, so a reader on another thread sees a model with its own scaling
-        # (up to one bytecode apart).
-        self.stats = stats
-        self.state = updated
+        self.model = NodeModel(updated, stats)
         self.counters.merged += 1
         return updated
 
@@ -241,8 +247,7 @@ class GossipNode:
         self.counters.discarded += 1
         if len(self._discards) < _MAX_DISCARD_NOTES:
             self._discards.append(Discard(stage, reason, msg.sender, msg.age))
-        assert self.state is not None
-        return self.state
+        return self.model.state
 
     def take_discards(self) -> list[Discard]:
         """What ``on_model`` threw away since the last call, each reported once
@@ -258,14 +263,12 @@ class GossipNode:
         number), rather than waiting for the next received model.
 
         CPU-bound with ``train``: the daemon calls it in its trainer thread, like on_model."""
-        stats = self.stats
+        state, stats = self.model
         if self.learner.scaling.learned and added is not None and len(added) and stats is not None:
             stats = stats.pooled(self.learner.initial_stats(added))  # type: ignore[arg-type]
-        state = self.state
         if train and added is not None and len(added):
-            assert state is not None
             state = self.learner.update(state, added, self._learn_rng, stats)
-        self.stats, self.state = stats, state
+        self.model = NodeModel(state, stats)
         self.data = data
 
     def on_shuffle_request(self, now: float, request: ShuffleRequest) -> ShuffleReply | None:
@@ -295,3 +298,26 @@ class GossipNode:
         ``on_outcome(now, peer, Outcome.UNREACHABLE)``. Phase 2 of issue 10
         moves the daemon to ``on_outcome`` with the outcome it actually saw."""
         self.on_outcome(now, peer, Outcome.UNREACHABLE)
+
+
+# ``state`` and ``stats`` are constructor arguments (InitVar) and, after construction, views
+# of ``model``; set here because a property in the class body would become the dataclass
+# default. Assigning one replaces ``model`` whole, keeping the other half.
+def _get_state(node: GossipNode) -> ModelState:
+    return node.model.state
+
+
+def _set_state(node: GossipNode, state: ModelState) -> None:
+    node.model = node.model._replace(state=state)
+
+
+def _get_stats(node: GossipNode) -> FeatureStats | None:
+    return node.model.stats
+
+
+def _set_stats(node: GossipNode, stats: FeatureStats | None) -> None:
+    node.model = node.model._replace(stats=stats)
+
+
+GossipNode.state = property(_get_state, _set_state, doc="The node's model (``model.state``).")  # type: ignore[assignment,method-assign]
+GossipNode.stats = property(_get_stats, _set_stats, doc="Its scaling statistics (``model.stats``).")  # type: ignore[assignment,method-assign]

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gossipd.core.learner import LearnerConfig, LocalData, make_learner
-from gossipd.core.merge import RobustMerge, age_weighted, merge_age, robust_step, window_quantile
+from gossipd.core.merge import age_weighted, merge_age, robust_step, window_quantile
 from gossipd.core.node import GossipConfig
 from gossipd.core.scaling import FeatureStats, Scaling, merge_moments
 from gossipd.core.spec import Schema

@@ -46,7 +46,8 @@ from gossipd.sim.batched_models import NodeModels, Snapshot
 from gossipd.sim.batched_scope import batched_unsupported
 from gossipd.sim.config import ConfigError, SimulationConfig, parse_cut, parse_kill
 from gossipd.sim.experiment import (MessageSizes, build_learner, churn_rng, cut_sides, cyclon_config, gossip_config,
-                                    indegree_entry, load_config_dataset, network_rng, overlay_entry, seed_streams)
+                                    indegree_entry, load_config_dataset, network_rng, overlay_entry, run_description,
+                                    seed_streams)
 from peer_sampling.outcome import Outcome
 from peer_sampling.topology import build_overlay
 
@@ -108,20 +109,7 @@ class BatchedSimulation:
         result: dict[str, Any] = {
             "config": asdict(self.config),
             "engine": {"name": "batched", "slice": SLICE},
-            "dataset": {
-                "name": self.dataset.name,
-                "train": int(len(self.dataset.y_train)),
-                "test": int(len(self.dataset.y_test)),
-                "features": self.dataset.n_features,
-                "classes": self.dataset.n_classes,
-                "task": self.learner.task,
-            },
-            "task": self.learner.task,
-            "metrics": list(self.learner.metrics),
-            "model": {"spec": self.learner.spec, "params": self.learner.n_params,
-                      "fingerprint": self.learner.fingerprint, "message_bytes": loop.sizes.model,
-                      "scaling": self.learner.scaling.mode, "lr": self.learner.config.lr,
-                      "optimizer": self.learner.config.optimizer},
+            **run_description(self.dataset, self.learner, loop.sizes.model),
             "honest_nodes": self.config.nodes,
             "series": series,
             "final": final,

@@ -101,6 +101,25 @@ class MessageSizes:
         return size
 
 
+def run_description(dataset: Dataset, learner: Learner, message_bytes: int) -> dict[str, Any]:
+    """The part of a result that says what was simulated: data set, task, metrics, model."""
+    return {
+        "dataset": {
+            "name": dataset.name,
+            "train": int(len(dataset.y_train)),
+            "test": int(len(dataset.y_test)),
+            "features": dataset.n_features,
+            "classes": dataset.n_classes,
+            "task": learner.task,
+        },
+        "task": learner.task,
+        "metrics": list(learner.metrics),
+        "model": {"spec": learner.spec, "params": learner.n_params, "fingerprint": learner.fingerprint,
+                  "message_bytes": message_bytes, "scaling": learner.scaling.mode, "lr": learner.config.lr,
+                  "optimizer": learner.config.optimizer},
+    }
+
+
 def overlay_entry(config: SimulationConfig, side: np.ndarray, edges: Edges | None, alive: np.ndarray,
                   cut_active: bool) -> dict[str, Any]:
     """The overlay part of a measurement: dead links and the largest component among live

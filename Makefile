@@ -45,7 +45,7 @@ docs: setup
 	$(PY) docs/gen_readme_outputs.py
 
 bench: setup
-	$(PY) bench/simulation.py
+	$(PY) bench/simulation.py --sizes 1000:100,10000:100
 	$(PY) bench/learner.py
 	$(PY) bench/wire.py
 	$(PY) bench/daemon.py

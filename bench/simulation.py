@@ -1,94 +1,101 @@
-"""Simulator throughput: a 1000-node, 100-cycle digits/logreg run with Cyclon.
+"""Simulator throughput and memory by network size, batched engine against exact.
 
-Run: ``python bench/simulation.py [--nodes 1000 --cycles 100 --seed 1]``.
+Run: ``python bench/simulation.py [--sizes 1000:100,10000:100,100000:50]
+[--exact-up-to 1000] [--seed 1]``.
 
-Prints the wall time of the run and node updates per second (an update = a
-model message delivered, merged and trained on: the sum of the nodes'
-``merged`` counters). As an in-run yardstick it then times the same number of
-bare ``Learner.update`` calls on one node's data, so the cost of everything
-around training (event loop, peer sampling, merging, evaluation) shows as a
-ratio. No assertions: figures only.
+Each SIZE:CYCLES pair is one digits/logreg run with the defaults of ``gossip
+simulate`` (Cyclon, robust merge, network scaling, an evaluation of every
+node every 10 cycles, no baselines) on the batched engine, and also on the
+exact engine for sizes up to ``--exact-up-to``, so the ratio between the two
+is measured in the same invocation on the same machine.
+
+Every run is a fresh child process, so its memory figure is its own: **peak
+RSS** is ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of that child at the
+end (the whole process: interpreter, numpy/torch, digits, the nodes, the
+evaluation's chunks), and **base RSS** is the same child's RSS (``VmRSS``)
+just before the simulation is built, so ``peak - base`` is what the network
+itself costs. ``node-cycles/s`` is nodes x cycles / run wall time (building
+the network is reported apart as setup). No assertions: figures only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gossipd.threads import one_compute_thread  # noqa: E402
-from gossipd.core.merge import merge_age  # noqa: E402
-from gossipd.sim.simulation import Simulation, SimulationConfig  # noqa: E402
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def one_run(nodes: int, cycles: int, engine: str, seed: int) -> dict:
+    """One run in this process (the child); returns its figures."""
+    from gossipd.sim.batched import BatchedSimulation
+    from gossipd.sim.experiment import load_config_dataset
+    from gossipd.sim.simulation import Simulation, SimulationConfig
+    from gossipd.threads import one_compute_thread
+
+    one_compute_thread()  # as `gossip simulate` does: tiny models, threads only cost
+    config = SimulationConfig(dataset="digits", model="logreg", nodes=nodes, cycles=cycles, baselines=(),
+                              seed=seed, engine=engine)
+    dataset = load_config_dataset(config)
+    base_kb = _rss_kb()
+    cls = BatchedSimulation if engine == "batched" else Simulation
+    t0 = time.perf_counter()
+    sim = cls.create(config, dataset)
+    setup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    final = sim.run()["final"]
+    run_s = time.perf_counter() - t0
+    return {"nodes": nodes, "cycles": cycles, "engine": engine, "setup_s": setup_s, "run_s": run_s,
+            "node_cycles_per_s": nodes * cycles / run_s, "base_rss_mb": base_kb / 1024,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "accuracy": final["mean_accuracy"], "messages": final["messages"]}
+
+
+def in_child(nodes: int, cycles: int, engine: str, seed: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", f"{nodes}:{cycles}:{engine}", "--seed", str(seed)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nodes", type=int, default=1000)
-    ap.add_argument("--cycles", type=int, default=100)
+    ap.add_argument("--sizes", default="1000:100,10000:100,100000:50", help="NODES:CYCLES,... (batched engine)")
+    ap.add_argument("--exact-up-to", type=int, default=1000, help="also run the exact engine up to this size")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--one", help=argparse.SUPPRESS)  # NODES:CYCLES:ENGINE, in a child process
     args = ap.parse_args()
+    if args.one:
+        nodes, cycles, engine = args.one.split(":")
+        print(json.dumps(one_run(int(nodes), int(cycles), engine, args.seed)))
+        return
 
-    one_compute_thread()  # as `gossip simulate` does: tiny models, threads only cost
-    config = SimulationConfig(dataset="digits", model="logreg", nodes=args.nodes, cycles=args.cycles,
-                              sampler="cyclon", baselines=(), seed=args.seed)
-
-    t0 = time.perf_counter()
-    sim = Simulation.create(config)
-    setup_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    result = sim.run()
-    run_s = time.perf_counter() - t0
-
-    updates = sum(node.counters.merged for node in sim.nodes)
-    final = result["final"]
-    evals = len(result["series"])
-
-    # Yardstick: the same number of bare updates (merge included, since every
-    # delivered model is merged first) on node 0's data, no event loop around them.
-    node = sim.nodes[0]
-    learner, data = sim.learner, node.data
-    rng = np.random.default_rng(0)
-    state = learner.initial_state()
-    remote = learner.initial_state()
-    t0 = time.perf_counter()
-    for _ in range(updates):
-        state = learner.update(state, data, rng, node.stats)
-    bare_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    stats = node.stats
-    for _ in range(updates):
-        merge_age(state, remote)
-        if stats is not None:  # network scaling: the statistics merge with every model
-            stats.merge(stats)
-    merge_s = time.perf_counter() - t0
-
-    # Evaluation is part of the run but not of the gossip: time one round of it.
-    X_test, y_test = torch.from_numpy(sim.dataset.X_test), torch.from_numpy(sim.dataset.y_test)
-    t0 = time.perf_counter()
-    for n in sim.nodes:
-        learner.evaluate(n.state, X_test, y_test, n.stats)
-    eval_round_s = time.perf_counter() - t0
-
-    print(f"simulation: digits/logreg, {config.nodes} nodes, {config.cycles} cycles, sampler cyclon, "
-          f"seed {config.seed}, torch threads {torch.get_num_threads()}")
-    print(f"  setup (data, split, nodes)       {setup_s:8.2f} s")
-    print(f"  run wall time                      {run_s:8.2f} s")
-    print(f"  node updates (sum of merged)       {updates:8d}   ({updates / run_s:,.0f} updates/s)")
-    print(f"  model messages / shuffle messages  {final['messages']:8d} / {final['sampling_messages']}")
-    print(f"  final mean accuracy                {final['mean_accuracy']:8.4f}")
-    print(f"  examples per node (node 0)         {len(data):8d}")
-    print("yardstick (same number of calls, no event loop):")
-    print(f"  bare Learner.update                {bare_s:8.2f} s   ({updates / bare_s:,.0f} updates/s)")
-    print(f"  bare merge_age (+ stats merge)     {merge_s:8.2f} s")
-    print(f"  evaluation, {evals} rounds of {config.nodes} nodes ~{evals * eval_round_s:5.2f} s")
-    print(f"  run / bare update                  {run_s / bare_s:8.2f} x")
-    print(f"  run / (bare update + merge + eval) {run_s / (bare_s + merge_s + evals * eval_round_s):8.2f} x")
+    print(f"simulation: digits/logreg, gossip simulate defaults (cyclon, robust merge, eval every 10), "
+          f"seed {args.seed}; one child process per run")
+    print(f"{'nodes':>7} {'cycles':>6} {'engine':>7} {'setup s':>8} {'run s':>8} {'node-cyc/s':>11} "
+          f"{'base MB':>8} {'peak MB':>8} {'MB/1k nodes':>11} {'accuracy':>8} {'vs exact':>8}")
+    for pair in args.sizes.split(","):
+        nodes, cycles = (int(x) for x in pair.split(":"))
+        rows = {"batched": in_child(nodes, cycles, "batched", args.seed)}
+        if nodes <= args.exact_up_to:
+            rows["exact"] = in_child(nodes, cycles, "exact", args.seed)
+        for engine, r in rows.items():
+            ratio = rows["exact"]["run_s"] / r["run_s"] if "exact" in rows else float("nan")
+            per_k = (r["peak_rss_mb"] - r["base_rss_mb"]) / nodes * 1000
+            print(f"{nodes:>7} {cycles:>6} {engine:>7} {r['setup_s']:>8.2f} {r['run_s']:>8.2f} "
+                  f"{r['node_cycles_per_s']:>11,.0f} {r['base_rss_mb']:>8.0f} {r['peak_rss_mb']:>8.0f} "
+                  f"{per_k:>11.1f} {r['accuracy']:>8.4f} {ratio:>7.1f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,9 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
               help="age at which the step has halved")
 @click.option("--optimizer", default="sgd", show_default=True, help="sgd | adam (adam: torch modules only)")
 @click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--engine", default="auto", show_default=True, type=click.Choice(["auto", "exact", "batched"]),
+              help="batched: all nodes in arrays, time in slices of 0.1 cycle (fast); exact: event by event "
+                   "(the reference); auto: batched unless an option needs exact")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
               help="write the results as JSON to this file ('-': standard output, the table goes to stderr)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -120,7 +123,9 @@ def simulate(ctx: click.Context, json_path: Path | None, plot_path: Path | None,
                   TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
         task = progress.add_task("sim", total=config.cycles)
         try:
-            result = run_simulation(config, progress=lambda c: progress.update(task, completed=c))
+            result = run_simulation(config, progress=lambda c: progress.update(task, completed=c),
+                                    note=lambda line: console.print(f"gossip simulate: {line}", soft_wrap=True,
+                                                                    highlight=False, markup=False))
         except ConfigError as exc:
             raise UserError(str(exc)) from None
     (console if to_stdout else Console()).print(summary_table(result))
@@ -166,7 +171,8 @@ def summary_table(result: dict[str, Any]) -> Table:
         else:
             b = base["final"]
             table.add_row(name, *cells(b), f"{b['messages']:,}", _mb(b["bytes"]))
-    table.caption = f"wall time {result['wall_seconds']:.1f} s; peer sampling: " \
+    engine = result.get("engine", {}).get("name", "exact")
+    table.caption = f"wall time {result['wall_seconds']:.1f} s ({engine} engine); peer sampling: " \
                     f"{f['sampling_messages']:,} messages, {_mb(f['sampling_bytes'])}"
     if cfg.get("attackers"):
         table.caption += (f"\nattackers {cfg['attackers']}: scores are honest nodes'; attackers hold "

@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from gossipd.sim.batched import BatchedSimulation
 from gossipd.sim.simulation import BASELINES, ConfigError, Simulation, SimulationConfig, simulate
 
 SERIES_KEYS = {
@@ -18,27 +19,37 @@ SERIES_KEYS = {
 }
 
 
-def run(digits, **kw):
-    """Gossip only (no baselines), on the shared digits split; returns (result, simulation)."""
-    sim = Simulation.create(SimulationConfig(**kw), digits)
+def run(digits, engine="exact", **kw):
+    """Gossip only (no baselines), on the shared digits split, by ``engine``; returns
+    (result, simulation)."""
+    cls = BatchedSimulation if engine == "batched" else Simulation
+    sim = cls.create(SimulationConfig(**kw), digits)
     return sim.run(), sim
 
 
-def totals(sim: Simulation) -> Counter:
+def totals(sim: Simulation | BatchedSimulation) -> Counter:
     c: Counter = Counter()
+    if isinstance(sim, BatchedSimulation):
+        c.update({k: int(v.sum()) for k, v in sim.counters.items()})
+        return c
     for node in sim.nodes:
         c.update(node.counters.as_dict())
     return c
 
 
+#: The behaviour below is the experiment's, whichever engine runs it.
+ENGINES = pytest.mark.parametrize("engine", ["exact", "batched"])
+
+
 # ------------------------------------------------------------------ determinism
 
 
-def test_same_config_same_series_other_seed_other_series(digits):
+@ENGINES
+def test_same_config_same_series_other_seed_other_series(digits, engine):
     kw = dict(nodes=30, cycles=30, eval_every=5, drop=0.1, online=0.9)
-    a, _ = run(digits, seed=3, **kw)
-    b, _ = run(digits, seed=3, **kw)
-    c, _ = run(digits, seed=4, **kw)
+    a, _ = run(digits, engine, seed=3, **kw)
+    b, _ = run(digits, engine, seed=3, **kw)
+    c, _ = run(digits, engine, seed=4, **kw)
     assert a["series"] == b["series"]
     assert a["final"] == b["final"]
     assert a["series"] != c["series"]
@@ -121,16 +132,18 @@ def test_fedavg_partial_participation(digits):
     assert out["final"]["upload_bytes"] == out["final"]["download_bytes"]
 
 
-def test_indegree_of_full_sampler(digits):
-    r, _ = run(digits, nodes=20, cycles=5, sampler="full")
+@ENGINES
+def test_indegree_of_full_sampler(digits, engine):
+    r, _ = run(digits, engine, nodes=20, cycles=5, sampler="full")
     assert r["final"]["indegree"] == {"mean": 19.0, "std": 0.0, "max": 19.0}
     assert all(e["largest_component_fraction"] == 1.0 for e in r["series"])
     assert all(e["sampling_messages"] == 0 for e in r["series"])  # static overlays never shuffle
 
 
+@ENGINES
 @pytest.mark.parametrize("sampler", ["ring", "kregular:4", "smallworld:4,0.2", "random:0.3", "full"])
-def test_static_samplers_run_and_learn(digits, sampler):
-    r, sim = run(digits, nodes=20, cycles=20, sampler=sampler, seed=1)
+def test_static_samplers_run_and_learn(digits, sampler, engine):
+    r, sim = run(digits, engine, nodes=20, cycles=20, sampler=sampler, seed=1)
     assert r["final"]["mean_accuracy"] > r["series"][0]["mean_accuracy"] + 0.3
     assert r["final"]["sampling_messages"] == 0
     if sampler == "ring":
@@ -142,37 +155,45 @@ def test_static_samplers_run_and_learn(digits, sampler):
 # ------------------------------------------------------------------ network options
 
 
-def test_every_push_is_delivered_without_loss(digits):
-    r, sim = run(digits, nodes=30, cycles=30, delay=0.0)
+@ENGINES
+def test_every_push_is_delivered_without_loss(digits, engine):
+    r, sim = run(digits, engine, nodes=30, cycles=30, delay=0.0)
     t = totals(sim)
     assert t["sent"] == r["final"]["messages"]
-    assert t["received"] == t["merged"] == t["sent"]
+    assert t["received"] == t["merged"]
+    # without delay the exact engine delivers at once; the batched one in the next slice, so
+    # what the last slice (0.1 cycle) sent is still in flight at the end
+    in_flight = t["sent"] - t["received"]
+    assert in_flight == 0 if engine == "exact" else 0 <= in_flight <= 2 * 30 * 0.1
     assert t["send_failures"] == 0 and t["rejected"] == 0
     # about one push per node per cycle
     assert 0.8 * 30 * 30 < t["sent"] < 1.2 * 30 * 30
 
 
-def test_drop_loses_that_share_of_messages(digits):
-    r, sim = run(digits, nodes=40, cycles=30, drop=0.3)
+@ENGINES
+def test_drop_loses_that_share_of_messages(digits, engine):
+    r, sim = run(digits, engine, nodes=40, cycles=30, drop=0.3)
     t = totals(sim)
     assert t["sent"] == r["final"]["messages"]
     assert 0.6 < t["merged"] / t["sent"] < 0.8
     assert r["final"]["mean_accuracy"] > 0.8  # gossip tolerates loss
 
 
-def test_lost_requests_and_replies_are_timeouts_at_the_sender(digits):
+@ENGINES
+def test_lost_requests_and_replies_are_timeouts_at_the_sender(digits, engine):
     """As over HTTP: a lost request is never merged, a lost reply was merged by the
     receiver; either way the sender sees a timeout, never silence."""
-    r, sim = run(digits, nodes=30, cycles=30, drop=0.3, sampler="full")
+    r, sim = run(digits, engine, nodes=30, cycles=30, drop=0.3, sampler="full")
     t = totals(sim)
     assert 0.6 < t["merged"] / t["sent"] < 0.8  # 70% of requests arrive
     assert 0.45 < t["timeouts"] / t["sent"] < 0.57  # 1 - 0.7 x 0.7: the request or the reply was lost
     assert t["send_failures"] == t["timeouts"]  # nobody is down: no refused connections
 
 
-def test_churn_reduces_traffic_and_causes_failed_sends(digits):
-    full, sim_full = run(digits, nodes=40, cycles=30)
-    churn, sim_churn = run(digits, nodes=40, cycles=30, online=0.5, session=5.0)
+@ENGINES
+def test_churn_reduces_traffic_and_causes_failed_sends(digits, engine):
+    full, sim_full = run(digits, engine, nodes=40, cycles=30)
+    churn, sim_churn = run(digits, engine, nodes=40, cycles=30, online=0.5, session=5.0)
     assert totals(sim_full)["send_failures"] == 0
     assert totals(sim_churn)["send_failures"] > 0
     ratio = churn["final"]["messages"] / full["final"]["messages"]
@@ -180,8 +201,9 @@ def test_churn_reduces_traffic_and_causes_failed_sends(digits):
     assert all(e["live_nodes"] == 40 for e in churn["series"])  # offline is not dead
 
 
-def test_kill_reduces_live_nodes_and_cyclon_heals(digits):
-    r, sim = run(digits, nodes=50, cycles=40, kill="0.5@10", eval_every=2, view_size=8, shuffle_length=4)
+@ENGINES
+def test_kill_reduces_live_nodes_and_cyclon_heals(digits, engine):
+    r, sim = run(digits, engine, nodes=50, cycles=40, kill="0.5@10", eval_every=2, view_size=8, shuffle_length=4)
     by_cycle = {e["cycle"]: e for e in r["series"]}
     assert all(by_cycle[c]["live_nodes"] == 50 for c in range(0, 10, 2))
     assert all(by_cycle[c]["live_nodes"] == 25 for c in range(10, 41, 2))
@@ -196,20 +218,22 @@ def test_kill_reduces_live_nodes_and_cyclon_heals(digits):
     assert r["final"]["mean_accuracy"] > 0.8
 
 
-def test_kill_on_static_overlay_leaves_dead_links(digits):
-    r, _ = run(digits, nodes=40, cycles=30, kill="0.5@10", eval_every=5, sampler="kregular:6")
+@ENGINES
+def test_kill_on_static_overlay_leaves_dead_links(digits, engine):
+    r, _ = run(digits, engine, nodes=40, cycles=30, kill="0.5@10", eval_every=5, sampler="kregular:6")
     after = [e["dead_link_fraction"] for e in r["series"] if e["cycle"] >= 10]
     assert min(after) > 0.3
     assert max(after) - min(after) < 1e-12  # a static overlay does not heal, by design
 
 
+@ENGINES
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_cyclon_overlay_is_connected_after_bootstrap(digits, seed):
+def test_cyclon_overlay_is_connected_after_bootstrap(digits, seed, engine):
     """Views start empty and fill from the seeds: by cycle 10 the overlay must be one component.
 
     KNOWN ISSUE (another engineer is on it): seeds 2 and 3 give 0.37 / 0.62, see the report.
     """
-    r, _ = run(digits, nodes=100, cycles=30, split="labels", seed=seed, eval_every=10)
+    r, _ = run(digits, engine, nodes=100, cycles=30, split="labels", seed=seed, eval_every=10)
     fractions = {e["cycle"]: e["largest_component_fraction"] for e in r["series"] if e["cycle"] >= 10}
     assert fractions == {10: 1.0, 20: 1.0, 30: 1.0}
 
@@ -376,11 +400,12 @@ def test_the_age_attack_takes_over_the_age_merge_and_not_the_robust_one(digits):
 # ------------------------------------------------------------------ cuts
 
 
+@ENGINES
 @pytest.mark.parametrize("reseed", [None, math.inf])
-def test_a_long_cut_heals_by_reseeding_and_only_by_it(digits, reseed):
+def test_a_long_cut_heals_by_reseeding_and_only_by_it(digits, reseed, engine):
     """20 nodes cut 10 | 10 for 60 cycles: the sides forget each other; only the
     default reseeding (every 5 shuffle periods) brings them back together."""
-    r, sim = run(digits, nodes=20, cycles=90, cut="0.5@10-70", eval_every=2, reseed_interval=reseed)
+    r, sim = run(digits, engine, nodes=20, cycles=90, cut="0.5@10-70", eval_every=2, reseed_interval=reseed)
     by = {e["cycle"]: e for e in r["series"]}
     assert by[8]["largest_component_fraction"] == 1.0 and not by[8]["cut_active"]
     assert all(by[c]["largest_component_fraction"] == 0.5 and by[c]["cut_active"] for c in range(10, 70, 2))
@@ -432,7 +457,7 @@ def test_acceptance_attackers_seed_1(digits):
 
 @pytest.mark.slow
 def test_acceptance_cut_1000_nodes_heals_within_20_cycles(digits):
-    r, _ = run(digits, nodes=1000, cycles=100, cut="0.5@50-80", eval_every=2, seed=1)
+    r, _ = run(digits, "batched", nodes=1000, cycles=100, cut="0.5@50-80", eval_every=2, seed=1)
     by = {e["cycle"]: e for e in r["series"]}
     assert by[48]["largest_component_fraction"] == 1.0
     assert all(by[c]["largest_component_fraction"] <= 0.5 for c in range(50, 80, 2))  # really split

@@ -80,13 +80,16 @@ def _per_node(value: float | np.ndarray, extra_dims: int) -> float | np.ndarray:
 
 
 def sgd_step(layers: Layers, x: np.ndarray, target: np.ndarray, lr: float | np.ndarray,
-             weight_decay: float, classification: bool) -> None:
+             weight_decay: float, classification: bool, mask: np.ndarray | None = None) -> None:
     """One SGD step on the mean loss over the ``n`` rows of ``x``, in place on ``layers``.
 
     ``x`` ``(..., n, in)`` scaled inputs, ``target`` ``(..., n, out)`` one-hot
     classes or standardised values; ``lr`` a scalar or one per model ``(...)``.
     The weight decay shrinks each weight by ``lr * weight_decay`` (biases are
     not decayed), as torch's SGD with ``weight_decay`` does for the weights.
+    ``mask`` ``(..., n)``: 1 for a real row, 0 for padding (models of a batch
+    holding different numbers of examples); the mean is then over each model's
+    real rows, and padding contributes nothing. Every model needs a real row.
     """
     acts = [x]
     for j, (w, b) in enumerate(layers):
@@ -97,7 +100,10 @@ def sgd_step(layers: Layers, x: np.ndarray, target: np.ndarray, lr: float | np.n
     out = acts[-1]
     delta = softmax(out) if classification else out.copy()
     delta -= target
-    n = x.shape[-2]
+    n: int | np.ndarray = x.shape[-2]
+    if mask is not None:
+        delta *= mask[..., None]
+        n = mask.sum(axis=-1)
     scale_w = _per_node(-np.asarray(lr) / n, 2)
     scale_b = _per_node(-np.asarray(lr) / n, 1)
     decay = _per_node(1.0 - np.asarray(lr) * weight_decay, 2)

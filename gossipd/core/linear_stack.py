@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from gossipd.core import linear_maths as lm
-from gossipd.core.learner_base import LearnerBase
+from gossipd.core.learner_base import LearnerBase, as_float32
 from gossipd.core.local_data import LocalData
-from gossipd.core.scaling import FeatureStats, Scaling
+from gossipd.core.scaling import FeatureStats, Scaling, scale_of
 from gossipd.core.spec import LearnerConfig, ModelSpec, Schema
 from gossipd.core.state import ModelState
 
@@ -128,6 +128,76 @@ class LinearStackLearner(LearnerBase):
             return state
         return ModelState.owned(params, age)
 
+    def update_many(self, params: np.ndarray, ages: np.ndarray, X: np.ndarray, T: np.ndarray, counts: np.ndarray,
+                    rng: np.random.Generator, mean: np.ndarray | None = None,
+                    var: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`update` for ``m`` models at once, each on its own examples: model i takes one
+        pass of mini-batch SGD over ``X[i, :counts[i]]`` (targets ``T[i, :counts[i]]``; rows past
+        ``counts[i]`` are padding), on the same step-size schedule, in shuffled mini-batches
+        when it holds more than one batch. One :func:`~gossipd.core.linear_maths.sgd_step` per
+        mini-batch index serves every model that has that batch (padding masked).
+
+        ``params`` ``(m, n_params)`` float32, ``ages`` ``(m,)``; ``mean``, ``var`` ``(m, k)``:
+        each model's scaling statistics (network scaling; fixed and none need none).
+        Returns new ``(params, ages, ok)``; where a pass went non-finite, ``ok`` is False and
+        that model's input parameters and age come back unchanged (as :meth:`update` does).
+        """
+        start_ages = ages
+        work = np.array(params, dtype=np.float32)
+        ages = np.array(ages, dtype=np.float64)
+        m, rows = X.shape[0], X.shape[1]
+        present = np.arange(rows) < counts[:, None]  # (m, rows): real examples
+        Xs, Ts = self._scale_many(X, T, mean, var)
+        Xs *= present[..., None]  # padding is exactly 0: finite whatever the statistics
+        bs = self.config.batch_size
+        if rows > bs:  # more than one batch somewhere: each model's examples in its own random order
+            order = np.argsort(np.where(present, rng.random((m, rows)), 2.0), axis=1)
+            at = np.arange(m)[:, None]
+            Xs, Ts = Xs[at, order], Ts[at, order]
+        classification = self.task == "classification"
+        wd = self.config.weight_decay
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverged step is caught below
+            for lo in range(0, int(counts.max(initial=0)), bs):
+                every = lo == 0 and bool(counts.all())  # the first batch of every model: no gather
+                active = np.arange(m) if every else np.flatnonzero(counts > lo)
+                sizes = np.minimum(counts[active] - lo, bs)
+                width = int(sizes.max())
+                mask = None
+                if (sizes < width).any():
+                    mask = (np.arange(width) < sizes[:, None]).astype(np.float32)
+                sub = work if every else work[active]
+                lm.sgd_step(lm.layer_views(sub, self.shapes), Xs[active, lo: lo + width] if not every else
+                            Xs[:, :width], Ts[active, lo: lo + width] if not every else Ts[:, :width],
+                            self.lr_at(ages[active]), wd, classification, mask)
+                if not every:
+                    work[active] = sub
+                ages[active] += sizes
+            ok = np.isfinite(work).all(axis=1)
+        if not ok.all():
+            work[~ok] = params[~ok]
+            ages[~ok] = np.asarray(start_ages)[~ok]
+        return work, ages, ok
+
+    def _scale_many(self, X: np.ndarray, T: np.ndarray, mean: np.ndarray | None,
+                    var: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``_scale_x`` and ``_scale_target`` for ``(m, rows, ...)`` examples of ``m`` models."""
+        if self.scaling.mode == "none":
+            return X.astype(np.float32, copy=True), T
+        if self.scaling.mode == "fixed":
+            st = self.scaling.stats
+            assert st is not None
+            shift, inv = st.shift32[None, :], st.inv_scale32[None, :]
+        else:
+            if mean is None or var is None:
+                raise ValueError("this learner scales by statistics the network learns: pass each model's")
+            shift, inv = mean.astype(np.float32), (1.0 / scale_of(var)).astype(np.float32)
+        d = self.n_features
+        Xs = X - shift[:, None, :d]
+        Xs *= inv[:, None, :d]
+        if self.task == "regression":
+            T = (T - shift[:, None, d:]) * inv[:, None, d:]
+        return Xs, T
+
     # -- evaluation ----------------------------------------------------------------
 
     def _forward(self, state: ModelState, x: np.ndarray) -> np.ndarray:
@@ -135,20 +205,53 @@ class LinearStackLearner(LearnerBase):
 
     def _forward_many(self, states: Sequence[ModelState], x: np.ndarray,
                       stats: Sequence[FeatureStats | None]) -> np.ndarray:
-        """One batched matrix product per layer for all ``states``; each model's scaling is
-        folded into its first layer (``W/std``, ``b - W·mean/std``) instead of scaling x per model."""
-        params = np.stack([s.params for s in states])
-        layers = lm.layer_views(params, self.shapes)
         scaled = [st for st in stats if st is not None]
         if scaled and len(scaled) != len(states):
             raise ValueError("either every model or none has scaling statistics")
+        params = np.stack([s.params for s in states])
+        if not scaled:
+            return self._forward_arrays(params, x, None, None)
+        return self._forward_arrays(params, x, np.stack([st.mean for st in scaled]),
+                                    np.stack([st.var for st in scaled]))
+
+    def _forward_arrays(self, params: np.ndarray, x: np.ndarray, mean: np.ndarray | None,
+                        var: np.ndarray | None) -> np.ndarray:
+        """User-space raw outputs ``(B, n, k)`` of the models ``params`` ``(B, n_params)`` on raw
+        inputs ``x``, each scaled by its statistics ``mean``, ``var`` ``(B, k)`` (None: unscaled).
+        One batched matrix product per layer; each model's scaling is folded into its first
+        layer (``W/std``, ``b - W·mean/std``) instead of scaling x per model."""
+        layers = lm.layer_views(params, self.shapes)
         d = self.n_features
-        if scaled:
-            layers = lm.fold_scaling(layers, np.stack([st.shift32[:d] for st in scaled]),
-                                     np.stack([st.inv_scale32[:d] for st in scaled]))
+        if mean is not None:
+            assert var is not None
+            std = scale_of(var)
+            layers = lm.fold_scaling(layers, mean[:, :d].astype(np.float32), (1.0 / std[:, :d]).astype(np.float32))
         h = lm.forward(x, layers)
-        if self.task == "regression" and scaled:
-            std = np.array([st.std[d] for st in scaled], dtype=np.float32).reshape(-1, 1, 1)
-            mean = np.array([st.mean[d] for st in scaled], dtype=np.float32).reshape(-1, 1, 1)
-            h = h * std + mean
+        if self.task == "regression" and mean is not None:
+            h = h * std[:, d].astype(np.float32).reshape(-1, 1, 1) + mean[:, d].astype(np.float32).reshape(-1, 1, 1)
         return h
+
+    def scores_of_arrays(self, params: np.ndarray, X: Any, y: Any, mean: np.ndarray | None = None,
+                         var: np.ndarray | None = None, chunk: int = 256) -> dict[str, np.ndarray]:
+        """:meth:`scores_many` for models held as arrays: ``params`` ``(B, n_params)`` and, for
+        network scaling, each one's statistics ``mean``, ``var`` ``(B, k)`` (the batched
+        simulator keeps every node this way). ``chunk`` models at a time bound the memory."""
+        if self.scaling.mode == "fixed":
+            st = self.scaling.stats
+            assert st is not None
+            mean, var = st.mean[None, :], st.var[None, :]
+        elif self.scaling.mode == "none":
+            mean = var = None
+        x = as_float32(X)
+        y_a = np.asarray(y)
+        n = params.shape[0]
+        if y_a.shape[0] == 0:
+            return {m: np.full(n, np.nan) for m in self.metrics}
+        out = {m: np.empty(n) for m in self.metrics}
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            mu = None if mean is None else np.broadcast_to(mean, (n, mean.shape[1]))[lo:hi]
+            va = None if var is None else np.broadcast_to(var, (n, var.shape[1]))[lo:hi]
+            for m, v in self._metric_arrays(self._forward_arrays(params[lo:hi], x, mu, va), y_a).items():
+                out[m][lo:hi] = v
+        return out

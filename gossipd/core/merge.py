@@ -13,6 +13,7 @@ import math
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -84,64 +85,64 @@ class RobustMerge:
         """The current radius tau (inf until a distance has been seen)."""
         if not self._distances:
             return math.inf
-        return self.clip_scale * float(np.quantile(self._distances, CLIP_QUANTILE))
+        ordered = np.sort(np.fromiter(self._distances, np.float64, len(self._distances)))
+        return self.clip_scale * float(window_quantile(ordered, len(ordered)))
 
     def __call__(self, local: ModelState, remote: ModelState) -> ModelState:
         a_l = local.age
-        a_r = min(remote.age, a_l + self.max_age_lead)
-        total = a_l + a_r
-        w = 0.5 if total <= 0.0 else a_r / total
         diff = remote.params.astype(np.float64)
         diff -= local.params
-        c = self._clip(math.sqrt(float(np.dot(diff, diff))))
+        dist = math.sqrt(float(np.dot(diff, diff)))
+        if math.isfinite(dist) and dist > 0.0:
+            self._distances.append(dist)
+        w, c, age = robust_step(a_l, remote.age, dist, self.radius(), self.max_age_lead)
+        self.last_clip = c
         diff *= w * c
         diff += local.params
         with np.errstate(over="ignore", invalid="ignore"):
             params = diff.astype(np.float32)
-        return ModelState.owned(params, a_l + c * max(0.0, a_r - a_l))
+        return ModelState.owned(params, age)
 
-    def _clip(self, dist: float) -> float:
-        """The share ``c`` of the step a model at distance ``dist`` gets; ``dist`` joins the history."""
+    def _distance(self, dist: float) -> float:
+        """The radius tau a model at distance ``dist`` is clipped by; ``dist`` joins the history first."""
         if math.isfinite(dist) and dist > 0.0:
             self._distances.append(dist)
-        tau = self.radius()
-        # nan (a non-finite remote) makes c nan and the result non-finite: the
-        # node discards it and counts it, rather than the merge hiding it.
-        c = 1.0 if dist <= tau else (tau / dist) ** 2
-        self.last_clip = c
-        return c
+        return self.radius()
 
     def merge_parts(self, local: ModelState, values: np.ndarray, parts: Parts, layout: Layout) -> ModelState:
         """The robust rule on the carried partitions of a cut model, each by its own age.
 
         Per partition ``k``: its claimed age is capped at ``ages[k] + max_age_lead``,
         weighted ``w_k = a_r / (a_l + a_r)``, and its age follows the step, as
-        for a whole model. The clip is per message: one distance over the
-        carried coordinates, scaled by ``sqrt(n / m)`` to the whole model's
-        (partitions are even samples of every layer, ``core/partition.py``), so
-        one radius history serves pushes of any size, and a message adds one
-        distance to it however many partitions it carries. ``local`` must be
-        cut into ``layout.count`` partitions; the others are left as they are.
+        for a whole model (``robust_step`` on arrays). The clip is per message:
+        one distance over the carried coordinates, scaled by ``sqrt(n / m)`` to
+        the whole model's (partitions are even samples of every layer,
+        ``core/partition.py``), so one radius history serves pushes of any size,
+        and a message adds one distance to it however many partitions it
+        carries. ``local`` must be cut into ``layout.count`` partitions; the
+        others are left as they are.
         """
         assert local.ages is not None
         idx = list(parts.index)
         a_l = local.ages[idx]
-        a_r = np.minimum(np.asarray(parts.ages, dtype=np.float64), a_l + self.max_age_lead)
-        total = a_l + a_r
-        w = np.divide(a_r, total, out=np.full_like(total, 0.5), where=total > 0.0)
         coords = layout.coordinates(idx)
         x_l = local.params[coords].astype(np.float64)
         diff = values.astype(np.float64)
         diff -= x_l
         m = coords.shape[0]
-        c = self._clip(math.sqrt(float(np.dot(diff, diff)) * layout.n / max(m, 1)))
+        dist = math.sqrt(float(np.dot(diff, diff)) * layout.n / max(m, 1))
+        # numpy scalars: the array form of robust_step divides by the distance, which may be 0.
+        tau = np.float64(self._distance(dist))
+        w, c, merged_ages = robust_step(a_l, np.asarray(parts.ages, dtype=np.float64), np.float64(dist), tau,
+                                        self.max_age_lead)
+        self.last_clip = float(np.max(c))
         diff *= layout.expand(w * c, parts.index)
         diff += x_l
         params = local.params.copy()
         with np.errstate(over="ignore", invalid="ignore"):
             params[coords] = diff.astype(np.float32)
         ages = local.ages.copy()
-        ages[idx] = a_l + c * np.maximum(0.0, a_r - a_l)
+        ages[idx] = merged_ages
         return ModelState.owned(params, 0.0, ages)
 
 
@@ -170,6 +171,52 @@ def merge_parts(rule: MergeRule, local: ModelState, values: np.ndarray, parts: P
     return ModelState.owned(params, 0.0, ages)
 
 
+# The robust rule's arithmetic, as functions of plain numbers or of arrays (one entry
+# per node): RobustMerge calls them for one node, the batched simulator
+# (gossipd/sim/batched_models.py) for many nodes at once, so both engines merge by
+# the same formulas.
+
+
+def robust_step(a_l: Any, a_r: Any, dist: Any, tau: Any, max_age_lead: Any) -> tuple[Any, Any, Any]:
+    """``(w, c, merged age)`` of the robust merge of a model of claimed age ``a_r``
+    at distance ``dist`` into ours of age ``a_l``, given the radius ``tau``:
+    ``a_r`` capped at ``a_l + max_age_lead``, ``w = a_r / (a_l + a_r)`` (0.5 when
+    both are 0), ``c = 1`` within ``tau`` else ``(tau / dist)^2``, age
+    ``a_l + c * max(0, a_r - a_l)``. Floats in, floats out; arrays in, arrays out.
+    A nan distance (a non-finite remote) makes ``c`` nan and so the result
+    non-finite: the node discards it and counts it, rather than the merge hiding it."""
+    if np.ndim(a_l) == 0 and np.ndim(dist) == 0 and np.ndim(tau) == 0:  # one node: plain floats
+        a_r = min(a_r, a_l + max_age_lead)
+        total = a_l + a_r
+        w = 0.5 if total <= 0.0 else a_r / total
+        c = 1.0 if dist <= tau else (tau / dist) ** 2
+        return w, c, a_l + c * max(0.0, a_r - a_l)
+    a_r = np.minimum(a_r, a_l + max_age_lead)
+    total = a_l + a_r
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(total <= 0.0, 0.5, a_r / np.maximum(total, np.finfo(np.float64).tiny))
+        c = np.where(dist <= tau, 1.0, np.square(tau / dist))
+    return w, c, a_l + c * np.maximum(0.0, a_r - a_l)
+
+
+def window_quantile(ordered: np.ndarray, count: Any, q: float = CLIP_QUANTILE) -> Any:
+    """The ``q``-quantile of the first ``count`` values of ``ordered`` (sorted ascending
+    along its last axis), as ``numpy.quantile``'s default (linear) method computes it,
+    bit for bit; row-wise for a 2-D ``ordered`` and an array of counts (each >= 1)."""
+    count = np.asarray(count)
+    virtual = (count - 1) * q
+    lo = np.floor(virtual).astype(np.intp)
+    gamma = virtual - lo
+    hi = np.minimum(lo + 1, count - 1)
+    if ordered.ndim == 1:
+        a, b = ordered[lo], ordered[hi]
+    else:
+        at = np.arange(ordered.shape[0])
+        a, b = ordered[at, lo], ordered[at, hi]
+    diff = b - a
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+
+
 def check_robust_knobs(max_age_lead: float, clip_scale: float, clip_window: int) -> None:
     """ValueError naming the first bad knob of the robust rule."""
     if not (math.isfinite(max_age_lead) and max_age_lead >= 0):
@@ -189,9 +236,22 @@ def merge_age(local: ModelState, remote: ModelState) -> ModelState:
     total = local.age + remote.age
     if total <= 0.0:
         return merge_average(local, remote)
-    a = np.float32(local.age / total)
-    params = local.params * a + remote.params * (np.float32(1.0) - a)
-    return ModelState.owned(params, max(local.age, remote.age))
+    return ModelState.owned(age_weighted(local.params, remote.params, local.age, remote.age),
+                            max(local.age, remote.age))
+
+
+def age_weighted(local: np.ndarray, remote: np.ndarray, a_l: Any, a_r: Any) -> np.ndarray:
+    """``merge_age``'s parameters: ``local * a + remote * (1 - a)`` in float32 with
+    ``a = a_l / (a_l + a_r)`` (0.5 when both ages are 0). One model (1-D, float ages) or
+    one per row (``(m, n)`` parameters, ages ``(m,)``): the batched simulator's ``age``."""
+    if np.ndim(a_l) == 0:
+        total = a_l + a_r
+        a: Any = np.float32(0.5 if total <= 0.0 else a_l / total)
+    else:
+        total = a_l + a_r
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = np.where(total <= 0.0, 0.5, a_l / np.where(total <= 0.0, 1.0, total)).astype(np.float32)[:, None]
+    return local * a + remote * (np.float32(1.0) - a)
 
 
 def merge_average(local: ModelState, remote: ModelState) -> ModelState:

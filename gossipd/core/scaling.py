@@ -38,6 +38,35 @@ MAX_STAT_COLUMNS = 256
 SCALING_MODES = ("network", "fixed", "none")
 
 
+def merge_moments(count_a: Any, mean_a: np.ndarray, var_a: np.ndarray, count_b: Any, mean_b: np.ndarray,
+                  var_b: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The gossip merge of two estimates ``(count, mean, var)``: count-weighted averages of
+    the means and of the second moments (the spread between the two counts as variance),
+    count = the larger one. One estimate (a float count, 1-D columns) or one per node (counts
+    ``(m,)``, columns ``(m, k)``): :meth:`FeatureStats.merge` and the batched simulator both
+    merge by this function."""
+    if np.ndim(count_a) == 0:
+        total = count_a + count_b
+        a: Any = 0.5 if total <= 0 else count_a / total
+        count: Any = max(count_a, count_b)
+    else:
+        total = count_a + count_b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = np.where(total <= 0, 0.5, count_a / np.where(total <= 0, 1.0, total))[:, None]
+        count = np.maximum(count_a, count_b)
+    b = 1.0 - a
+    delta = mean_a - mean_b
+    mean = a * mean_a + b * mean_b
+    var = a * var_a + b * var_b + (a * b) * delta * delta
+    return count, mean, var
+
+
+def scale_of(var: np.ndarray) -> np.ndarray:
+    """Standard deviations from variances, with those below MIN_STD (constant columns) as 1."""
+    std = np.sqrt(var)
+    return np.where(std < MIN_STD, 1.0, std)
+
+
 @dataclass(frozen=True, eq=False)
 class FeatureStats:
     """Count, mean and (population) variance per column. Immutable."""
@@ -97,8 +126,7 @@ class FeatureStats:
 
     @cached_property
     def std(self) -> np.ndarray:
-        std = np.sqrt(self.var)
-        return np.where(std < MIN_STD, 1.0, std)
+        return scale_of(self.var)
 
     @cached_property
     def shift32(self) -> np.ndarray:
@@ -118,13 +146,8 @@ class FeatureStats:
         """
         if other.size != self.size:
             raise ValueError(f"stats of {other.size} columns cannot merge into {self.size}")
-        total = self.count + other.count
-        a = 0.5 if total <= 0 else self.count / total
-        b = 1.0 - a
-        delta = self.mean - other.mean
-        mean = a * self.mean + b * other.mean
-        var = a * self.var + b * other.var + (a * b) * delta * delta
-        return FeatureStats._owned(max(self.count, other.count), mean, var)
+        count, mean, var = merge_moments(self.count, self.mean, self.var, other.count, other.mean, other.var)
+        return FeatureStats._owned(count, mean, var)
 
     def pooled(self, other: FeatureStats) -> FeatureStats:
         """Statistics of the union of two disjoint sets (new examples joining an estimate)."""

@@ -18,6 +18,7 @@ from gossipd.core.partition import check_partitions, check_subsample
 from gossipd.core.spec import LearnerConfig, parse_input_shape, parse_model_spec, parse_scaling, parse_task
 from gossipd.data import parse_split
 from gossipd.sim.attackers import parse_attackers
+from gossipd.sim.batched_scope import ENGINES, batched_unsupported
 from gossipd.sim.churn import ChurnError, parse_churn
 from peer_sampling.topology import parse_topology
 
@@ -77,6 +78,10 @@ class SimulationConfig:
     fedavg_batch: int = 10  # FedAvg's B: local mini-batch size
     fedavg_fraction: float = 1.0  # FedAvg's C: share of the available clients taken into a round
     seed: int = 1
+    # auto | exact | batched. exact: the event-by-event reference; batched: all nodes in
+    # arrays, time in slices (docs/architecture.md); auto: batched when it simulates every
+    # option set, else exact (with a note saying why).
+    engine: str = "auto"
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
@@ -147,6 +152,12 @@ class SimulationConfig:
         ri = self.reseed_interval
         if ri is not None and not (ri > 0):  # also rejects nan; inf means never
             raise ConfigError("reseed_interval", f"--reseed-interval must be > 0 (inf = never), got {ri}")
+        if self.engine not in ENGINES:
+            raise ConfigError("engine", f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "batched":
+            why = batched_unsupported(self)
+            if why is not None:
+                raise ConfigError("engine", f"--engine batched does not simulate {why}; use --engine exact or auto")
 
     def learner_config(self, task: str = "classification") -> LearnerConfig:
         return LearnerConfig.for_task(task, self.lr, lr_decay=self.lr_decay, batch_size=self.batch_size,

@@ -125,7 +125,9 @@ GOLF_VS_FEDAVG = Experiment(
     ),
     pairs=(("gossip", "fedavg"), ("gossip", "fedavg-1pass"), ("gossip-tokens", "fedavg"),
            ("gossip-subsampled", "fedavg-subsampled")),
-    base={"model": "logreg"},
+    # The exact engine for every method: the reference, and the one that simulates codecs,
+    # partitions, token accounts and churn (the batched engine would take only plain gossip).
+    base={"model": "logreg", "engine": "exact"},
 )
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (GOLF_VS_FEDAVG,)}

@@ -30,18 +30,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from gossipd.core.learner import Learner, LocalData, make_learner
+from gossipd.core.learner import Learner, LocalData
 from gossipd.core.messages import ModelMessage, Outcome, Send, ShuffleReply
-from gossipd.core.node import GossipConfig, GossipNode, RejectedMessage
-from gossipd.core.spec import parse_input_shape, parse_task
-from gossipd.data import Dataset, DataError, load_dataset, make_scaling, split_indices
-from gossipd.overlay import indegree_stats, overlay_metrics
+from gossipd.core.node import GossipNode, RejectedMessage
+from gossipd.data import Dataset, split_indices
 from gossipd.sim.attackers import AttackingNode, parse_attackers
 from gossipd.sim.baselines import run_baselines, summarise
+from gossipd.sim.batched import BatchedSimulation
+from gossipd.sim.batched_scope import batched_unsupported
 from gossipd.sim.churn import ChurnError, Trace, make_trace
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_cut, parse_kill
-from gossipd.sim.sizes import MessageSizes
-from peer_sampling.cyclon import Cyclon, CyclonConfig
+from gossipd.sim.experiment import (MessageSizes, build_learner, churn_rng, cut_sides, cyclon_config, gossip_config,
+                                    indegree_entry, load_config_dataset, network_rng, overlay_entry, run_description,
+                                    seed_streams)
+from peer_sampling.cyclon import Cyclon
 from peer_sampling.topology import StaticSampler, build_overlay
 
 # Event kinds; at equal times a cycle boundary runs first, then availability changes
@@ -75,24 +77,14 @@ class Simulation:
     def __post_init__(self) -> None:
         self.index = {node.address: i for i, node in enumerate(self.nodes)}
         self.honest = np.array([not isinstance(node, AttackingNode) for node in self.nodes])
-        self.side = np.zeros(len(self.nodes), dtype=bool)
-        if self.config.cut is not None:
-            fraction = parse_cut(self.config.cut)[0]
-            rng = np.random.default_rng(np.random.SeedSequence([self.config.seed, 0xC07]))
-            far = min(len(self.nodes) - 1, max(1, round(fraction * len(self.nodes))))  # two non-empty sides
-            self.side[rng.choice(len(self.nodes), size=far, replace=False)] = True
+        self.side = cut_sides(self.config, len(self.nodes))
 
     @classmethod
     def create(cls, config: SimulationConfig, dataset: Dataset | None = None) -> Simulation:
         config.validate()
         if dataset is None:
-            try:
-                dataset = load_dataset(config.dataset, label_column=config.label_column, task=parse_task(config.task),
-                                       input_shape=parse_input_shape(config.input_shape) if config.input_shape else None)
-            except DataError as exc:
-                raise ConfigError("dataset", f"--dataset: {exc}") from None
-        root = np.random.SeedSequence(config.seed)
-        part_ss, node_ss, overlay_ss = root.spawn(3)
+            dataset = load_config_dataset(config)
+        part_ss, node_ss, overlay_ss = seed_streams(config)
         learner = build_learner(config, dataset)
         parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
         addresses = [f"n{i}" for i in range(config.nodes)]
@@ -101,8 +93,7 @@ class Simulation:
             samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
         except ValueError as exc:  # a topology that cannot be built on this many nodes
             raise ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}") from None
-        gossip = GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge, codec=config.codec,
-                              partitions=config.partitions, subsample=config.subsample, flow=config.flow)
+        gossip = gossip_config(config)
         if config.partitions > learner.n_params:
             raise ConfigError("partitions", f"--partitions {config.partitions}: the model has only "
                                             f"{learner.n_params} parameters")
@@ -144,15 +135,15 @@ class Simulation:
         started = time.perf_counter()
         n = len(self.nodes)
         nodes = self.nodes
-        net_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC0FFEE]))
-        churn_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xC4A2]))
+        net_rng = network_rng(cfg)
+        churn = churn_rng(cfg)
         index = self.index
         alive = np.ones(n, dtype=bool)
         trace = self.trace
         if trace is not None:
             online = np.array([trace.online(i, 0.0) for i in range(n)], dtype=bool)
         else:
-            online = churn_rng.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
+            online = churn.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
         kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
         _, cut_start, cut_end = parse_cut(cfg.cut) if cfg.cut else (0.0, math.inf, math.inf)
         side = self.side
@@ -173,8 +164,10 @@ class Simulation:
             seq += 1
             heapq.heappush(heap, (t, kind, seq, target, payload))
 
-        def schedule_tick(i: int) -> None:
-            t = nodes[i].next_wakeup()
+        def schedule_tick(i: int, now: float) -> None:
+            # A timer that fell due while the node was offline runs now, once: never at
+            # its past due time (time would run backwards and replay every missed period).
+            t = max(nodes[i].next_wakeup(), now)
             if t < scheduled[i]:
                 scheduled[i] = t
                 push(t, _TICK, i, None)
@@ -223,7 +216,7 @@ class Simulation:
             for t, i, up in trace.transitions(float(cfg.cycles)):
                 push(t, _CHURN, i, up)
         for i in range(n):
-            schedule_tick(i)
+            schedule_tick(i, 0.0)
 
         end = float(cfg.cycles)
         while heap:
@@ -238,7 +231,7 @@ class Simulation:
                     continue
                 if online[target]:
                     send_all(target, nodes[target].on_tick(now), now)
-                    schedule_tick(target)
+                    schedule_tick(target, now)
                 elif trace is None:
                     scheduled[target] = now + 1.0  # look again next cycle
                     push(now + 1.0, _TICK, target, None)
@@ -270,7 +263,7 @@ class Simulation:
                     if reply is not None:
                         answer = reply
                 respond(target, src, answer, sent_at, now)
-                schedule_tick(target)
+                schedule_tick(target, now)
             elif kind == _RESPONSE:
                 dst, answer, sent_at = payload
                 if not (alive[target] and online[target]):
@@ -282,21 +275,21 @@ class Simulation:
                     nodes[target].on_shuffle_reply(now, answer)
                 else:
                     nodes[target].on_outcome(now, nodes[dst].address, answer)
-                schedule_tick(target)
+                schedule_tick(target, now)
             elif kind == _OUTCOME:
                 if alive[target] and online[target]:
                     peer, outcome = payload
                     nodes[target].on_outcome(now, peer, outcome)
-                    schedule_tick(target)
+                    schedule_tick(target, now)
             else:  # _CYCLE
                 cycle = target
                 if kill is not None and cycle == kill[1]:
                     live = np.flatnonzero(alive)
-                    victims = churn_rng.choice(live, size=int(round(kill[0] * len(live))), replace=False)
+                    victims = churn.choice(live, size=int(round(kill[0] * len(live))), replace=False)
                     alive[victims] = False
                 if cfg.online < 1.0 and cycle > 0:
-                    redraw = churn_rng.random(n) < 1.0 / cfg.session
-                    online[redraw] = churn_rng.random(int(redraw.sum())) < cfg.online
+                    redraw = churn.random(n) < 1.0 / cfg.session
+                    online[redraw] = churn.random(int(redraw.sum())) < cfg.online
                 if cycle % cfg.eval_every == 0 or cycle == cfg.cycles:
                     series.append(self._measure(cycle, alive, X_test, y_test, learned, cut_start <= cycle < cut_end))
                 if self.progress is not None:
@@ -307,22 +300,9 @@ class Simulation:
         final["counters"] = self._honest_counters()
         result: dict[str, Any] = {
             "config": asdict(self.config),
-            "dataset": {
-                "name": self.dataset.name,
-                "train": int(len(self.dataset.y_train)),
-                "test": int(len(self.dataset.y_test)),
-                "features": self.dataset.n_features,
-                "classes": self.dataset.n_classes,
-                "task": self.learner.task,
-            },
-            "task": self.learner.task,
-            "metrics": list(self.learner.metrics),
-            "model": {"spec": self.learner.spec, "params": self.learner.n_params,
-                      "fingerprint": self.learner.fingerprint,
-                      # a whole model under the codec (a push of some partitions is smaller)
-                      "message_bytes": sizes.model_bytes(cfg.codec),
-                      "scaling": self.learner.scaling.mode, "lr": self.learner.config.lr,
-                      "optimizer": self.learner.config.optimizer},
+            "engine": {"name": "exact"},
+            # a whole model under the codec (a push of some partitions is smaller)
+            **run_description(self.dataset, self.learner, sizes.model_bytes(cfg.codec)),
             "honest_nodes": int(self.honest.sum()),
             "series": series,
             "final": final,
@@ -350,17 +330,10 @@ class Simulation:
             "live_nodes": int(alive.sum()),
         })
         edges = self._edges(alive)
-        if self.config.cut is not None:
-            entry["cut_active"] = cut_active
-            crossing = [(i, j) for i, j in edges or () if self.side[i] != self.side[j]]
-            entry["cut_links"] = len(crossing)  # view entries pointing across the cut (usable or not)
-            if cut_active and edges is not None:
-                edges = [(i, j) for i, j in edges if self.side[i] == self.side[j]]
-        entry.update(overlay_metrics(edges, alive))
-        if cut_active and edges is None:  # full graph: each side is one component
-            far = int((alive & self.side).sum())
-            entry["largest_component_fraction"] = max(far, int(alive.sum()) - far) / max(int(alive.sum()), 1)
+        entry.update(overlay_entry(self.config, self.side, edges, alive, cut_active))
         if self.config.attackers is not None:
+            if cut_active and edges is not None:  # only links that can carry a message now
+                edges = [(i, j) for i, j in edges if self.side[i] == self.side[j]]
             entry["attacker_view_share"] = self._attacker_share(edges, alive)
         return entry
 
@@ -389,51 +362,51 @@ class Simulation:
         return [(i, index[a]) for i in np.flatnonzero(alive) for a in self.nodes[i].sampler.peers()]
 
     def _indegree(self, alive: np.ndarray) -> dict[str, Any]:
-        edges = self._edges(alive)
-        if edges is None:  # full graph: every live node is in every live view
-            live = int(alive.sum())
-            return {"indegree": {"mean": float(live - 1), "std": 0.0, "max": float(live - 1)}}
-        return {"indegree": indegree_stats(len(self.nodes), edges, alive)}
-
-
-def build_learner(config: SimulationConfig, dataset: Dataset) -> Learner:
-    """The learner ``config`` names for ``dataset`` (a ConfigError naming the flag otherwise)."""
-    try:
-        scaling = make_scaling(config.scaling, dataset.schema)
-    except DataError as exc:
-        raise ConfigError("scaling", f"--scaling: {exc}") from None
-    try:
-        return make_learner(config.model, dataset.schema, config.learner_config(dataset.task), scaling=scaling)
-    except ValueError as exc:
-        raise ConfigError("model", f"--model: {exc}") from None
+        return indegree_entry(len(self.nodes), self._edges(alive), alive)
 
 
 def _make_samplers(config: SimulationConfig, addresses: list[str], rngs: list[np.random.Generator],
                    overlay_rng: np.random.Generator) -> list[Any]:
     if config.sampler == "cyclon":
-        cyclon = CyclonConfig(view_size=config.view_size, shuffle_length=config.shuffle_length,
-                              interval=config.shuffle_interval, jitter=config.jitter,
-                              reseed_interval=config.reseed_interval)
+        cyclon = cyclon_config(config)
         seeds = addresses[: min(config.seeds, len(addresses))]
         return [Cyclon(a, seeds, cyclon, np.random.default_rng(r.integers(2**63))) for a, r in zip(addresses, rngs)]
     overlay = build_overlay(config.sampler, addresses, overlay_rng)
     return [StaticSampler(a, overlay[a], np.random.default_rng(r.integers(2**63))) for a, r in zip(addresses, rngs)]
 
 
-def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Run gossip learning and the requested baselines on the same split."""
+def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = None,
+             note: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run gossip learning and the requested baselines on the same split.
+
+    ``config.engine`` picks the engine: ``exact`` (this module's event loop), ``batched``
+    (``batched.py``) or ``auto``: batched when it simulates every option set, else exact,
+    telling ``note`` why in one line. The result's ``engine`` says which one ran."""
     started = time.perf_counter()
-    sim = Simulation.create(config)
-    sim.progress = progress
-    if config.gossip:
+    config.validate()
+    why = batched_unsupported(config)
+    sim: Simulation | BatchedSimulation
+    if config.engine == "batched" or (config.engine == "auto" and why is None):
+        sim = BatchedSimulation.create(config)
+        sim.progress = progress
         result = sim.run()
-    else:  # the baselines only (an experiment's FedAvg cells): same split, same trace
-        result = {"config": asdict(config), "model": {"spec": sim.learner.spec, "params": sim.learner.n_params,
-                                                      "fingerprint": sim.learner.fingerprint},
-                  "task": sim.learner.task, "metrics": list(sim.learner.metrics)}
-    # The nodes' own data, so that baselines train on exactly the gossip split.
-    datas = [node.data for node in sim.nodes]
-    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, datas, sim.trace)
+        datas = sim.models.local_data()
+    else:
+        if config.engine == "auto" and note is not None:
+            note(f"simulating with the exact engine: the batched one does not simulate {why}")
+        sim = Simulation.create(config)
+        sim.progress = progress
+        if config.gossip:
+            result = sim.run()
+        else:  # the baselines only (an experiment's FedAvg cells): same split, same trace
+            result = {"config": asdict(config), "engine": {"name": "exact"},
+                      **run_description(sim.dataset, sim.learner, MessageSizes(sim.learner).model_bytes(config.codec))}
+        if config.engine == "auto":
+            result["engine"]["why"] = why
+        # The nodes' own data, so that baselines train on exactly the gossip split.
+        datas = [node.data for node in sim.nodes]
+    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, datas,
+                                        sim.trace if isinstance(sim, Simulation) else None)
     result["wall_seconds"] = time.perf_counter() - started
     return result
 

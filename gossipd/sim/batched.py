@@ -1,0 +1,408 @@
+"""The batched simulation engine: all nodes in arrays, time in slices.
+
+The same experiment as the exact engine (``simulation.py``: same data, split,
+learner, protocol, failures and measurements; ``experiment.py`` builds both),
+run by processing the events of a time slice together. Its semantics are
+written down in ``docs/architecture.md`` ("The batched engine"); in short:
+
+- time runs in slices of ``SLICE`` cycles (0.1: ten per gossip period);
+  events keep their exact times, which decide timeouts, cuts and the order
+  of a node's events within a slice;
+- a slice is processed in three phases: answers (outcomes and shuffle replies
+  reach their senders), deliveries (models and shuffle requests reach their
+  receivers), then timers (pushes, shuffles, reseeds, at their own times);
+- everything a slice produces is handled in a later slice: a message is never
+  delivered in the slice it was sent in (a delay shorter than what is left of
+  the slice is stretched to its end);
+- the events of one node in a phase are applied in time order, in sub-rounds
+  (``batched_events.subrounds``); every event acts on one node only, so a
+  sub-round is one vectorised step over distinct nodes.
+
+Models are merged and trained by the core's maths over arrays
+(``batched_models.py``), Cyclon runs on arrays (``batched_cyclon.py``), and
+every failure is reported as the exact engine reports it (an ``Outcome`` at
+the sender: a timeout ``timeout`` cycles after a lost request or reply, a
+refused connection one trip after reaching a dead or offline node, an
+acknowledgement one round trip after a delivered model).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gossipd.core.linear_stack import LinearStackLearner
+from gossipd.core.node import Counters
+from gossipd.data import Dataset, split_indices
+from gossipd.sim.baselines import summarise
+from gossipd.sim.batched_cyclon import CODE, FAILED, STRIKE, BatchedCyclon, Requests, StaticPeers
+from gossipd.sim.batched_events import MODEL, OUTCOME, REPLY, REQUEST, Calendar, Events, per_cycle, subrounds
+from gossipd.sim.batched_models import NodeModels, Snapshot
+from gossipd.sim.batched_scope import batched_unsupported
+from gossipd.sim.config import ConfigError, SimulationConfig, parse_cut, parse_kill
+from gossipd.sim.experiment import (MessageSizes, build_learner, churn_rng, cut_sides, cyclon_config, gossip_config,
+                                    indegree_entry, load_config_dataset, network_rng, overlay_entry, run_description,
+                                    seed_streams)
+from peer_sampling.outcome import Outcome
+from peer_sampling.topology import build_overlay
+
+#: Slice width, in cycles (gossip periods).
+SLICE = 0.1
+
+DELIVERED, TIMEOUT, UNREACHABLE = CODE[Outcome.DELIVERED], CODE[Outcome.TIMEOUT], CODE[Outcome.UNREACHABLE]
+_SNAPSHOT = ("params", "age", "count", "mean", "var")
+
+
+@dataclass
+class BatchedSimulation:
+    """Build with :meth:`create`, then :meth:`run` (the exact engine's interface)."""
+
+    config: SimulationConfig
+    dataset: Dataset
+    learner: LinearStackLearner
+    models: NodeModels
+    peers: BatchedCyclon | StaticPeers
+    rng: np.random.Generator  # the nodes' draws: timers, peers, training order, shuffle samples
+    progress: Callable[[int], None] | None = None
+    #: After :meth:`run`: every node's counters (``Counters`` fields), one array each.
+    counters: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, config: SimulationConfig, dataset: Dataset | None = None) -> BatchedSimulation:
+        config.validate()
+        why = batched_unsupported(config)
+        if why is not None:
+            raise ConfigError("engine", f"--engine batched does not simulate {why}; use --engine exact or auto")
+        if dataset is None:
+            dataset = load_config_dataset(config)
+        part_ss, node_ss, overlay_ss = seed_streams(config)
+        learner = build_learner(config, dataset)
+        assert isinstance(learner, LinearStackLearner)
+        parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
+        models = NodeModels(learner, dataset, parts, gossip_config(config))
+        rng = np.random.default_rng(node_ss)
+        peers: BatchedCyclon | StaticPeers
+        if config.sampler == "cyclon":
+            peers = BatchedCyclon(config.nodes, config.seeds, cyclon_config(config), rng)
+        else:
+            addresses = [f"n{i}" for i in range(config.nodes)]
+            try:
+                overlay = build_overlay(config.sampler, addresses, np.random.default_rng(overlay_ss))
+            except ValueError as exc:
+                raise ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}") from None
+            peers = StaticPeers(overlay, {a: i for i, a in enumerate(addresses)})
+        return cls(config, dataset, learner, models, peers, rng)
+
+    def run(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        loop = _Loop(self)
+        series = loop.run()
+        final = dict(series[-1])
+        final.update(indegree_entry(self.config.nodes, self.peers.edges(np.flatnonzero(loop.alive)), loop.alive))
+        self.counters = loop.counters
+        final["counters"] = {k: int(v.sum()) for k, v in loop.counters.items()}
+        result: dict[str, Any] = {
+            "config": asdict(self.config),
+            "engine": {"name": "batched", "slice": SLICE},
+            **run_description(self.dataset, self.learner, loop.sizes.model),
+            "honest_nodes": self.config.nodes,
+            "series": series,
+            "final": final,
+        }
+        result["gossip_wall_seconds"] = time.perf_counter() - started
+        return result
+
+
+class _Loop:
+    """One run's clock, network and bookkeeping around the nodes' arrays."""
+
+    def __init__(self, sim: BatchedSimulation) -> None:
+        cfg = self.cfg = sim.config
+        n = cfg.nodes
+        self.sim, self.models, self.peers, self.rng = sim, sim.models, sim.peers, sim.rng
+        self.per_cycle = per_cycle(SLICE)
+        self.calendar = Calendar(self.per_cycle)
+        self.net = network_rng(cfg)
+        self.churn = churn_rng(cfg)
+        self.alive = np.ones(n, dtype=bool)
+        self.online = self.churn.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
+        self.kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
+        _, self.cut_start, self.cut_end = parse_cut(cfg.cut) if cfg.cut else (0.0, math.inf, math.inf)
+        self.side = cut_sides(cfg, n)
+        # GossipNode: first push somewhere in the first period (Δ = 1).
+        self.next_gossip = self.rng.uniform(0.0, 1.0, n)
+        # An offline node looks again one cycle after a timer fell due (the exact engine's re-check).
+        self.retry = np.full(n, -math.inf)
+        self.counters = {k: np.zeros(n, dtype=np.int64) for k in Counters().as_dict()}
+        self.traffic = {"messages": 0, "bytes": 0, "sampling_messages": 0, "sampling_bytes": 0}
+        self.sizes = MessageSizes(sim.learner)
+        self.shuffle_bytes = np.array([self.sizes.shuffle(k) for k in range(cfg.shuffle_length + 1)], dtype=np.int64)
+        # Acknowledgements change nothing at a static overlay's sender unless a cut can turn one into a timeout.
+        self.acks = self.peers.shuffles or cfg.cut is not None
+        self.series: list[dict[str, Any]] = []
+
+    # -- the clock ----------------------------------------------------------------------
+
+    def run(self) -> list[dict[str, Any]]:
+        cfg = self.cfg
+        for k in range(cfg.cycles * self.per_cycle):
+            if k % self.per_cycle == 0:
+                self.cycle(k // self.per_cycle)
+            events = self.calendar.pop(k)
+            self.answers(events.get(REPLY), events.get(OUTCOME), k)
+            self.deliveries(events.get(MODEL), events.get(REQUEST), k)
+            self.timers((k + 1) / self.per_cycle, k)
+        self.cycle(cfg.cycles)
+        return self.series
+
+    def cycle(self, c: int) -> None:
+        """What the exact engine does at a cycle boundary: crashes, churn, measurements."""
+        cfg = self.cfg
+        if self.kill is not None and c == self.kill[1]:
+            live = np.flatnonzero(self.alive)
+            self.alive[self.churn.choice(live, size=int(round(self.kill[0] * len(live))), replace=False)] = False
+        if cfg.online < 1.0 and c > 0:
+            redraw = self.churn.random(cfg.nodes) < 1.0 / cfg.session
+            self.online[redraw] = self.churn.random(int(redraw.sum())) < cfg.online
+        if c % cfg.eval_every == 0 or c == cfg.cycles:
+            self.series.append(self.measure(c))
+        if self.sim.progress is not None:
+            self.sim.progress(c)
+
+    def measure(self, c: int) -> dict[str, Any]:
+        live = np.flatnonzero(self.alive)
+        scores = self.models.scores(live, self.sim.dataset.X_test, self.sim.dataset.y_test)
+        entry: dict[str, Any] = {"cycle": c, **summarise(scores)}
+        entry.update({"mean_age": float(np.mean(self.models.age[live])), **self.traffic,
+                      "live_nodes": int(self.alive.sum())})
+        entry.update(overlay_entry(self.cfg, self.side, self.peers.edges(live), self.alive,
+                                   self.cut_start <= c < self.cut_end))
+        return entry
+
+    # -- the network ----------------------------------------------------------------------
+
+    def delays(self, m: int) -> np.ndarray:
+        return self.net.random(m) * self.cfg.delay
+
+    def lost(self, m: int) -> np.ndarray:
+        if not self.cfg.drop:
+            return np.zeros(m, dtype=bool)
+        return self.net.random(m) < self.cfg.drop
+
+    def crosses_cut(self, a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return (self.cut_start <= t) & (t < self.cut_end) & (self.side[a] != self.side[b])
+
+    def up(self, nodes: np.ndarray) -> np.ndarray:
+        return self.alive[nodes] & self.online[nodes]
+
+    def outcome(self, k: int, dst: np.ndarray, peer: np.ndarray, code: int, t: np.ndarray,
+                sent_at: np.ndarray | None = None) -> None:
+        """``dst`` learns ``code`` about its request to ``peer`` at ``t``. With ``sent_at``
+        it is an answer travelling back (a cut can still turn it into a timeout)."""
+        travels = sent_at is not None
+        self.calendar.add(OUTCOME, Events(
+            t=t, dst=dst, peer=peer, code=np.full(len(t), code, dtype=np.int64),
+            travels=np.full(len(t), travels), sent_at=sent_at if sent_at is not None else t), k + 1)
+
+    def answer(self, k: int, src: np.ndarray, dst: np.ndarray, sent_at: np.ndarray,
+               t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``dst`` answers ``src``'s request at ``t``: where the answer is lost or late, a
+        timeout at ``src``; returns (arrival times, which ones do arrive)."""
+        arrives = t + self.delays(len(t))
+        fails = self.lost(len(t)) | (arrives > sent_at + self.cfg.timeout)
+        if fails.any():
+            self.outcome(k, src[fails], dst[fails], TIMEOUT, sent_at[fails] + self.cfg.timeout)
+        return arrives, ~fails
+
+    def send(self, k: int, kind: str, src: np.ndarray, dst: np.ndarray, now: np.ndarray,
+             **payload: np.ndarray) -> None:
+        """Requests leave ``src`` at ``now``: lost ones time out, the others arrive later."""
+        lost = self.lost(len(src))
+        if lost.any():
+            self.outcome(k, src[lost], dst[lost], TIMEOUT, now[lost] + self.cfg.timeout)
+        keep = ~lost
+        self.calendar.add(kind, Events(t=now[keep] + self.delays(int(keep.sum())), src=src[keep], dst=dst[keep],
+                                       sent_at=now[keep], **{f: v[keep] for f, v in payload.items()}), k + 1)
+
+    def woken(self, dst: np.ndarray, t: np.ndarray) -> None:
+        """A node that handles an event runs its overdue timers then (the exact engine wakes
+        it after every event): only matters for a node back online before its next look."""
+        np.minimum.at(self.retry, dst, t)
+
+    # -- phase 1: answers reach their senders ------------------------------------------------
+
+    def answers(self, replies: Events | None, outcomes: Events | None, k: int) -> None:
+        timeout = self.cfg.timeout
+        o = _nothing(outcomes)
+        if o is not None:
+            o = o.take(np.flatnonzero(self.up(o["dst"])))  # the sender's process is gone: nobody to tell
+            cut = o["travels"] & self.crosses_cut(o["peer"], o["dst"], o["t"])
+            if cut.any():
+                self.outcome(k, o["dst"][cut], o["peer"][cut], TIMEOUT, o["sent_at"][cut] + timeout)
+                o = o.take(np.flatnonzero(~cut))
+            code = o["code"]
+            for name, hit in (("send_failures", FAILED[code]), ("timeouts", STRIKE[code]),
+                              ("busy", code == CODE[Outcome.BUSY])):
+                np.add.at(self.counters[name], o["dst"][hit], 1)
+        r = _nothing(replies)
+        if r is not None:
+            r = r.take(np.flatnonzero(self.up(r["dst"])))
+            cut = self.crosses_cut(r["src"], r["dst"], r["t"])
+            if cut.any():
+                self.outcome(k, r["dst"][cut], r["src"][cut], TIMEOUT, r["sent_at"][cut] + timeout)
+                r = r.take(np.flatnonzero(~cut))
+        no = len(o) if o is not None else 0
+        dst = np.concatenate([o["dst"] if o is not None else _EMPTY, r["dst"] if r is not None else _EMPTY])
+        t = np.concatenate([o["t"] if o is not None else _EMPTYF, r["t"] if r is not None else _EMPTYF])
+        self.woken(dst, t)
+        if not isinstance(self.peers, BatchedCyclon):
+            return  # a static overlay does nothing with answers but count them
+        for idx in subrounds(dst, t):
+            oi, ri = idx[idx < no], idx[idx >= no] - no
+            if oi.size:
+                assert o is not None
+                self.peers.on_outcome(o["dst"][oi], o["peer"][oi], o["code"][oi])
+            if ri.size:
+                assert r is not None
+                self.peers.on_reply(r["dst"][ri], r["src"][ri], r["entries"][ri], r["ages"][ri], r["n_entries"][ri],
+                                    r["sent"][ri], r["n_sent"][ri])
+
+    # -- phase 2: messages reach their receivers -------------------------------------------
+
+    def deliveries(self, models: Events | None, requests: Events | None, k: int) -> None:
+        """Models and shuffle requests reach their receivers. The two touch disjoint state (the
+        model; the view and books), so each kind is applied in its own per-node order."""
+        m = self.reachable(_nothing(models), k)
+        q = self.reachable(_nothing(requests), k)
+        if m is not None:
+            self.woken(m["dst"], m["t"])
+            for idx in subrounds(m["dst"], m["t"]):
+                msg = Snapshot(*(m[f][idx] if f in m else None for f in _SNAPSHOT))
+                self.models.deliver(m["dst"][idx], msg, self.rng, self.counters)
+            # delivered models are acknowledged, one round trip after they left
+            arrives, ok = self.answer(k, m["src"], m["dst"], m["sent_at"], m["t"])
+            if self.acks and ok.any():
+                self.outcome(k, m["src"][ok], m["dst"][ok], DELIVERED, arrives[ok], m["sent_at"][ok])
+        if q is not None:
+            assert isinstance(self.peers, BatchedCyclon)
+            self.woken(q["dst"], q["t"])
+            rep = self.shuffle_requests(self.peers, q)
+            self.traffic["sampling_messages"] += len(rep)
+            self.traffic["sampling_bytes"] += int(self.shuffle_bytes[rep["n_entries"]].sum())
+            # the reply goes back from the responder (src) to the initiator (dst)
+            arrives, ok = self.answer(k, rep["dst"], rep["src"], rep["sent_at"], rep["t"])
+            if ok.any():
+                rep = rep.take(np.flatnonzero(ok))
+                rep["t"] = arrives[ok]
+                self.calendar.add(REPLY, rep, k + 1)
+
+    def shuffle_requests(self, cyclon: BatchedCyclon, q: Events) -> Events:
+        """Each receiver answers its requests in time order; the replies, as events (their
+        time is still the request's). Sub-rounds are vectorised while they hold at least
+        ``cyclon.min_batch`` nodes; the tail (a seed hears hundreds of requests a slice in
+        a large network) goes through the reference Cyclon, node by node."""
+        parts: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
+        rounds = subrounds(q["dst"], q["t"])
+        r = 0
+        while r < len(rounds) and len(rounds[r]) >= cyclon.min_batch:
+            idx = rounds[r]
+            parts.append((idx, cyclon.on_request(q["dst"][idx], q["src"][idx], q["entries"][idx], q["ages"][idx],
+                                                 q["n_entries"][idx], self.rng)))
+            r += 1
+        if r < len(rounds):
+            tail = np.concatenate(rounds[r:])
+            tail = tail[np.lexsort((q["t"][tail], q["dst"][tail]))]
+            cuts = np.flatnonzero(np.diff(q["dst"][tail])) + 1
+            for idx in np.split(tail, cuts):
+                parts.append((idx, cyclon.on_requests_one_by_one(
+                    int(q["dst"][idx[0]]), q["src"][idx], q["entries"][idx], q["ages"][idx], q["n_entries"][idx],
+                    float(q["t"][idx[0]]), self.rng)))
+        idx = np.concatenate([p[0] for p in parts])
+        reply = np.concatenate([p[1][0] for p in parts])
+        ages = np.concatenate([p[1][1] for p in parts])
+        count = np.concatenate([p[1][2] for p in parts])
+        return Events(t=q["t"][idx], src=q["dst"][idx], dst=q["src"][idx], sent_at=q["sent_at"][idx], entries=reply,
+                      ages=ages, n_entries=count, sent=q["sent"][idx], n_sent=q["n_sent"][idx])
+
+    def reachable(self, ev: Events | None, k: int) -> Events | None:
+        """The messages that reach a live receiver: across an active cut a message is a
+        timeout at its sender; at a crashed or offline node, a refused connection."""
+        if ev is None:
+            return None
+        src, dst, t = ev["src"], ev["dst"], ev["t"]
+        cut = self.crosses_cut(src, dst, t)
+        if cut.any():
+            self.outcome(k, src[cut], dst[cut], TIMEOUT, ev["sent_at"][cut] + self.cfg.timeout)
+        down = ~cut & ~self.up(dst)
+        if down.any():
+            self.outcome(k, src[down], dst[down], UNREACHABLE, t[down] + self.delays(int(down.sum())))
+        keep = np.flatnonzero(~cut & ~down)
+        return ev.take(keep) if keep.size else None
+
+    # -- phase 3: timers ---------------------------------------------------------------------------
+
+    def timers(self, end: float, k: int) -> None:
+        """Pushes, then shuffles, then reseeds, each at its own time (``on_tick``'s order)."""
+        cyclon = self.peers if isinstance(self.peers, BatchedCyclon) else None
+        retry = self.retry
+        gossip_at = np.maximum(self.next_gossip, retry)
+        due = self.alive & (gossip_at < end)
+        if cyclon is not None:
+            shuffle_at = np.maximum(cyclon.next_shuffle, retry)
+            reseed_at = np.maximum(cyclon.next_reseed, retry)
+            due_shuffle = self.alive & (shuffle_at < end)
+            due_reseed = self.alive & (reseed_at < end)
+            wake = np.minimum(gossip_at, np.minimum(shuffle_at, reseed_at))
+            anything = due | due_shuffle | due_reseed
+        else:
+            wake, anything = gossip_at, due
+        off = anything & ~self.online
+        if off.any():  # look again one cycle later
+            retry[off] = wake[off] + 1.0
+        self.push(np.flatnonzero(due & self.online), gossip_at, k)
+        if cyclon is not None:
+            rows = np.flatnonzero(due_shuffle & self.online)
+            req = cyclon.tick_shuffle(rows, shuffle_at[rows], self.rng)
+            self.shuffle(req, k)
+            partner = np.full(self.cfg.nodes, -1, dtype=np.int64)
+            partner[req.src] = req.target
+            rows = np.flatnonzero(due_reseed & self.online)
+            self.shuffle(cyclon.tick_reseed(rows, reseed_at[rows], partner[rows], self.rng), k)
+
+    def push(self, rows: np.ndarray, at: np.ndarray, k: int) -> None:
+        """``GossipNode.push`` for ``rows``: the model as it is now, to a random peer."""
+        if rows.size == 0:
+            return
+        now = at[rows]
+        j = self.cfg.jitter
+        self.next_gossip[rows] = now + (1.0 + self.rng.uniform(-j, j, len(rows)))
+        peer = self.peers.select_peer(rows, self.rng)
+        has = peer >= 0
+        rows, now, peer = rows[has], now[has], peer[has]
+        self.counters["sent"][rows] += 1
+        self.traffic["messages"] += len(rows)
+        self.traffic["bytes"] += len(rows) * self.sizes.model
+        snap = self.models.snapshot(rows)
+        self.send(k, MODEL, rows, peer, now, **{f: getattr(snap, f) for f in _SNAPSHOT
+                                                   if getattr(snap, f) is not None})
+
+    def shuffle(self, req: Requests, k: int) -> None:
+        if len(req.src) == 0:
+            return
+        self.traffic["sampling_messages"] += len(req.src)
+        self.traffic["sampling_bytes"] += int(self.shuffle_bytes[req.n_entries].sum())
+        self.send(k, REQUEST, req.src, req.target, req.now, entries=req.entries, ages=req.ages,
+                  n_entries=req.n_entries, sent=req.sent, n_sent=req.n_sent)
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+_EMPTYF = np.zeros(0)
+
+
+def _nothing(ev: Events | None) -> Events | None:
+    return ev if ev is not None and len(ev) else None

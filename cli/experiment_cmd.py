@@ -68,7 +68,7 @@ def experiment(name: str | None, list_only: bool, out_dir: Path | None, seeds: t
     \b
     Examples:
       gossip experiment --list
-      gossip experiment golf-vs-fedavg                      # the full grid, about 5 min on 2 cores
+      gossip experiment golf-vs-fedavg                      # the full grid, 3 to 6 min on 2 cores
       gossip experiment golf-vs-fedavg --datasets digits --churn none --seeds 1,2,3
     """
     console = Console(stderr=True)

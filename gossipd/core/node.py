@@ -22,7 +22,7 @@ import numpy as np
 
 from gossipd.core.merge import CLIP_SCALE, CLIP_WINDOW, MergeRule, parse_merge
 from gossipd.core.messages import Address, ModelMessage, Outcome, Send, ShuffleReply, ShuffleRequest
-from gossipd.core.scaling import FeatureStats
+from gossipd.core.scaling import FeatureStats, RobustStatsMerge
 from gossipd.core.state import ModelState
 from peer_sampling.knobs import check_knobs, fraction_below_one, integer, knob, non_negative, positive
 from peer_sampling.sampler import PeerSampler
@@ -147,6 +147,7 @@ class GossipNode:
 
     def __post_init__(self, state: ModelState | None, stats: FeatureStats | None) -> None:
         self._merge = self.config.merge_rule(len(self.data))
+        self._merge_stats = RobustStatsMerge()
         if state is None:
             state = self.learner.initial_state()
         self.learner.check(state)
@@ -218,7 +219,7 @@ class GossipNode:
                 self.counters.rejected += 1
                 raise RejectedMessage(f"model from {msg.sender} lacks scaling statistics of "
                                       f"{self.learner.schema.n_stat_columns} columns")
-            stats = stats.merge(msg.stats)
+            stats = self._merge_stats(stats, msg.sender, msg.stats)
         self.counters.received += 1
         merged = self._merge(local, ModelState(msg.params, msg.age))
         reason = self._unsafe(merged.params)

@@ -14,7 +14,8 @@ from hypothesis.extra.numpy import arrays
 from gossipd import wire
 from gossipd.core.learner import make_learner
 from gossipd.core.messages import ModelMessage
-from gossipd.core.scaling import MIN_STD, STATS_MAX_SCORE, FeatureStats, RobustStatsMerge, Scaling
+from gossipd.core.scaling import (MIN_STD, STATS_MAX_ANCHOR_SCORE, STATS_MAX_SCORE, FeatureStats, RobustStatsMerge,
+                                  Scaling)
 from gossipd.core.spec import Schema
 from gossipd.data import DataError, load_dataset, make_scaling
 from gossipd.sim.simulation import Simulation, SimulationConfig
@@ -161,6 +162,26 @@ def test_liars_claiming_tiny_variances_cannot_collapse_a_node():
         ours = merge(ours, "liar", FeatureStats(1e300, ours.mean, [1e-300, 1e-300]))
     assert merge.rejected == 0
     assert (ours.var >= 1.0).all()  # a quarter of the honest median, however often it lies
+
+
+def test_a_creeping_liar_cannot_take_a_node_beyond_its_anchor():
+    """Claims a little off the node's current statistics pass the window's test every
+    time, and the window follows the node; only the fixed anchor stops the creep."""
+    own = FeatureStats(10.0, np.zeros(4), np.ones(4))
+
+    def creep(merge: RobustStatsMerge) -> float:
+        ours = own
+        for i in range(300):
+            ours = merge(ours, f"liar{i % 7}", FeatureStats(1e300, ours.mean + 3 * ours.std, ours.var))
+        return float(np.sqrt(np.mean(((ours.mean - own.mean) / own.std) ** 2)))
+
+    assert creep(RobustStatsMerge()) > 1000  # the window alone: taken over
+    assert creep(RobustStatsMerge(anchor=own)) <= STATS_MAX_ANCHOR_SCORE
+    # Only the anchored (feature) columns are judged by the anchor: a regression target
+    # split by value leaves each node's own target spread too narrow to judge by.
+    merge = RobustStatsMerge(anchor=own, anchored=3)
+    assert merge.anchor_score(FeatureStats(10.0, [0.0, 0.0, 0.0, 50.0], np.ones(4))) == 0.0
+    assert merge.anchor_score(FeatureStats(10.0, [50.0, 0.0, 0.0, 0.0], np.ones(4))) > STATS_MAX_ANCHOR_SCORE
 
 
 def test_one_accepted_message_moves_a_node_at_most_half_way():

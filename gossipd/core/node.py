@@ -147,7 +147,6 @@ class GossipNode:
 
     def __post_init__(self, state: ModelState | None, stats: FeatureStats | None) -> None:
         self._merge = self.config.merge_rule(len(self.data))
-        self._merge_stats = RobustStatsMerge()
         if state is None:
             state = self.learner.initial_state()
         self.learner.check(state)
@@ -157,6 +156,9 @@ class GossipNode:
         if self._unsafe(state.params) is not None:
             raise ValueError("initial model has non-finite or out-of-bound parameters")
         self.model = NodeModel(state, stats)
+        # Received statistics are judged against the node's own data's (issue 10).
+        own = self.learner.initial_stats(self.data) if len(self.data) else None
+        self._merge_stats = RobustStatsMerge(own, anchored=self.learner.schema.n_features)
         self._discards: list[Discard] = []
         # Training draws from its own stream: the daemon trains in a worker
         # thread while the event loop draws timers and peers from ``rng``.

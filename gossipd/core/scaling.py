@@ -207,8 +207,13 @@ class Scaling:
 STATS_WINDOW = 32
 #: Largest outlier score (RMS over columns, in robust scale units) a received estimate may
 #: have. Honest label-skewed shares reach ~12 (digits, 30-100 nodes); a liar claiming
-#: means of 100 scores ~50-10,000.
+#: means of 100 scores 60 or more, even against one share alone.
 STATS_MAX_SCORE = 20.0
+#: Largest score a received estimate may have against the node's own data's statistics
+#: (its anchor; the same score with the anchor as centre, spread and scale). Label-skewed
+#: digits shares score <= 12 against each other and <= 7.6 against the pooled statistics;
+#: at 8, one of five 30-node consensus runs left a node out of the consensus.
+STATS_MAX_ANCHOR_SCORE = 12.0
 #: A merged variance is kept at or above this share of the reference's median variance.
 #: The pooled variance of honest shares is at least the mean of theirs, so at least half
 #: their median: the floor leaves honest consensus a 2x margin (it left the label-skew
@@ -224,32 +229,46 @@ class RobustStatsMerge:
     """The statistics merge of one node under network scaling: judge a claim, then merge it.
 
     Replaces ``ours.merge(theirs)`` for received statistics (issue 10: one message may
-    only do bounded harm). A received estimate is scored against a reference: the
-    node's own statistics and those of the last :data:`STATS_WINDOW` *accepted*
-    senders, one row per sender (a sender pushing often does not fill the window; a
-    dropped one is not remembered, so liars never enter it):
+    only do bounded harm). A received estimate is scored twice, and dropped (the node
+    keeps its statistics) if either score is too high:
 
-    - centre: the coordinate-wise median of the means; spread: the median variance;
-    - scale per column: the larger of the median std and the spread of the means
-      themselves (1.4826 x their median absolute deviation), so a column in which
-      honest shares differ (label skew) gets a scale that covers the difference; a
-      column constant everywhere scales by 1, as :attr:`FeatureStats.std` does;
-    - score: per column the larger of ``|mean - centre|`` and ``|std - median std|``
-      in scale units, then the root mean square over the columns.
+    1. Against the *window*: the node's current statistics and those of the last
+       :data:`STATS_WINDOW` senders whose claims it accepted, one row per sender (a
+       sender pushing often does not fill it; a dropped claim is not remembered, so
+       the liars it catches never enter). Centre: the coordinate-wise median of the
+       means; spread: the median variance; scale per column: the larger of the
+       median std and 1.4826 x the median absolute deviation of the means (a column
+       in which honest shares differ, as under label skew, is scaled by how much
+       they differ); a column constant everywhere scales by 1, as
+       :attr:`FeatureStats.std` does. Score: per column the larger of
+       ``|mean - centre|`` and ``|std - median std|`` in scale units, then the root
+       mean square over the columns; at most :data:`STATS_MAX_SCORE`.
+    2. Against the *anchor*, the statistics of the node's own data at start, over
+       the feature columns: the same score with the anchor's mean, variance and std
+       as centre, spread and scale; at most :data:`STATS_MAX_ANCHOR_SCORE`. The window follows the
+       network, so claims a little off it each time could walk it anywhere; the
+       anchor never moves. A node's mean is a running convex combination of its
+       anchor's and of claims' means that all lie inside that (convex) radius, so
+       it stays inside, whatever the others send.
 
-    A claim scoring above :data:`STATS_MAX_SCORE` is dropped: the node keeps its
-    statistics. Otherwise it is merged with :meth:`FeatureStats.merge`, its count
-    capped at the node's own (one message moves a node at most half-way, and a
-    count race is impossible), and the merged variance kept at or above
-    :data:`STATS_VAR_FLOOR` x the median variance. Nothing the sender claims
-    widens the radius it is judged by: the reference is medians over rows of which
-    the claim is at most one.
+    An accepted claim is merged with :meth:`FeatureStats.merge`, its count capped at
+    the node's own (one message moves a node at most half-way; no count race), and
+    the merged variance kept at or above :data:`STATS_VAR_FLOOR` x the window's
+    median variance. Nothing the sender claims widens the radii it is judged by.
 
     Not thread-safe: one instance per node, called from ``GossipNode.on_model``
     (one worker thread at a time).
     """
 
-    def __init__(self, window: int = STATS_WINDOW, max_score: float = STATS_MAX_SCORE) -> None:
+    def __init__(self, anchor: FeatureStats | None = None, anchored: int | None = None,
+                 window: int = STATS_WINDOW, max_score: float = STATS_MAX_SCORE) -> None:
+        # The node's own data's statistics, fixed, so no sequence of accepted claims can
+        # move what a claim is finally judged by; only its first ``anchored`` columns
+        # (the features: a target sorted across nodes, as a ``labels`` split of a
+        # regression set is, leaves each node's target spread far too narrow to judge by).
+        self._anchored = 0 if anchor is None else anchor.size if anchored is None else anchored
+        self._anchor = None if anchor is None or not self._anchored else (
+            anchor.mean[:self._anchored], anchor.var[:self._anchored], anchor.std[:self._anchored])
         self.window = window
         self.max_score = max_score
         self._senders: list[str] = []
@@ -281,13 +300,21 @@ class RobustStatsMerge:
         return centre, var, scale
 
     def score(self, ours: FeatureStats, theirs: FeatureStats) -> float:
-        """How far ``theirs`` lies from the reference (0: at the centre)."""
-        return self._score(theirs, *self._reference(ours))
+        """How far ``theirs`` lies from the window's reference (0: at the centre)."""
+        return self._score(theirs.mean, theirs.var, *self._reference(ours))
+
+    def anchor_score(self, theirs: FeatureStats) -> float:
+        """How far ``theirs`` lies from the anchor (0 without one)."""
+        if self._anchor is None:
+            return 0.0
+        k = self._anchored
+        return self._score(theirs.mean[:k], theirs.var[:k], *self._anchor)
 
     @staticmethod
-    def _score(theirs: FeatureStats, centre: np.ndarray, var: np.ndarray, scale: np.ndarray) -> float:
+    def _score(mean: np.ndarray, var: np.ndarray, centre: np.ndarray, ref_var: np.ndarray,
+               scale: np.ndarray) -> float:
         with np.errstate(over="ignore"):  # a liar's 1e300 scores inf and is rejected
-            z = np.maximum(np.abs(theirs.mean - centre), np.abs(np.sqrt(theirs.var) - np.sqrt(var))) / scale
+            z = np.maximum(np.abs(mean - centre), np.abs(np.sqrt(var) - np.sqrt(ref_var))) / scale
             return float(np.sqrt(np.mean(z * z)))
 
     def __call__(self, ours: FeatureStats, sender: str, theirs: FeatureStats) -> FeatureStats:
@@ -295,7 +322,8 @@ class RobustStatsMerge:
         if theirs.size != ours.size:
             raise ValueError(f"stats of {theirs.size} columns cannot merge into {ours.size}")
         centre, var, scale = self._reference(ours)
-        if not self._score(theirs, centre, var, scale) <= self.max_score:  # NaN-safe
+        if not (self._score(theirs.mean, theirs.var, centre, var, scale) <= self.max_score  # NaN-safe
+                and self.anchor_score(theirs) <= STATS_MAX_ANCHOR_SCORE):
             self.rejected += 1
             return ours
         self.accepted += 1

@@ -1,9 +1,14 @@
 """How many model messages per second one gossipd accepts and merges.
 
 Starts one real daemon (no peers, so it only receives) on 127.0.0.1 and drives
-it with a bounded load generator: C concurrent aiohttp clients posting
-pre-encoded model messages for a fixed time. Baseline in the same run: the
-same decode + merge + train done in-process without HTTP, one after another.
+it with a bounded load generator: C concurrent aiohttp clients, each a sender
+of its own, posting pre-encoded model messages for a fixed time. They send no
+``Prefer: respond-async``, so each waits for its merge (``200``) before its
+next post, as gossipd senders did before ``202``: the load follows the trainer
+instead of burying it (a sender that gets ``202`` at once would post again at
+once, and every post but the last would be superseded). The per-sender rate
+limit is lifted (``sender_rate``): this measures the trainer. Baseline in the same run:
+the same decode + merge + train done in-process without HTTP, one after another.
 
     python bench/daemon.py [--seconds 8] [--concurrency 8]
 """
@@ -17,6 +22,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from collections import Counter
 
 import aiohttp
 import numpy as np
@@ -35,25 +42,20 @@ MODELS = [("small", "logreg"), ("1M", "mlp:1024,960")]
 SHARE = "1/8"
 
 
-async def load(url: str, body: bytes, seconds: float, concurrency: int) -> dict[str, float]:
-    ok = busy = other = 0
+async def load(url: str, bodies: list[bytes], seconds: float) -> dict[str, float]:
+    answers: Counter[int] = Counter()
     deadline = time.monotonic() + seconds
     async with aiohttp.ClientSession(headers={"Content-Type": "application/x-msgpack"}) as session:
-        async def worker() -> None:
-            nonlocal ok, busy, other
+        async def worker(body: bytes) -> None:
             while time.monotonic() < deadline:
                 async with session.post(url + "/v1/gossip/model", data=body) as resp:
                     await resp.read()
-                    if resp.status == 200:
-                        ok += 1
-                    elif resp.status == 503:
-                        busy += 1
-                    else:
-                        other += 1
+                    answers[resp.status] += 1
         started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(b) for b in bodies))
         elapsed = time.monotonic() - started
-    return {"merged_per_s": ok / elapsed, "busy_per_s": busy / elapsed, "errors": other, "seconds": elapsed}
+    return {"merged_per_s": answers[200] / elapsed, "busy_per_s": answers[503] / elapsed,
+            "errors": sum(c for s, c in answers.items() if s not in (200, 503)), "seconds": elapsed}
 
 
 def in_process_rate(spec: str, body: bytes, fingerprint: str, n_params: int, seconds: float) -> float:
@@ -80,13 +82,15 @@ def main() -> None:
     args = ap.parse_args()
     one_compute_thread()
     base = Path(tempfile.mkdtemp(prefix="gossipd-bench-"))
+    config = base / "unlimited.toml"
+    config.write_text("sender_rate = 1e9  # this bench measures the trainer, not the rate limit\n")
     print(f"one gossipd on 127.0.0.1, digits share {SHARE}, {args.concurrency} concurrent senders, "
           f"{args.seconds:g} s per model")
     print(f"{'model':>6} {'params':>10} {'body':>10} {'HTTP merged/s':>14} {'busy 503/s':>11} "
           f"{'in-process/s':>13} {'ratio':>6}")
     for label, spec in MODELS:
-        proc = DaemonProc(base / label, ["--model", spec, "--share", SHARE, "--gossip-interval", "3600",
-                                         "--log-level", "WARNING"]).start()
+        proc = DaemonProc(base / label, ["--config", str(config), "--model", spec, "--share", SHARE,
+                                         "--gossip-interval", "3600", "--log-level", "WARNING"]).start()
         try:
             url = proc.wait_ready()
             with urllib.request.urlopen(url + "/v1/status") as resp:
@@ -95,8 +99,10 @@ def main() -> None:
             params = np.random.default_rng(0).normal(0, 0.01, n).astype(np.float32)
             k = status["model"]["stat_columns"]  # the sender's scaling statistics (network scaling)
             stats = FeatureStats(100.0, np.zeros(k), np.ones(k)) if k else None
-            body = wire.encode(ModelMessage("http://127.0.0.1:1", fp, 1000.0, params, stats), cluster="default")
-            http = asyncio.run(load(url, body, args.seconds, args.concurrency))
+            bodies = [wire.encode(ModelMessage(f"http://127.0.0.1:{1 + i}", fp, 1000.0, params, stats),
+                                  cluster="default") for i in range(args.concurrency)]
+            body = bodies[0]
+            http = asyncio.run(load(url, bodies, args.seconds))
         finally:
             stop_all([proc])
         inproc = in_process_rate(spec, body, fp, n, min(args.seconds, 4.0))

@@ -1,8 +1,16 @@
-"""Start and stop real gossipd processes on one machine (demo, tests, benchmarks).
+"""Start and stop gossipd daemons for the demo, tests and benchmarks.
 
-Each daemon listens on 127.0.0.1 port 0 and writes its URL to
+Real processes: each daemon listens on 127.0.0.1 port 0 and writes its URL to
 ``STATE_DIR/endpoint`` as soon as the port is bound, so callers never guess
 ports; ``wait_ready`` then polls until the node serves (its model is loaded).
+
+In one process: ``start_memory_daemons`` runs daemons over a
+``MemoryNetwork`` (drops, delays, partitions) on a given clock, usually a
+virtual one (``gossipd.daemon.clock.run_virtual``); ``components`` says how
+many pieces their views make.
+
+``flood`` pushes many models at one daemon at once while probing its
+``/healthz``: what the load test and ``bench/flood.py`` measure.
 """
 
 from __future__ import annotations
@@ -15,9 +23,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gossipd.daemon.clock import Clock
+    from gossipd.daemon.driver import Daemon
+    from gossipd.daemon.memory_transport import MemoryNetwork
 
 GOSSIPD = [sys.executable, "-m", "gossipd"]
 
@@ -146,3 +161,144 @@ def stop_all(procs: list[DaemonProc], timeout: float = 20.0) -> None:
             p.proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+# -- daemons in one process -------------------------------------------------------------------
+
+
+async def start_memory_daemons(base: Path, n: int, network: MemoryNetwork, clock: Clock, *, seed: int = 0,
+                               overrides: dict[str, Any] | None = None) -> list[Daemon]:
+    """``n`` daemons at ``http://n1.test:7070`` ... on ``network``, holding digits shares 1/n..n/n,
+    joined through the first, each seeded from ``seed``; defaults for everything else but
+    ``overrides`` (dotted setting keys)."""
+    from gossipd.daemon.config import load_config
+    from gossipd.daemon.driver import Daemon
+
+    addresses = [f"http://n{k}.test:7070" for k in range(1, n + 1)]
+    daemons: list[Daemon] = []
+    for k, address in enumerate(addresses):
+        config = load_config(overrides={"state_dir": str(base / f"n{k + 1}"), "data.share": f"{k + 1}/{n}",
+                                        "seed": seed * 1000 + k, "join": addresses[:1] if k else [],
+                                        **(overrides or {})})
+        daemon = Daemon(config, transport=network.transport(address, timeout=config.request_timeout), clock=clock)
+        await daemon.start()
+        daemons.append(daemon)
+    return daemons
+
+
+def components(daemons: Sequence[Daemon]) -> list[int]:
+    """Sizes of the pieces the daemons' views make (links taken both ways), largest first."""
+    import numpy as np
+
+    from gossipd.overlay import components as sizes
+
+    index = {d.address: i for i, d in enumerate(daemons)}
+    edges = [(i, index[p]) for i, d in enumerate(daemons) for p in d.sampler.peers() if p in index]
+    return sizes(len(daemons), edges, np.ones(len(daemons), dtype=bool))
+
+
+def partition_then_heal(base: Path, n: int = 6, *, mix: float = 60.0, cut: float = 240.0, seed: int = 1,
+                        overrides: dict[str, Any] | None = None, patience: float = 120.0) -> dict[str, Any]:
+    """``n`` in-memory daemons on a virtual clock mix for ``mix`` seconds, are cut in two halves
+    for ``cut`` seconds, then the cut ends. Returns the overlay's pieces before (``mixed``) and at
+    the end of the cut (``during``), the view entries pointing across then (``across``), and the
+    seconds after the cut until the overlay was one piece again (``healed_after``, checked every
+    second; None if not within ``patience``)."""
+    import asyncio
+
+    from gossipd.daemon.clock import VirtualClock, run_virtual
+    from gossipd.daemon.memory_transport import MemoryNetwork
+
+    async def main(clock: VirtualClock) -> dict[str, Any]:
+        net = MemoryNetwork(seed=seed)
+        daemons = await start_memory_daemons(base, n, net, clock, seed=seed, overrides=overrides)
+        try:
+            await asyncio.sleep(mix)
+            mixed = components(daemons)
+            half = n // 2
+            left, right = {d.address for d in daemons[:half]}, {d.address for d in daemons[half:]}
+            net.partition(left, right)
+            await asyncio.sleep(cut)
+            during = components(daemons)
+            across = sum(p in (right if d.address in left else left) for d in daemons for p in d.sampler.peers())
+            net.heal()
+            ended = clock.now()
+            healed = None
+            while healed is None and clock.now() - ended < patience:
+                await asyncio.sleep(1.0)
+                if components(daemons) == [n]:
+                    healed = clock.now() - ended
+            return {"mixed": mixed, "during": during, "across": across, "healed_after": healed}
+        finally:
+            for d in daemons:
+                await d.stop()
+
+    return run_virtual(main)
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FloodReport:
+    """What ``flood`` saw: answers by status, sends that failed (by exception), and the
+    latencies of the ``/healthz`` probes made meanwhile (a probe without an answer within
+    its timeout counts in ``probe_failures``)."""
+
+    answers: Counter[int] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    probe_latencies: list[float] = field(default_factory=list)
+    probe_failures: int = 0
+    seconds: float = 0.0
+
+    def probe_quantile(self, q: float) -> float:
+        xs = sorted(self.probe_latencies)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+async def flood(url: str, bodies: Sequence[bytes], *, timeout: float = 5.0, probe_timeout: float = 1.0,
+                probe_interval: float = 0.01) -> FloodReport:
+    """POST every body to ``url``'s model endpoint at once (one connection each, as that many
+    peers would, with ``Prefer: respond-async``, the request timeout ``timeout``), while a
+    thread of its own probes ``/healthz`` every ``probe_interval`` with ``probe_timeout``
+    (its own thread, so the probes wait for the daemon, not for this process's event loop)."""
+    import asyncio
+    import threading
+
+    import aiohttp
+
+    report = FloodReport()
+    done = threading.Event()
+    headers = {"Content-Type": "application/x-msgpack", "Prefer": "respond-async"}
+
+    async def push(session: aiohttp.ClientSession, body: bytes) -> None:
+        try:
+            async with session.post(url + "/v1/gossip/model", data=body, headers=headers) as resp:
+                await resp.read()
+                report.answers[resp.status] += 1
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            report.failures[type(exc).__name__] += 1
+
+    def probe() -> None:
+        while not done.is_set():
+            t0 = time.perf_counter()
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=probe_timeout) as resp:
+                    resp.read()
+                report.probe_latencies.append(time.perf_counter() - t0)
+            except (urllib.error.URLError, OSError):
+                report.probe_failures += 1
+            done.wait(probe_interval)
+
+    prober = threading.Thread(target=probe, name="healthz-probe")
+    t0 = time.perf_counter()
+    prober.start()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout),
+                                         connector=aiohttp.TCPConnector(limit=0, force_close=True)) as pushes:
+            await asyncio.gather(*(push(pushes, b) for b in bodies))
+    finally:
+        done.set()
+        prober.join()
+    report.seconds = time.perf_counter() - t0
+    return report

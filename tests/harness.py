@@ -35,8 +35,8 @@ def admin_get(proc: DaemonProc, path: str, timeout: float = 30.0) -> bytes:
 
 
 def post(url: str, body: bytes | bytearray, content_type: str = "application/x-msgpack", timeout: float = 10.0,
-         token: str | None = None) -> tuple[int, bytes]:
-    headers = {"Content-Type": content_type}
+         token: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": content_type, **(headers or {})}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
     req = urllib.request.Request(url, data=bytes(body), method="POST", headers=headers)

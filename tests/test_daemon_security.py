@@ -430,7 +430,7 @@ async def test_a_model_that_cannot_be_exported_is_409_never_500(tmp_path: Path, 
 
     monkeypatch.setattr(gossipd.export, "export_onnx_bytes", broken)
     daemon.learner = object()
-    daemon.current = (None, None)  # type: ignore[assignment]
+    daemon.node = types.SimpleNamespace(model=(None, None))  # type: ignore[assignment]
     held_out = (np.zeros((0, 1)), np.zeros(0))
     daemon.feed = types.SimpleNamespace(store=types.SimpleNamespace(held_out=lambda: held_out))  # type: ignore
     daemon.node_id = "n1"

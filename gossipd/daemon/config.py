@@ -347,9 +347,10 @@ class NodeConfig:
         model).""", positive)
     eval_interval: float = knob(2.0, """Minimum seconds between two evaluations of the model on the
         local test share (gossip status, /metrics); each costs a forward pass over the share.""", positive)
-    request_timeout: float = knob(5.0, """Seconds before a peer that does not answer counts as failed
-        and leaves the view. Too short drops slow but healthy peers; too long keeps dead ones
-        longer.""", positive)
+    request_timeout: float = knob(5.0, """Seconds a peer has to answer a message of ours. No answer in
+        time is a strike against it (peer_sampling.max_timeouts in a row drop it from the view); a busy
+        answer (429, 503) never is. Too short counts slow but healthy peers out; too long keeps dead
+        ones longer.""", positive)
     max_connections: int = knob(1024, """Open client connections this node serves at once. At the cap a
         new connection closes the oldest one that has not finished sending a request (slow clients
         first, then idle keep-alive ones); when every connection is busy, the new one gets 503
@@ -363,8 +364,15 @@ class NodeConfig:
     body_timeout: float = knob(30.0, """Seconds a client has to send a request's body once its headers
         are in (408 body_timeout after it). Must leave a peer on a slow link time to send a whole
         model.""", positive)
-    max_pending: int = knob(32, """Received models waiting for the trainer before new ones are refused
-        with 503 (busy); bounds memory and latency under load.""", integer(1))
+    max_pending: int = knob(32, """Received models that may wait for the trainer, one per sender (a
+        newer model from the same sender takes its older one's place). Every model is answered at once:
+        202 when queued, 503 busy with Retry-After when the queue is full. Bounds memory (one model's
+        parameters each) and how stale a model gets before it is merged.""", integer(1))
+    sender_rate: float = knob(4.0, """Messages (models and shuffle requests) one peer may send this node
+        per gossip.interval, on average; bursts of twice that pass. Beyond, 429 too_many_requests with
+        Retry-After. An honest peer sends at most about 2 (one push per interval, shuffles every
+        shuffle interval); this bounds how much training and how many shuffles one member can cause
+        here.""", positive)
     seed: int = knob(-1, """Seeds this node's randomness (timers, peer choice, mini-batches), for
         reproducible runs. -1: random at each start.""", integer(-1), flag="--seed")
     log_level: str = knob("INFO", "DEBUG | INFO | WARNING | ERROR.", _log_level, flag="--log-level")

@@ -12,6 +12,11 @@ cross-site page can send; no endpoint answers a CORS preflight with
 permission; ``/v1/admin/*``, ``/v1/model``, ``/v1/data`` and ``/v1/predict``
 need the client's IP in ``admin_allow`` *and* the bearer token; bodies are
 read within a size limit and a timeout.
+
+Peer messages are handed, as bytes, to the service's ``peer_message`` (the
+same handler the in-memory transport calls); :class:`HttpTransport` is the
+sending side, with the outcome of every failure mapped by
+``gossipd.daemon.transport``.
 """
 
 from __future__ import annotations
@@ -31,16 +36,13 @@ from aiohttp import web
 
 from gossipd import wire
 from gossipd.addresses import AddressError, PeerPolicy
-from gossipd.core.messages import Message, ModelMessage, ShuffleRequest
 from gossipd.data import DataError
 from gossipd.daemon.reasons import describe_exception
 from gossipd.daemon.resolver import PolicyResolver
-from gossipd.logsummary import LogSummary
+from gossipd.daemon.transport import MODEL_PATH, MSGPACK, SHUFFLE_PATH, Answer, PeerHandler, SendFailed, outcome_of_error
+from peer_sampling.outcome import Outcome
 
 log = logging.getLogger(__name__)
-
-#: What peers send, and what the peer endpoints and /v1/model answer.
-MSGPACK = "application/x-msgpack"
 #: Accepted on peer endpoints: MSGPACK, and the type daemons before 0.3 sent.
 MSGPACK_TYPES = frozenset({MSGPACK, "application/msgpack"})
 #: Largest admin request body (a join is a few dozen bytes of JSON).
@@ -66,20 +68,14 @@ class NodeService(Protocol):
     def is_starting(self) -> bool:
         """True until the node exists (the socket is bound before the model is loaded)."""
 
-    def decode(self, body: bytes) -> Message:
-        """A peer message checked against this node (cluster, architecture, size); WireError otherwise."""
+    #: a peer message's body -> the answer (``gossipd.daemon.transport.PeerHandler``)
+    peer_message: PeerHandler
 
-    def count_rejected(self, code: str) -> None:
-        """A peer message was refused with ``code``."""
+    def refuse_early(self, path: str) -> Answer | None:
+        """The answer to a peer message to ``path`` that needs no body (starting, full), or None."""
 
-    def busy_reason(self) -> str | None:
-        """Why a model cannot be taken now (e.g. a full queue), or None."""
-
-    async def apply_model(self, msg: ModelMessage) -> float:
-        """Merge and train on ``msg``; the new model age."""
-
-    def answer_shuffle(self, msg: ShuffleRequest) -> bytes:
-        """The encoded shuffle reply."""
+    def reject(self, remote: str | None, path: str, err: wire.WireError) -> None:
+        """A peer message was refused before it reached ``peer_message`` (type, size, time): count, log."""
 
     def status(self) -> dict[str, Any]: ...
 
@@ -163,6 +159,14 @@ def _error_response(err: wire.WireError) -> web.Response:
     return resp
 
 
+def _response(answer: Answer, *, close: bool = False) -> web.Response:
+    resp = web.Response(status=answer.status, body=answer.body, content_type=answer.content_type,
+                        headers=answer.http_headers())
+    if close:
+        resp.force_close()
+    return resp
+
+
 class Api:
     """Route handlers; all state lives behind the NodeService."""
 
@@ -172,9 +176,6 @@ class Api:
 
     def __init__(self, service: NodeService) -> None:
         self.s = service
-        # One line per sender, path and reason at once, then a count at most once a minute:
-        # one WARNING per refused message let a hostile sender grow the log by 50 MB in 30 s.
-        self.rejections = LogSummary(log, "rejected")
 
     @web.middleware
     async def starting(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -190,8 +191,8 @@ class Api:
         Peer bodies are read by ``_read`` against the node's own limit, known once the model is."""
         app = web.Application(middlewares=[*middlewares, json_errors, no_cross_origin, self.starting])
         app.add_routes([
-            web.post("/v1/gossip/model", self.post_model),
-            web.post("/v1/gossip/shuffle", self.post_shuffle),
+            web.post(MODEL_PATH, self.post_peer),
+            web.post(SHUFFLE_PATH, self.post_peer),
             web.get("/v1/status", self.get_status),
             web.get("/v1/peers", self.get_peers),
             web.post("/v1/admin/join", self.locked(self.post_join)),
@@ -242,41 +243,25 @@ class Api:
             raise wire.WireError(408, "body_timeout", f"the body did not arrive within {timeout:g} s") from None
         return bytes(body)
 
-    async def _decode(self, request: web.Request, expected: type[Any]) -> Any:
-        """The posted message if it is msgpack, decodes and is of the type this endpoint takes."""
-        if request.content_type not in MSGPACK_TYPES:
-            raise wire.WireError(415, "unsupported_media_type",
-                                 f"peer messages are Content-Type: {MSGPACK}, got {request.content_type!r}")
-        msg = self.s.decode(await self._read(request, self.s.max_body))
-        if not isinstance(msg, expected):
-            raise wire.WireError(400, "wrong_endpoint", f"a {type(msg).__name__} was posted to {request.path}")
-        return msg
-
-    def _reject(self, request: web.Request, err: wire.WireError) -> web.Response:
-        self.s.count_rejected(err.code)
-        self.rejections.record((request.remote, request.path, err.code),
-                               f"{request.method} {request.path} from {request.remote}: {err.code}", err.detail)
-        return _error_response(err)
-
     # -- peer traffic -----------------------------------------------------
 
-    async def post_model(self, request: web.Request) -> web.Response:
+    async def post_peer(self, request: web.Request) -> web.StreamResponse:
+        """A model or a shuffle request: msgpack only (415), within the size and time limits
+        (413, 408); the service does the rest (``NodeService.peer_message``)."""
         try:
-            msg = await self._decode(request, ModelMessage)
+            if request.content_type not in MSGPACK_TYPES:
+                raise wire.WireError(415, "unsupported_media_type",
+                                     f"peer messages are Content-Type: {MSGPACK}, got {request.content_type!r}")
+            early = self.s.refuse_early(request.path)
+            if early is not None:  # the body stays unread: the connection closes after the answer
+                return _response(early, close=True)
+            body = await self._read(request, self.s.max_body)
         except wire.WireError as err:
-            return self._reject(request, err)
-        busy = self.s.busy_reason()
-        if busy is not None:
-            return json_error(503, "busy", busy)
-        age = await self.s.apply_model(msg)
-        return web.json_response({"merged": True, "age": age})
-
-    async def post_shuffle(self, request: web.Request) -> web.Response:
-        try:
-            msg = await self._decode(request, ShuffleRequest)
-        except wire.WireError as err:
-            return self._reject(request, err)
-        return web.Response(body=self.s.answer_shuffle(msg), content_type=MSGPACK)
+            self.s.reject(request.remote, request.path, err)
+            return _error_response(err)
+        answer = await self.s.peer_message(request.path, body, request.remote,
+                                           respond_async=prefers_async(request))
+        return _response(answer)
 
     # -- inspection -------------------------------------------------------
 
@@ -369,13 +354,23 @@ class Api:
         return web.json_response(answer)
 
 
-class PeerClient:
-    """Sends messages to peers over HTTP(S); failures come back as ``PeerError``.
+def prefers_async(request: web.Request) -> bool:
+    """The client sent ``Prefer: respond-async`` (RFC 7240): it takes ``202`` for a queued model.
+    Every gossipd since backpressure does; older ones wait for the merge and get ``200``."""
+    return any(p.split(";")[0].strip().lower() == "respond-async"
+               for value in request.headers.getall("Prefer", ()) for p in value.split(","))
+
+
+class HttpTransport:
+    """Sends messages to peers over HTTP(S) (implements ``Transport``); every failure comes back
+    as ``SendFailed`` with its outcome (``transport.outcome_of_error``).
 
     Connects only where ``policy`` allows: literal IPs are checked before each
     request (aiohttp does not resolve them), host names by the connector's
-    resolver against the IPs they resolve to. ``ssl_context`` verifies
-    ``https://`` peers (and presents this node's certificate for mutual TLS).
+    resolver against the IPs they resolve to. Redirects are never followed
+    (a 3xx is an answer that refuses: following one could lead past that
+    check). ``ssl_context`` verifies ``https://`` peers (and presents this
+    node's certificate for mutual TLS).
     """
 
     def __init__(self, timeout: float, max_body: int, policy: PeerPolicy | None = None,
@@ -387,31 +382,39 @@ class PeerClient:
             timeout=aiohttp.ClientTimeout(total=timeout),
             connector=aiohttp.TCPConnector(limit=32, resolver=PolicyResolver(self.policy),
                                            ssl=ssl_context if ssl_context is not None else True),
-            headers={"Content-Type": MSGPACK},
+            headers={"Content-Type": MSGPACK, "Prefer": "respond-async"},
         )
+
+    async def listen(self, handler: PeerHandler) -> None:
+        return None  # the daemon's HTTP server (Api) serves peer messages
 
     async def close(self) -> None:
         await self._session.close()
 
-    async def post(self, peer: str, path: str, body: bytes | bytearray) -> tuple[int, bytes]:
+    async def post(self, peer: str, path: str, body: bytes | bytearray) -> Answer:
         try:
             self.policy.check(peer)
         except AddressError as exc:
-            raise PeerError(peer, f"not contacted: {exc}") from None
+            raise SendFailed(Outcome.REFUSED, f"not contacted: {exc}") from None
         try:
-            async with self._session.post(peer + path, data=body) as resp:
-                return resp.status, await resp.content.read(self.max_body + 1)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise PeerError(peer, describe_exception(exc, self.timeout)) from None
+            async with self._session.post(peer + path, data=body, allow_redirects=False) as resp:
+                data = bytearray()
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    data += chunk
+                    if len(data) > self.max_body:  # more than any reply we could use: decoding refuses it
+                        break
+                return Answer(resp.status, bytes(data), resp.content_type, retry_after(resp.headers))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ssl.SSLError) as exc:
+            raise SendFailed(outcome_of_error(exc), describe_exception(exc, self.timeout)) from None
 
 
-class PeerError(Exception):
-    """The peer could not be reached or did not answer in time; ``reason`` says how."""
-
-    def __init__(self, peer: str, reason: str) -> None:
-        super().__init__(f"{peer}: {reason}")
-        self.peer = peer
-        self.reason = reason
+def retry_after(headers: Any) -> float | None:
+    """``Retry-After`` in seconds, when given as a number (an HTTP date is not worth parsing here)."""
+    try:
+        value = float(headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
 
 
 def ip_allowed(remote: str | None, allow: tuple[str, ...]) -> bool:

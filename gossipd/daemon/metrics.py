@@ -43,6 +43,7 @@ class MetricsSnapshot:
     rejections: dict[str, int] = field(default_factory=dict)  # refused messages by error code
     dropped_addresses: int = 0
     connections: dict[str, int] = field(default_factory=dict)  # ConnectionGuard.stats()
+    inbox: dict[str, int] = field(default_factory=dict)  # Daemon.inbox_report()
 
 
 # Optional gauges: name, help, snapshot field. Absent when the value is None (a
@@ -56,6 +57,15 @@ OPTIONAL_GAUGES = (
     ("gossipd_test_examples", "examples this node holds out to score the model", "test_examples"),
     ("gossipd_arrived_examples", "examples added after start-up (a followed file or directory, POST /v1/data)",
      "arrived_examples"),
+)
+
+# Backpressure on received models (Daemon.inbox_report()).
+INBOX_COUNTERS = (
+    ("accepted", "models queued for training and answered 202"),
+    ("superseded", "queued models replaced by a newer one from the same sender"),
+    ("full", "models answered 503 busy: the queue was full"),
+    ("throttled", "peer messages answered 429: their sender exceeded sender_rate"),
+    ("failed", "queued models whose training raised (logged)"),
 )
 
 
@@ -100,6 +110,11 @@ class _Collector:
                 g = GaugeMetricFamily(f"gossipd_connections_{name}", help_text)
                 g.add_metric([], snap.connections.get(name, 0))
                 yield g
+        for name, help_text in INBOX_COUNTERS:
+            if name in snap.inbox:
+                c = CounterMetricFamily(f"gossipd_inbox_{name}", help_text)
+                c.add_metric([], snap.inbox[name])
+                yield c
         for name, help_text, key in OPTIONAL_GAUGES:
             value = getattr(snap, key)
             if value is not None:

@@ -4,6 +4,11 @@ Written atomically (temp file, fsync, rename, fsync of the directory), so a
 crash leaves either the old or the new checkpoint. A checkpoint that is corrupt
 or belongs to another cluster or architecture is moved aside and reported,
 never silently used.
+
+A sound file whose model is not (non-finite parameters, which a gossipd
+before numeric safety could write) is not corruption: it loads, and the
+daemon keeps its peer view and counters but starts a fresh model (the node
+refuses to start from such a model). Offline tools (``load_any``) refuse it.
 """
 
 from __future__ import annotations
@@ -83,8 +88,6 @@ def decode_checkpoint(data: bytes) -> Checkpoint:
         if hashlib.sha256(raw).hexdigest() != obj["sha256"]:
             raise CheckpointError("parameter checksum does not match (file damaged)")
         params = np.frombuffer(raw, dtype="<f4")
-        if not np.isfinite(params).all():
-            raise CheckpointError("parameters contain NaN or Inf")
         state = ModelState(params, float(obj["age"]))
         return Checkpoint(
             node_id=str(obj["node_id"]),
@@ -158,4 +161,8 @@ class Store:
             data = path.read_bytes()
         except FileNotFoundError:
             raise CheckpointError(f"no checkpoint in {self.dir} (expected {path.name})") from None
-        return decode_checkpoint(data)
+        cp = decode_checkpoint(data)
+        if not np.isfinite(cp.state.params).all():
+            raise CheckpointError("the saved model's parameters contain NaN or Inf (written by a gossipd before "
+                                  "numeric safety); the daemon starts a fresh model from this file")
+        return cp

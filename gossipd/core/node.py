@@ -28,7 +28,7 @@ from gossipd.core.flow import Flow, parse_flow
 from gossipd.core.merge import CLIP_SCALE, CLIP_WINDOW, MergeRule, merge_parts, parse_merge
 from gossipd.core.messages import Address, ModelMessage, Outcome, Parts, Send, ShuffleReply, ShuffleRequest
 from gossipd.core.partition import Layout, carried_count, check_partitions, check_subsample
-from gossipd.core.scaling import FeatureStats
+from gossipd.core.scaling import FeatureStats, RobustStatsMerge
 from gossipd.core.state import ModelState
 from peer_sampling.knobs import check_knobs, fraction_below_one, integer, knob, non_negative, positive
 from peer_sampling.sampler import PeerSampler
@@ -191,6 +191,9 @@ class GossipNode:
         if self._unsafe(state.params) is not None:
             raise ValueError("initial model has non-finite or out-of-bound parameters")
         self.model = NodeModel(state, stats)
+        # Received statistics are judged against the node's own data's (issue 10).
+        own = self.learner.initial_stats(self.data) if len(self.data) else None
+        self._merge_stats = RobustStatsMerge(own, anchored=self.learner.schema.n_features)
         self._discards: list[Discard] = []
         # One entry per useful model merged (trainer thread); react() takes them (event loop).
         # A deque's append and popleft are atomic, so the two threads need no lock.
@@ -273,7 +276,7 @@ class GossipNode:
         local, stats = self.model
         if self.learner.scaling.learned:
             if msg.stats is not None and stats is not None and msg.stats.size == stats.size:
-                stats = stats.merge(msg.stats)
+                stats = self._merge_stats(stats, msg.sender, msg.stats)
             elif msg.parts is None or msg.parts.index[0] == 0:  # the statistics ride with partition 0
                 self.counters.rejected += 1
                 raise RejectedMessage(f"model from {msg.sender} lacks scaling statistics of "

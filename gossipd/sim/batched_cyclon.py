@@ -286,6 +286,11 @@ class BatchedCyclon:
         """Answered: vouched for. Refused or unreachable: out of the view and the book, into
         ``failed``. Timeouts: the same after ``max_timeouts`` in a row."""
         alive = ALIVE[code]
+        busy = code == BUSY  # the simulator has no busy peers; kept to mirror Cyclon.on_outcome
+        if busy.any():
+            r, p = rows[busy], peer[busy]
+            out = (_find(self.view[r], p) < 0) & (p != r)
+            self.known.add(r[out], p[out].astype(np.int32))
         self._vouch(rows[alive], peer[alive])
         fail = ~alive
         strike = STRIKE[code] & fail

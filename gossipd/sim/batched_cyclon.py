@@ -104,8 +104,9 @@ class RingBook:
     def remove(self, rows: np.ndarray, addrs: np.ndarray) -> None:
         if self.cap == 0 or rows.size == 0:
             return
-        book = self.slots[rows]
-        self.slots[rows] = np.where(book == addrs[:, None], -1, book)
+        ri, ci = np.nonzero(self.slots[rows] == addrs[:, None])
+        if ri.size:
+            self.slots[rows[ri], ci] = -1
 
     def in_order(self, row: int) -> list[int]:
         """Row ``row``'s addresses, oldest first."""
@@ -197,8 +198,9 @@ class BatchedCyclon:
         target = view[~empty, oldest].astype(np.int64)
         self._remove_slots(normal, oldest)
         req = self._request(normal, target, now[~empty], rng)
-        boot = self._bootstrap(rows[empty], now[empty], rng)
-        return _concat_requests([req, boot])
+        if not empty.any():  # the usual case: a bootstrap of no rows would still cost ~30 numpy calls
+            return req
+        return _concat_requests([req, self._bootstrap(rows[empty], now[empty], rng)])
 
     def tick_reseed(self, rows: np.ndarray, now: np.ndarray, exclude: np.ndarray,
                     rng: np.random.Generator) -> Requests:
@@ -214,13 +216,15 @@ class BatchedCyclon:
         has_seed, has_book = ok_seed.any(axis=1), ok_book.any(axis=1)
         use_seed = np.where(has_seed & has_book, rng.random(len(rows)) < 0.5, has_seed)
         use_book = ~use_seed & has_book
-        failed = self.failed.slots[rows]
-        ok_failed = (failed >= 0) & ~_in(failed, view) & (failed != exclude[:, None])
         target = np.full(len(rows), -1, dtype=np.int64)
-        for chosen, pool, ok in ((use_seed, seeds, ok_seed), (use_book, book, ok_book),
-                                 (~use_seed & ~use_book, failed, ok_failed)):
+        for chosen, pool, ok in ((use_seed, seeds, ok_seed), (use_book, book, ok_book)):
             if chosen.any():
                 target[chosen] = _uniform_pick(pool[chosen], ok[chosen], rng)
+        last = ~use_seed & ~use_book
+        if last.any():  # the failed book, only for the rows with nothing else (rare: worth not testing all)
+            failed, v = self.failed.slots[rows[last]], view[last]
+            ok_failed = (failed >= 0) & ~_in(failed, v) & (failed != exclude[last, None])
+            target[last] = _uniform_pick(failed, ok_failed, rng)
         has = target >= 0
         return self._request(rows[has], target[has], now[has], rng)
 
@@ -396,7 +400,8 @@ class BatchedCyclon:
         looked = present & (entries != rows[:, None])
         cand = looked & ~_in(entries, view)
         free = self.c - self.vlen[rows]
-        sent_in = (np.arange(sent.shape[1]) < n_sent[:, None]) & _in(sent, view)
+        sent_hit = sent[:, :, None] == view[:, None, :]
+        sent_in = (np.arange(sent.shape[1]) < n_sent[:, None]) & sent_hit.any(axis=2)
         room = np.minimum(free + sent_in.sum(axis=1), self.max_from_one)
         rank = np.cumsum(cand, axis=1) - 1
         place = cand & (rank < room[:, None])
@@ -417,8 +422,7 @@ class BatchedCyclon:
         if ri.size:
             # the j-th entry over a sent one takes the slot of the j-th sent entry still in the view
             order = np.argsort(~sent_in, axis=1, kind="stable")
-            victim = sent[ri, order[ri, rank[ri, ci] - free[ri]]]
-            slot = _find(view[ri], victim)
+            slot = np.argmax(sent_hit[ri, order[ri, rank[ri, ci] - free[ri]]], axis=1)  # that entry's view slot
             self.view[rows[ri], slot] = entries[ri, ci]
             self.vage[rows[ri], slot] = ages[ri, ci]
         self.vlen[rows] += into_free.sum(axis=1)

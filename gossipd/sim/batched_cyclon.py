@@ -72,6 +72,9 @@ class RingBook:
         self.cap = cap
         self.slots = np.full((n, cap), -1, dtype=np.int32)
         self.pos = np.zeros(n, dtype=np.int64)
+        #: Rows that have ever held an address: removing from the others is a no-op, and the
+        #: ``failed`` and ``strikes`` books stay empty for most nodes of a healthy run.
+        self.used = np.zeros(n, dtype=bool)
 
     def contains(self, rows: np.ndarray, addrs: np.ndarray) -> np.ndarray:
         """``addrs`` ``(m,)`` or ``(m, k)``: is each in its row's book?"""
@@ -91,6 +94,7 @@ class RingBook:
             r = rows[fresh]
             self.slots[r, self.pos[r] % self.cap] = addrs[fresh]
             self.pos[r] += 1
+            self.used[r] = True
             return
         assert new is not None
         offset = np.cumsum(new, axis=1) - 1
@@ -98,10 +102,16 @@ class RingBook:
         r = rows[ri]
         self.slots[r, (self.pos[r] + offset[ri, ci]) % self.cap] = addrs[ri, ci]
         self.pos[rows] += new.sum(axis=1)
+        self.used[r] = True
 
     def remove(self, rows: np.ndarray, addrs: np.ndarray) -> None:
         if self.cap == 0 or rows.size == 0:
             return
+        used = self.used[rows]
+        if not used.all():
+            if not used.any():
+                return
+            rows, addrs = rows[used], addrs[used]
         ri, ci = np.nonzero(self.slots[rows] == addrs[:, None])
         if ri.size:
             self.slots[rows[ri], ci] = -1
@@ -122,6 +132,7 @@ class RingBook:
         self.slots[row] = -1
         self.slots[row, : len(addrs)] = addrs
         self.pos[row] = len(addrs)
+        self.used[row] |= len(addrs) > 0
 
 
 class BatchedCyclon:
@@ -277,9 +288,8 @@ class BatchedCyclon:
                  n_entries: np.ndarray, sent: np.ndarray, n_sent: np.ndarray) -> None:
         """Take in the partner's entries (free slots first, then over what we sent it),
         vouch for it, and keep it while a slot is free."""
-        self.failed.remove(rows, partner)
         placed = self.max_from_one - self._integrate(rows, entries, ages, n_entries, sent, n_sent)
-        self._vouch(rows, partner)
+        self._vouch(rows, partner)  # which also takes it out of ``failed``
         keep = (placed < self.c - 1) & (self.vlen[rows] < self.c) & (partner != rows)
         keep &= ~(self.view[rows] == partner[:, None]).any(axis=1)
         self._append(rows[keep], partner[keep], np.zeros(int(keep.sum()), dtype=np.int64))
@@ -419,6 +429,7 @@ class BatchedCyclon:
             self.strikes.slots[fresh, at] = addrs[~there]
             self.strike_count[fresh, at] = 1
             self.strikes.pos[fresh] += 1
+            self.strikes.used[fresh] = True
         return count
 
     def _sample(self, rows: np.ndarray, k: int, exclude: np.ndarray,
@@ -442,10 +453,13 @@ class BatchedCyclon:
         index = np.arange(width)
         present = index < n_entries[:, None]
         looked = present & (entries != rows[:, None])
-        cand = looked & ~_in(entries, view)
+        # received and sent entries against the view in one comparison
+        hit = np.concatenate([entries, sent], axis=1)[:, :, None] == view[:, None, :]
+        in_view = hit.any(axis=2)
+        cand = looked & ~in_view[:, :width]
         free = self.c - self.vlen[rows]
-        sent_hit = sent[:, :, None] == view[:, None, :]
-        sent_in = (np.arange(sent.shape[1]) < n_sent[:, None]) & sent_hit.any(axis=2)
+        sent_hit = hit[:, width:]
+        sent_in = (np.arange(sent.shape[1]) < n_sent[:, None]) & in_view[:, width:]
         room = np.minimum(free + sent_in.sum(axis=1), self.max_from_one)
         rank = np.cumsum(cand, axis=1) - 1
         place = cand & (rank < room[:, None])

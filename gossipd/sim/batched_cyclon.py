@@ -97,11 +97,11 @@ class RingBook:
             self.used[r] = True
             return
         assert new is not None
-        offset = np.cumsum(new, axis=1) - 1
+        upto = np.cumsum(new, axis=1)
         ri, ci = np.nonzero(new)
         r = rows[ri]
-        self.slots[r, (self.pos[r] + offset[ri, ci]) % self.cap] = addrs[ri, ci]
-        self.pos[rows] += new.sum(axis=1)
+        self.slots[r, (self.pos[r] + upto[ri, ci] - 1) % self.cap] = addrs[ri, ci]
+        self.pos[rows] += upto[:, -1]
         self.used[r] = True
 
     def remove(self, rows: np.ndarray, addrs: np.ndarray) -> None:
@@ -437,7 +437,7 @@ class BatchedCyclon:
         """Up to ``k`` distinct random view entries per row, in random order, never ``exclude``:
         addresses ``(m, k)`` (-1 past the count), their ages, and the count."""
         view = self.view[rows]
-        ok = (np.arange(self.c) < self.vlen[rows, None]) & (view != exclude[:, None])
+        ok = (view >= 0) & (view != exclude[:, None])  # slots past the view's length hold -1
         picks, count, slots = _random_subset(view, ok, k, rng)
         ages = self.vage[rows[:, None], slots]
         return picks, np.where(picks >= 0, ages, 0), count
@@ -448,43 +448,43 @@ class BatchedCyclon:
         free slots, then overwrite the entries we sent (in the order sent), at most
         ``max_from_one`` placements; every address looked at (up to the last placement, if
         the budget ran out) is noted in the book. Returns the budget left per row."""
-        m, width = entries.shape
+        width = entries.shape[1]
+        mfo = self.max_from_one
         view = self.view[rows]
-        index = np.arange(width)
-        present = index < n_entries[:, None]
-        looked = present & (entries != rows[:, None])
+        vlen = self.vlen[rows]
+        free = self.c - vlen
+        looked = (np.arange(width) < n_entries[:, None]) & (entries != rows[:, None])
         # received and sent entries against the view in one comparison
         hit = np.concatenate([entries, sent], axis=1)[:, :, None] == view[:, None, :]
         in_view = hit.any(axis=2)
         cand = looked & ~in_view[:, :width]
-        free = self.c - self.vlen[rows]
         sent_hit = hit[:, width:]
         sent_in = (np.arange(sent.shape[1]) < n_sent[:, None]) & in_view[:, width:]
-        room = np.minimum(free + sent_in.sum(axis=1), self.max_from_one)
-        rank = np.cumsum(cand, axis=1) - 1
-        place = cand & (rank < room[:, None])
-        placed = place.sum(axis=1)
-        # The budget ran out at the last placement: nothing after it is looked at.
-        out = placed == self.max_from_one
+        room = np.minimum(free + sent_in.sum(axis=1), mfo)
+        upto = np.cumsum(cand, axis=1)  # candidates so far, this one included
+        place = cand & (upto <= room[:, None])
+        placed = np.minimum(upto[:, -1], room)
+        out = placed == mfo
         if out.any():
-            last = width - 1 - np.argmax(place[:, ::-1], axis=1)
-            looked &= ~(out[:, None] & (index > last[:, None]))
+            # The budget ran out at the last placement (the mfo-th candidate): nothing after it is looked at.
+            looked &= ~(out[:, None] & (upto - cand >= mfo))
         if self.known.cap:
             self.known.add(rows, entries, looked & ~self.known.contains(rows, entries))
-        into_free = place & (rank < free[:, None])
-        ri, ci = np.nonzero(into_free)
-        slot = self.vlen[rows[ri]] + rank[ri, ci]
-        self.view[rows[ri], slot] = entries[ri, ci]
-        self.vage[rows[ri], slot] = ages[ri, ci]
-        ri, ci = np.nonzero(place & ~into_free)
+        ri, ci = np.nonzero(place)
         if ri.size:
-            # the j-th entry over a sent one takes the slot of the j-th sent entry still in the view
-            order = np.argsort(~sent_in, axis=1, kind="stable")
-            slot = np.argmax(sent_hit[ri, order[ri, rank[ri, ci] - free[ri]]], axis=1)  # that entry's view slot
-            self.view[rows[ri], slot] = entries[ri, ci]
-            self.vage[rows[ri], slot] = ages[ri, ci]
-        self.vlen[rows] += into_free.sum(axis=1)
-        return self.max_from_one - placed
+            u, f = upto[ri, ci], free[ri]
+            slot = vlen[ri] + u - 1  # the first ones fill the free slots
+            over = u > f
+            if over.any():
+                # the j-th entry over a sent one takes the slot of the j-th sent entry still in the view
+                order = np.argsort(~sent_in, axis=1, kind="stable")
+                oi = ri[over]
+                slot[over] = np.argmax(sent_hit[oi, order[oi, u[over] - 1 - f[over]]], axis=1)
+            r = rows[ri]
+            self.view[r, slot] = entries[ri, ci]
+            self.vage[r, slot] = ages[ri, ci]
+        self.vlen[rows] = vlen + np.minimum(placed, free)
+        return mfo - placed
 
     def _append(self, rows: np.ndarray, addrs: np.ndarray, ages: np.ndarray) -> None:
         slot = self.vlen[rows]

@@ -192,7 +192,7 @@ class BatchedCyclon:
         oldest entry (removed from the view) with a sample; an empty view bootstraps."""
         self.next_shuffle[rows] = now + self._period(self.config.interval, len(rows), rng)
         view = self.view[rows]
-        valid = np.arange(self.c) < self.vlen[rows, None]
+        valid = view >= 0  # slots past the view's length hold -1
         step = self.config.unvouched_age_step
         ages = self.vage[rows]
         if step > 1:
@@ -201,13 +201,16 @@ class BatchedCyclon:
         else:
             ages += valid
         self.vage[rows] = ages
-        empty = self.vlen[rows] == 0
-        normal = rows[~empty]
-        oldest = np.argmax(np.where(valid, ages, -1)[~empty], axis=1)  # the first of equals, as View.oldest
-        target = view[~empty, oldest].astype(np.int64)
+        empty = ~valid[:, 0]
+        some_empty = bool(empty.any())
+        normal, at = (rows[~empty], now[~empty]) if some_empty else (rows, now)
+        if some_empty:
+            view, valid, ages = view[~empty], valid[~empty], ages[~empty]
+        oldest = np.argmax(np.where(valid, ages, -1), axis=1)  # the first of equals, as View.oldest
+        target = view[np.arange(len(normal)), oldest].astype(np.int64)
         self._remove_slots(normal, oldest)
-        req = self._request(normal, target, now[~empty], rng)
-        if not empty.any():  # the usual case: a bootstrap of no rows would still cost ~30 numpy calls
+        req = self._request(normal, target, at, rng)
+        if not some_empty:  # the usual case: a bootstrap of no rows would still cost ~30 numpy calls
             return req
         return _concat_requests([req, self._bootstrap(rows[empty], now[empty], rng)])
 
@@ -298,6 +301,9 @@ class BatchedCyclon:
         """Answered: vouched for. Refused or unreachable: out of the view and the book, into
         ``failed``. Timeouts: the same after ``max_timeouts`` in a row."""
         alive = ALIVE[code]
+        if alive.all():  # acknowledgements and answers: the usual case
+            self._vouch(rows, peer)
+            return
         self._vouch(rows[alive], peer[alive])
         fail = ~alive
         strike = STRIKE[code] & fail

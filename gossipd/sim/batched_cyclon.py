@@ -120,9 +120,11 @@ class RingBook:
         """Row ``row``'s addresses, oldest first."""
         if self.cap == 0:
             return []
+        if not self.used[row]:
+            return []
         at = int(self.pos[row] % self.cap)
         ring = np.concatenate([self.slots[row, at:], self.slots[row, :at]])
-        return [int(a) for a in ring if a >= 0]
+        return ring[ring >= 0].tolist()
 
     def set_row(self, row: int, addrs: list[int]) -> None:
         """Make row ``row`` hold ``addrs`` (oldest first, at most ``cap``)."""

@@ -293,8 +293,15 @@ class BatchedCyclon:
                  n_entries: np.ndarray, sent: np.ndarray, n_sent: np.ndarray) -> None:
         """Take in the partner's entries (free slots first, then over what we sent it),
         vouch for it, and keep it while a slot is free."""
+        self.take_reply(rows, partner, entries, ages, n_entries, sent, n_sent)
+        # Cyclon vouches before it keeps the partner; the view and the books are apart, so after is the same.
+        self.vouch(rows, partner)
+
+    def take_reply(self, rows: np.ndarray, partner: np.ndarray, entries: np.ndarray, ages: np.ndarray,
+                   n_entries: np.ndarray, sent: np.ndarray, n_sent: np.ndarray) -> None:
+        """:meth:`on_reply` on the view and the ``known`` book only (no vouching): what the
+        engine runs in the replies' own sub-rounds when the vouching runs in its own."""
         placed = self.max_from_one - self._integrate(rows, entries, ages, n_entries, sent, n_sent)
-        self._vouch(rows, partner)  # which also takes it out of ``failed``
         keep = (placed < self.c - 1) & (self.vlen[rows] < self.c) & (partner != rows)
         keep &= ~(self.view[rows] == partner[:, None]).any(axis=1)
         self._append(rows[keep], partner[keep], np.zeros(int(keep.sum()), dtype=np.int64))
@@ -304,9 +311,9 @@ class BatchedCyclon:
         ``failed``. Timeouts: the same after ``max_timeouts`` in a row."""
         alive = ALIVE[code]
         if alive.all():  # acknowledgements and answers: the usual case
-            self._vouch(rows, peer)
+            self.vouch(rows, peer)
             return
-        self._vouch(rows[alive], peer[alive])
+        self.vouch(rows[alive], peer[alive])
         fail = ~alive
         strike = STRIKE[code] & fail
         drop = fail & ~strike
@@ -416,7 +423,9 @@ class BatchedCyclon:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _vouch(self, rows: np.ndarray, addrs: np.ndarray) -> None:
+    def vouch(self, rows: np.ndarray, addrs: np.ndarray) -> None:
+        """``addrs`` answered a request of ``rows`` (strikes and ``failed`` forgotten, vouched for):
+        the only thing an answered outcome does, and a reply's part on the books."""
         self.strikes.remove(rows, addrs)
         self.failed.remove(rows, addrs)
         self.vouched.add(rows, addrs.astype(np.int32))

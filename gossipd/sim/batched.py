@@ -335,7 +335,7 @@ class _Loop:
         """Each receiver answers its requests in time order; the replies, as events (their
         time is still the request's). Sub-rounds are vectorised while they hold at least
         ``cyclon.min_batch`` nodes; the tail (a seed hears hundreds of requests a slice in
-        a large network) goes through the reference Cyclon, node by node."""
+        a large network) goes node by node through Cyclon.on_request's steps (``on_requests_one_by_one``)."""
         parts: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
         rounds = subrounds(q["dst"], q["t"])
         r = 0

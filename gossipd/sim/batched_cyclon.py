@@ -141,7 +141,7 @@ class BatchedCyclon:
     """Cyclon for ``n`` nodes (addresses ``0..n-1``); the first ``seeds`` nodes are the seeds."""
 
     shuffles = True
-    #: Fewer nodes than this in a sub-round of requests: the reference Cyclon, node by node, is cheaper.
+    #: Fewer nodes than this in a sub-round of requests: Cyclon's own steps, node by node, are cheaper.
     min_batch = 4
 
     def __init__(self, n: int, seeds: int, config: CyclonConfig, rng: np.random.Generator) -> None:
@@ -352,7 +352,7 @@ class BatchedCyclon:
         index = {a: i for i, a in enumerate(addrs)}
         known = dict.fromkeys(self.known.in_order(row))
         failed = dict.fromkeys(self.failed.in_order(row))
-        # The reference Cyclon built per call drew its two timers from rng at construction.
+        # The two timer draws of the Cyclon this path used to build per call: runs stay the same draw for draw.
         rng.random()
         if math.isfinite(self.config.effective_reseed_interval):
             rng.random()

@@ -441,7 +441,7 @@ def test_acceptance_attackers_seed_1(digits):
     problems = []
     if abs(clean - acc(merge="age")) > 0.005:
         problems.append("no attack: robust and age more than 0.5 points apart")
-    for kind in ("age", "scale:10", "signflip", "noise:1", "zero"):
+    for kind in ("age", "scale:10", "signflip", "noise:1", "zero", "stats"):
         attacked = acc(attackers=f"0.2:{kind}")
         if attacked < clean - 0.03:
             problems.append(f"{kind}: {attacked:.4f} vs {clean:.4f} without attackers")

@@ -22,7 +22,7 @@ import numpy as np
 
 from gossipd.core.merge import CLIP_SCALE, CLIP_WINDOW, MergeRule, parse_merge
 from gossipd.core.messages import Address, ModelMessage, Outcome, Send, ShuffleReply, ShuffleRequest
-from gossipd.core.scaling import FeatureStats
+from gossipd.core.scaling import FeatureStats, RobustStatsMerge
 from gossipd.core.state import ModelState
 from peer_sampling.knobs import check_knobs, fraction_below_one, integer, knob, non_negative, positive
 from peer_sampling.sampler import PeerSampler
@@ -156,6 +156,9 @@ class GossipNode:
         if self._unsafe(state.params) is not None:
             raise ValueError("initial model has non-finite or out-of-bound parameters")
         self.model = NodeModel(state, stats)
+        # Received statistics are judged against the node's own data's (issue 10).
+        own = self.learner.initial_stats(self.data) if len(self.data) else None
+        self._merge_stats = RobustStatsMerge(own, anchored=self.learner.schema.n_features)
         self._discards: list[Discard] = []
         # Training draws from its own stream: the daemon trains in a worker
         # thread while the event loop draws timers and peers from ``rng``.
@@ -218,7 +221,7 @@ class GossipNode:
                 self.counters.rejected += 1
                 raise RejectedMessage(f"model from {msg.sender} lacks scaling statistics of "
                                       f"{self.learner.schema.n_stat_columns} columns")
-            stats = stats.merge(msg.stats)
+            stats = self._merge_stats(stats, msg.sender, msg.stats)
         self.counters.received += 1
         merged = self._merge(local, ModelState(msg.params, msg.age))
         reason = self._unsafe(merged.params)

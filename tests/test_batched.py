@@ -15,15 +15,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gossipd.sim.batched as batched_module
 from gossipd.core.learner import LearnerConfig, LocalData, make_learner
 from gossipd.core.merge import age_weighted, merge_age, robust_step, window_quantile
 from gossipd.core.node import GossipConfig
 from gossipd.core.scaling import FeatureStats, Scaling, merge_moments
 from gossipd.core.spec import Schema
 from gossipd.core.state import ModelState
+from gossipd.sim.batched import BatchedSimulation
 from gossipd.sim.batched_cyclon import CODE, BatchedCyclon, RingBook, StaticPeers
 from gossipd.sim.batched_events import Calendar, Events, subrounds
 from gossipd.sim.batched_models import NodeModels, Snapshot
+from gossipd.sim.config import SimulationConfig
 from peer_sampling.cyclon import Cyclon, CyclonConfig
 from peer_sampling.messages import PeerDescriptor, ShuffleReply, ShuffleRequest
 from peer_sampling.outcome import Outcome
@@ -359,6 +362,23 @@ def test_reseeding_asks_a_seed_or_a_book_address_outside_the_view():
     assert set(req.target.tolist()) == {1, 25}
     req = batched.tick_reseed(rows, np.zeros(30), np.full(30, 1), np.random.default_rng(2))
     assert set(req.target.tolist()) == {25}  # excluded: the partner of this slice's shuffle
+
+
+def test_answers_ordered_per_state_are_the_answers_in_one_time_order(digits, monkeypatch):
+    """A node whose answers in a slice are all alive vouches (books) and takes replies in
+    (view) in two separate orders: the same run, view for view, as every node taking its
+    answers in one time order (forced here by counting no outcome as alive)."""
+    cfg = SimulationConfig(nodes=60, cycles=15, eval_every=15, seed=4, drop=0.1, online=0.9, view_size=6,
+                           shuffle_length=3)
+    split = BatchedSimulation.create(cfg, digits)
+    r_split = split.run()
+    monkeypatch.setattr(batched_module, "ALIVE", np.zeros_like(batched_module.ALIVE))
+    one = BatchedSimulation.create(cfg, digits)
+    r_one = one.run()
+    assert r_split["final"] == r_one["final"]
+    np.testing.assert_array_equal(split.peers.view, one.peers.view)
+    np.testing.assert_array_equal(split.peers.vouched.slots, one.peers.vouched.slots)
+    np.testing.assert_array_equal(split.models.params, one.models.params)
 
 
 def test_subrounds_give_each_node_its_events_in_time_order():

@@ -230,6 +230,11 @@ class Cyclon:
         resort); timeouts -> the same after ``max_timeouts`` in a row. Seeds
         stay seeds whatever happens: they are the way back after a partition."""
         if outcome.alive:
+            if outcome is Outcome.BUSY and address not in self.view:
+                # Alive but loaded or still starting: a way back for later. Without this, a
+                # node whose last address answered 'starting' (it left the failed book on
+                # that answer) was left knowing nobody, for good.
+                self._note((address,))
             self._vouch(address)
             return
         self._pending.pop(address, None)  # the shuffle, if that is what it was, is over

@@ -367,12 +367,12 @@ def test_reseeding_asks_a_seed_or_a_book_address_outside_the_view():
 def test_answers_ordered_per_state_are_the_answers_in_one_time_order(digits, monkeypatch):
     """A node whose answers in a slice are all alive vouches (books) and takes replies in
     (view) in two separate orders: the same run, view for view, as every node taking its
-    answers in one time order (forced here by counting no outcome as alive)."""
+    answers in one time order (forced here by counting no outcome as vouching only)."""
     cfg = SimulationConfig(nodes=60, cycles=15, eval_every=15, seed=4, drop=0.1, online=0.9, view_size=6,
                            shuffle_length=3)
     split = BatchedSimulation.create(cfg, digits)
     r_split = split.run()
-    monkeypatch.setattr(batched_module, "ALIVE", np.zeros_like(batched_module.ALIVE))
+    monkeypatch.setattr(batched_module, "VOUCH_ONLY", np.zeros_like(batched_module.VOUCH_ONLY))
     one = BatchedSimulation.create(cfg, digits)
     r_one = one.run()
     assert r_split["final"] == r_one["final"]

@@ -485,6 +485,21 @@ def test_failed_addresses_are_the_last_resort_and_are_never_forgotten() -> None:
         all(dest == "up" for t in range(20, 40) for dest, _ in d.on_tick(float(t)))
 
 
+def test_a_failed_address_that_answers_busy_is_asked_again() -> None:
+    """A restarted node whose only address comes back 'starting' (503: busy) keeps it as a
+    way back: the busy answer takes it out of the failed book, so it must land in the
+    fallback book, or the node would know nobody for good."""
+    c = make(view_size=3, shuffle_length=2, seeds=())
+    fill(c, [("b", 0)])
+    c.on_outcome(0.0, "b", Outcome.UNREACHABLE)
+    assert c.peers() == [] and list(c.failed) == ["b"]
+    (dest, _), = c.on_tick(1.0)
+    c.on_outcome(1.0, dest, Outcome.BUSY)  # b is back, still loading its model
+    assert "b" not in c.failed and "b" in c.known
+    asked = [dest for t in range(2, 10) for dest, _ in c.on_tick(float(t))]
+    assert asked and set(asked) == {"b"}
+
+
 def test_remembered_addresses_are_bounded() -> None:
     c = make(view_size=2, shuffle_length=2, fallback_size=5)
     for i in range(20):

@@ -40,7 +40,7 @@ from gossipd.core.linear_stack import LinearStackLearner
 from gossipd.core.node import Counters
 from gossipd.data import Dataset, split_indices
 from gossipd.sim.baselines import summarise
-from gossipd.sim.batched_cyclon import ALIVE, CODE, FAILED, STRIKE, BatchedCyclon, Requests, StaticPeers
+from gossipd.sim.batched_cyclon import CODE, FAILED, STRIKE, VOUCH_ONLY, BatchedCyclon, Requests, StaticPeers
 from gossipd.sim.batched_events import MODEL, OUTCOME, REPLY, REQUEST, Calendar, Events, per_cycle, subrounds
 from gossipd.sim.batched_models import NodeModels, Snapshot
 from gossipd.sim.batched_scope import batched_unsupported
@@ -263,15 +263,15 @@ class _Loop:
         if not isinstance(self.peers, BatchedCyclon):
             return  # a static overlay does nothing with answers but count them
         cyclon = self.peers
-        # A node whose answers are all alive (acknowledgements, replies) only vouches for peers
-        # (the books) and takes replies in (the view and ``known``): the two orders are kept
-        # apart, in fewer sub-rounds. A node with a failure (which touches both) takes all its
+        # A node whose answers are all acknowledgements and replies only vouches for peers (the
+        # books) and takes replies in (the view and ``known``): the two orders are kept apart, in
+        # fewer sub-rounds. A node with any other outcome (a failure touches both) takes all its
         # answers in one time order.
         mixed = np.zeros(0, dtype=np.int64)
-        if o is not None and not ALIVE[o["code"]].all():
-            hurt = np.zeros(self.cfg.nodes, dtype=bool)
-            hurt[o["dst"][~ALIVE[o["code"]]]] = True
-            mixed = np.flatnonzero(hurt[dst])
+        if o is not None and not VOUCH_ONLY[o["code"]].all():
+            other = np.zeros(self.cfg.nodes, dtype=bool)
+            other[o["dst"][~VOUCH_ONLY[o["code"]]]] = True
+            mixed = np.flatnonzero(other[dst])
         if mixed.size:
             for idx in subrounds(dst[mixed], t[mixed]):
                 idx = mixed[idx]

@@ -46,6 +46,9 @@ FATAL = np.array([o.fatal for o in OUTCOMES])
 STRIKE = np.array([o.strike for o in OUTCOMES])
 FAILED = np.array([o.failed for o in OUTCOMES])
 BUSY = CODE[Outcome.BUSY]
+#: Outcomes on which ``on_outcome`` only vouches for the peer (the books: never the view or
+#: ``known``, which a busy answer may touch): the engine orders those apart from the replies.
+VOUCH_ONLY = ALIVE & (np.arange(len(OUTCOMES)) != BUSY)
 
 
 @dataclass
@@ -310,6 +313,11 @@ class BatchedCyclon:
         """Answered: vouched for. Refused or unreachable: out of the view and the book, into
         ``failed``. Timeouts: the same after ``max_timeouts`` in a row."""
         alive = ALIVE[code]
+        busy = code == BUSY  # the simulator has no busy peers; kept to mirror Cyclon.on_outcome
+        if busy.any():
+            r, p = rows[busy], peer[busy]
+            out = (_find(self.view[r], p) < 0) & (p != r)
+            self.known.add(r[out], p[out].astype(np.int32))
         if alive.all():  # acknowledgements and answers: the usual case
             self.vouch(rows, peer)
             return
@@ -425,7 +433,7 @@ class BatchedCyclon:
 
     def vouch(self, rows: np.ndarray, addrs: np.ndarray) -> None:
         """``addrs`` answered a request of ``rows`` (strikes and ``failed`` forgotten, vouched for):
-        the only thing an answered outcome does, and a reply's part on the books."""
+        all an acknowledgement does, and a reply's part on the books."""
         self.strikes.remove(rows, addrs)
         self.failed.remove(rows, addrs)
         self.vouched.add(rows, addrs.astype(np.int32))

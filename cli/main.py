@@ -20,6 +20,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 COMMANDS: dict[str, str] = {
     "simulate": "cli.simulate_cmd:simulate",
     "sweep": "cli.sweep_cmd:sweep",
+    "experiment": "cli.experiment_cmd:experiment",
     "demo": "cli.demo_cmd:demo",
     "status": "cli.inspect_cmd:status",
     "peers": "cli.inspect_cmd:peers",

@@ -50,14 +50,30 @@ def _baselines(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
               help="cyclon | full | ring | kregular:K | smallworld:K,P | random:P")
 @click.option("--drop", default=0.0, show_default=True, type=float, help="message loss probability")
 @click.option("--online", default=1.0, show_default=True, type=float, help="fraction of time a node is online")
+@click.option("--churn", default=None,
+              help="availability trace: FILE.csv (node,online_from,online_to in cycles) | "
+                   "diurnal[:day=100,online=0.4,swing=0.8,session=10,spread=0.1] (phone-like sessions)")
 @click.option("--delay", default=0.1, show_default=True, type=float, help="max message delay, in cycles")
 @click.option("--kill", default=None, help="FRACTION@CYCLE: crash that share of nodes at that cycle")
 @click.option("--cut", default=None, help="FRACTION@START-END: that share of nodes cannot reach the rest meanwhile")
 @click.option("--attackers", default=None,
               help="FRACTION:KIND, KIND = age | age:zero | scale:S | signflip | noise:SIGMA | zero | stats")
+@click.option("--codec", default="fp32", show_default=True, help="how pushed parameters are sent: fp32 | fp16 | int8")
+@click.option("--partitions", default=1, show_default=True, type=int,
+              help="P: cut the model into P partitions, each with its own age")
+@click.option("--subsample", default=1.0, show_default=True, type=float,
+              help="share of the partitions one push carries (0.1 with P=10: one)")
+@click.option("--flow", default="push", show_default=True,
+              help="push | tokens:A,C (randomized token account, reactivity A, capacity C)")
 @click.option("--view-size", default=20, show_default=True, type=int, help="Cyclon view size c")
 @click.option("--shuffle-length", default=8, show_default=True, type=int, help="Cyclon shuffle length ℓ")
 @click.option("--baselines", default="", callback=_baselines, help="comma list of centralised,local,fedavg")
+@click.option("--fedavg-epochs", default=SimulationConfig.fedavg_epochs, show_default=True, type=int,
+              help="FedAvg's E: local passes per round")
+@click.option("--fedavg-batch", default=SimulationConfig.fedavg_batch, show_default=True, type=int,
+              help="FedAvg's B: local mini-batch size")
+@click.option("--fedavg-fraction", default=SimulationConfig.fedavg_fraction, show_default=True, type=float,
+              help="FedAvg's C: share of the available clients per round")
 @click.option("--eval-every", default=10, show_default=True, type=int, help="cycles between evaluations")
 @click.option("--lr", default=None, type=float, help="initial step  [default: 0.5; 0.1 for regression]")
 @click.option("--lr-decay", default=SimulationConfig.lr_decay, show_default=True, type=float,

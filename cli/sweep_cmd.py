@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -14,6 +16,19 @@ from cli.errors import UserError
 from gossipd.sim.sweep import LocalRunner, Runner, SweepError, SweepProgress, SweepSpec, run_sweep
 
 TABLE_ROWS = 30
+
+
+@contextmanager
+def sweep_errors(output: Path, console: Console) -> Iterator[None]:
+    """A SweepError becomes a one-line CLI error; Ctrl-C says how to resume (exit 130)."""
+    try:
+        yield
+    except SweepError as exc:
+        raise UserError(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished runs are cached in {output / 'runs'}; "
+                      "run the same command again to resume")
+        raise SystemExit(130) from None
 
 
 @click.command()
@@ -65,14 +80,8 @@ def sweep(sweep_file: Path, local: bool, workers: int, address: str | None, num_
         def show(p: SweepProgress) -> None:
             progress.update(task, completed=p.cells_done, runs=f"{p.runs_done}/{p.runs}")
 
-        try:
+        with sweep_errors(spec.output, console):
             outcome = run_sweep(spec, make_runner, progress=show)
-        except SweepError as exc:
-            raise UserError(str(exc)) from None
-        except KeyboardInterrupt:
-            console.print(f"interrupted: finished runs are cached in {spec.output / 'runs'}; "
-                          "run the same command again to resume")
-            raise SystemExit(130) from None
     from gossipd.sim.sweep_plot import chosen_metric
 
     metric = chosen_metric(outcome.summary)

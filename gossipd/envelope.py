@@ -115,6 +115,7 @@ def open_message(
     expected_params: int | None = None,
     max_bytes: int | None = None,
     expected_stats: int | None = None,
+    expected_partitions: int | None = None,
 ) -> Message:
     """Open a sealed body addressed to this node (``address``, ``cluster``); a WireError otherwise.
 
@@ -146,7 +147,8 @@ def open_message(
     guard.admit(env.kid, env.nonce, env.ts_ms, now)
 
     message = wire.decode(plaintext, cluster=cluster, expected_arch=expected_arch,
-                          expected_params=expected_params, max_bytes=max_bytes, expected_stats=expected_stats)
+                          expected_params=expected_params, max_bytes=max_bytes, expected_stats=expected_stats,
+                          expected_partitions=expected_partitions)
     # Only a key holder can get here; still, what the envelope promised must be what it held.
     if wire.message_type(message) != env.inner or message.sender != env.sender:
         raise security.unauthenticated(
@@ -171,6 +173,7 @@ class PeerCodec:
     expected_params: int | None = None
     max_bytes: int | None = None
     expected_stats: int | None = None  # scaling-statistics columns a model must carry (wire.decode)
+    expected_partitions: int | None = None  # the node's partitions P (wire.decode)
     guard: ReplayGuard = field(default_factory=ReplayGuard)
 
     @property
@@ -192,8 +195,8 @@ class PeerCodec:
         if keyring is None:
             return wire.decode(body, cluster=self.cluster, expected_arch=self.expected_arch,
                                expected_params=self.expected_params, max_bytes=self.max_bytes,
-                               expected_stats=self.expected_stats)
+                               expected_stats=self.expected_stats, expected_partitions=self.expected_partitions)
         return open_message(body, cluster=self.cluster, address=self.address, keyring=keyring,
                             guard=self.guard, now=now, expected_arch=self.expected_arch,
                             expected_params=self.expected_params, max_bytes=self.max_bytes,
-                            expected_stats=self.expected_stats)
+                            expected_stats=self.expected_stats, expected_partitions=self.expected_partitions)

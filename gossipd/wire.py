@@ -1,4 +1,4 @@
-"""Wire format v1: the only place bytes become messages and messages become bytes.
+"""Wire format v1 and v2: the only place bytes become messages and messages become bytes.
 
 One msgpack map per message (never pickle)::
 
@@ -7,8 +7,16 @@ One msgpack map per message (never pickle)::
      ["stats": {"count": float, "mean": <bin, k*4>, "var": <bin, k*4>},]  (network-learned scaling)
      "params": {"dtype": "<f4", "shape": [n], "data": <bin, n*4 bytes>}}
 
+    {"v": 2, "type": "model", ... as v1 ...,
+     ["parts": {"count": P, "index": <bin, k*2: <u2>, "ages": <bin, k*8: <f8>},]  (a cut model)
+     "params": {"codec": "fp32" | "fp16" | "int8", "shape": [m], "data": <bin>}}
+
     {"v": 1, "type": "shuffle_request" | "shuffle_reply", "cluster": str,
      "sender": str, "entries": [[address, age], ...]}
+
+A model goes out as v1 when it is whole and fp32 (the defaults), so nodes that
+predate v2 keep talking to upgraded ones; a codec or partitions make it v2,
+which those nodes refuse (400 ``unsupported_version``) rather than misread.
 
 :func:`decode` treats its input as hostile. Before msgpack builds any object a
 bounded, non-recursive pre-scan walks the token headers (never the payloads) and
@@ -32,7 +40,9 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from gossipd.core.messages import Message, ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest
+from gossipd.core import codec as codecs
+from gossipd.core.messages import Message, ModelMessage, Parts, PeerDescriptor, ShuffleReply, ShuffleRequest
+from gossipd.core.partition import MAX_PARTITIONS
 from gossipd.core.scaling import FeatureStats
 
 __all__ = [
@@ -44,6 +54,7 @@ __all__ = [
     "MAX_ITEMS",
     "MAX_STR_LEN",
     "MESSAGE_TYPES",
+    "MODEL_V2",
     "PROTOCOL_VERSION",
     "SEALED",
     "SUPPORTED_VERSIONS",
@@ -62,8 +73,9 @@ __all__ = [
     "require_field",
 ]
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+PROTOCOL_VERSION = 1  # shuffles, the sealed envelope, and whole fp32 models
+MODEL_V2 = 2  # models with a codec or cut into partitions
+SUPPORTED_VERSIONS: tuple[int, ...] = (1, MODEL_V2)
 
 #: dtype strings accepted for ``params``. Only little-endian float32: the node's
 #: parameters are float32, and accepting other widths would mean a silent
@@ -104,6 +116,8 @@ class WireError(Exception):
         body: dict[str, Any] = {"error": self.code, "detail": self.detail}
         if self.code == "unsupported_version":
             body["supported"] = list(SUPPORTED_VERSIONS)
+        elif self.code == "bad_codec":
+            body["supported"] = list(codecs.CODECS)
         return body
 
     def __repr__(self) -> str:
@@ -133,19 +147,26 @@ def encoded_size(message: Message, cluster: str) -> int:
     """Exact length of ``encode(message, cluster=cluster)``, without copying params."""
     if isinstance(message, ModelMessage):
         n = int(np.asarray(message.params).size)
-        return len(_model_header(message.sender, message.arch, message.age, n, cluster, message.stats)) + 4 * n
+        head = _model_header(message.sender, message.arch, message.age, n, cluster, message.stats, message.codec,
+                             message.parts)
+        return len(head) + codecs.payload_size(message.codec, n)
     return len(encode(message, cluster=cluster))
 
 
-def encoded_model_size(n_params: int, sender: str, arch: str, cluster: str, stats_columns: int = 0) -> int:
-    """Exact encoded length of a model message with ``n_params`` parameters (and
-    scaling statistics of ``stats_columns`` columns, if any).
+def encoded_model_size(n_params: int, sender: str, arch: str, cluster: str, stats_columns: int = 0, *,
+                       codec: str = "fp32", parts: int = 0, partitions: int = 1) -> int:
+    """Exact encoded length of a model message carrying ``n_params`` values (and
+    scaling statistics of ``stats_columns`` columns, if any) under ``codec``,
+    and, for ``parts`` > 0, that many of ``partitions`` partitions.
 
-    Does not depend on the age (always a float64) nor on the parameter values,
-    so the simulator can compute it once per (node, model size) and cache it.
+    Does not depend on the age nor the partitions' ages (always float64), on
+    which partitions are carried (the index is fixed-width) nor on the values,
+    so the simulator computes it once per (codec, sizes) and caches it.
     """
     stats = FeatureStats(0.0, np.zeros(stats_columns), np.zeros(stats_columns)) if stats_columns else None
-    return len(_model_header(sender, arch, 0.0, int(n_params), cluster, stats)) + 4 * int(n_params)
+    carried = Parts(partitions, tuple(range(parts)), (0.0,) * parts) if parts else None
+    n = int(n_params)
+    return len(_model_header(sender, arch, 0.0, n, cluster, stats, codec, carried)) + codecs.payload_size(codec, n)
 
 
 # -------------------------------------------------------------------------- encode
@@ -172,8 +193,9 @@ def encode(message: Message, *, cluster: str) -> bytes:
         params = np.ascontiguousarray(message.params, dtype="<f4")  # no copy if already <f4
         if params.ndim != 1:
             raise ValueError(f"params must be 1-D, got shape {params.shape}")
-        header = _model_header(message.sender, message.arch, message.age, params.shape[0], cluster, message.stats)
-        return b"".join((header, memoryview(params).cast("B")))
+        header = _model_header(message.sender, message.arch, message.age, params.shape[0], cluster, message.stats,
+                               message.codec, message.parts)
+        return b"".join((header, codecs.encode(message.codec, params)))
     if isinstance(message, (ShuffleRequest, ShuffleReply)):
         return msgpack.packb(
             {
@@ -194,28 +216,37 @@ _PARAMS_DTYPE_SHAPE = b"".join(
 )
 
 
+_PARAMS_V2 = b"".join((msgpack.packb("params"), b"\x83", msgpack.packb("codec")))
+
+
 def _model_header(sender: str, arch: str, age: float, n: int, cluster: str,
-                  stats: FeatureStats | None = None) -> bytes:
+                  stats: FeatureStats | None = None, codec: str = "fp32", parts: Parts | None = None) -> bytes:
     """Everything of a model message up to and including the params.data bin header.
 
-    ``params`` is the last key of the top map and ``data`` the last key of the
-    params map, so the raw float32 bytes simply follow this header. The headers
-    of ``shape`` and of the ``data`` key (msgpack allows non-minimal widths) are
-    chosen so that the float32 payload starts at a multiple of 4 bytes: decoded
-    with ``np.frombuffer`` over a ``bytes`` body it is then an aligned array.
+    v1 for a whole fp32 model, v2 otherwise. ``params`` is the last key of the
+    top map and ``data`` the last key of the params map, so the encoded values
+    simply follow this header. The headers of ``shape`` and of the ``data`` key
+    (msgpack allows non-minimal widths) are chosen so that the payload starts
+    at a multiple of 4 bytes: fp32 values decoded with ``np.frombuffer`` over a
+    ``bytes`` body are then an aligned array.
     """
-    nbytes = 4 * n
+    v2 = codec != "fp32" or parts is not None
+    nbytes = codecs.payload_size(codec, n)
     if nbytes > 0xFFFFFFFF:
         raise ValueError(f"{n} parameters do not fit in one msgpack bin")
     # One packb for the other fields, then its fixmap header gets one more entry
     # to make room for "params" (msgpack dicts keep insertion order).
-    fields: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "model", "cluster": cluster, "sender": sender,
-                              "arch": arch, "age": float(age)}  # a Python float packs as float64
+    fields: dict[str, Any] = {"v": MODEL_V2 if v2 else PROTOCOL_VERSION, "type": "model", "cluster": cluster,
+                              "sender": sender, "arch": arch, "age": float(age)}  # a Python float packs as float64
     if stats is not None:
         fields["stats"] = {"count": float(stats.count), "mean": stats.mean.astype("<f4").tobytes(),
                            "var": stats.var.astype("<f4").tobytes()}
+    if parts is not None:
+        fields["parts"] = {"count": int(parts.count), "index": np.asarray(parts.index, "<u2").tobytes(),
+                           "ages": np.asarray(parts.ages, "<f8").tobytes()}
     scalars = msgpack.packb(fields, use_bin_type=True)
-    head = b"".join((bytes([0x80 | (len(fields) + 1)]), scalars[1:], _PARAMS_DTYPE_SHAPE))
+    params_head = b"".join((_PARAMS_V2, msgpack.packb(codec), msgpack.packb("shape"))) if v2 else _PARAMS_DTYPE_SHAPE
+    head = b"".join((bytes([0x80 | (len(fields) + 1)]), scalars[1:], params_head))
     shape_val = msgpack.packb(n)
     if nbytes < 0x100:
         bin_hdr = b"\xc4" + struct.pack(">B", nbytes)
@@ -294,6 +325,8 @@ def parse(body: bytes | bytearray | memoryview, *, max_bytes: int | None = None)
     kind = require_field(obj, "type", str)
     if kind not in KNOWN_TYPES:
         raise _bad("unknown_type", f"unknown message type {kind[:64]!r}; known: {', '.join(KNOWN_TYPES)}")
+    if obj["v"] == MODEL_V2 and kind != "model":
+        raise _bad("unsupported_version", f"protocol version 2 defines model messages only; a {kind} is version 1")
     return Parsed(obj, kind, view, span, span_field)
 
 
@@ -305,6 +338,7 @@ def decode(
     expected_params: int | None = None,
     max_bytes: int | None = None,
     expected_stats: int | None = None,
+    expected_partitions: int | None = None,
 ) -> ModelMessage | ShuffleRequest | ShuffleReply:
     """Parse and validate one received plain (unsealed) body; raise :class:`WireError` on any problem.
 
@@ -314,7 +348,12 @@ def decode(
     ``params`` is a float32 view of ``body`` (no copy; read-only when ``body``
     is ``bytes``). It is copied only if a foreign encoder left it misaligned.
     ``expected_stats``: the number of scaling-statistics columns a model message
-    must carry (network-learned scaling); None: optional, any size.
+    must carry (network-learned scaling) when it is whole or carries partition
+    0; None: optional, any size. ``expected_partitions``: the receiver's P; a
+    cut model message must be cut into as many (409 ``wrong_partitions``); a
+    whole one is always accepted. A v2 model is decoded under its codec: the
+    decoded values are a new float32 array (fp16, int8), or, for fp32, a view
+    of ``body`` as in v1.
 
     A sealed envelope is refused with 401 ``unauthenticated``: this function is
     what a node without a keyring runs; ``gossipd.envelope`` opens sealed ones.
@@ -336,7 +375,8 @@ def decode(
     sender = require_address(obj.get("sender", MISSING), "sender", "bad_sender")
 
     if kind == "model":
-        return _decode_model(obj, sender, view, data_span, expected_arch, expected_params, expected_stats)
+        return _decode_model(obj, sender, view, data_span, expected_arch, expected_params, expected_stats,
+                             expected_partitions)
     entries = _decode_entries(obj)
     if kind == "shuffle_request":
         return ShuffleRequest(sender=sender, entries=entries)
@@ -391,6 +431,7 @@ def _decode_model(
     expected_arch: str | None,
     expected_params: int | None,
     expected_stats: int | None = None,
+    expected_partitions: int | None = None,
 ) -> ModelMessage:
     arch = require_field(obj, "arch", str)
     if expected_arch is not None and arch != expected_arch:
@@ -408,36 +449,88 @@ def _decode_model(
     if not math.isfinite(age) or age < 0.0:
         raise _bad("bad_age", f"age must be finite and >= 0, got {age!r}")
 
+    v2 = obj["v"] == MODEL_V2
+    parts = _decode_parts(obj["parts"], expected_partitions) if v2 and "parts" in obj else None
     p = require_field(obj, "params", dict)
-    dtype = require_field(p, "dtype", str, "params.")
+    if v2:
+        codec = require_field(p, "codec", str, "params.")
+        if codec not in codecs.CODECS:
+            raise _bad("bad_codec", f"params codec {codec[:32]!r} is not supported; supported: "
+                                    f"{', '.join(codecs.CODECS)}")
+    else:
+        codec = "fp32"
+        dtype = require_field(p, "dtype", str, "params.")
     shape = require_field(p, "shape", list, "params.")
     if "data" not in p:
         raise _bad("missing_field", "missing field 'params.data'")
     if data_span is None:
         raise _bad("bad_field", f"field 'params.data' must be binary, got {_kind(p['data'])}")
-    if dtype not in ALLOWED_DTYPES:
+    if not v2 and dtype not in ALLOWED_DTYPES:
         raise _bad("bad_dtype", f"params dtype {dtype[:32]!r} is not allowed; allowed: {', '.join(sorted(ALLOWED_DTYPES))}")
     if len(shape) != 1 or isinstance(shape[0], bool) or not isinstance(shape[0], int) or shape[0] < 0:
         raise _bad("bad_shape", f"params shape must be [n] with n >= 0, got {str(shape)[:64]}")
     n = shape[0]
-    if expected_params is not None and n != expected_params:
-        raise _bad("bad_shape", f"model has {n} parameters, this node expects {expected_params}")
+    if expected_params is not None:
+        expected = expected_params if parts is None else _cut_size(expected_params, parts)
+        if n != expected:
+            what = "model has" if parts is None else f"partitions {_show(parts.index)} of {parts.count} have"
+            raise _bad("bad_shape", f"{what} {n} parameters, this node expects {expected}")
     _, start, end = data_span
-    itemsize = 4
-    if end - start != n * itemsize:
-        raise _bad("bad_shape", f"params data is {end - start} bytes but shape [{n}] of {dtype} needs {n * itemsize}")
-
-    params = np.frombuffer(view, dtype=dtype, count=n, offset=start)
-    if not params.flags.aligned:  # only from foreign encoders; ours aligns
-        params = params.copy()
-        params.flags.writeable = False
+    need = codecs.payload_size(codec, n)
+    if end - start != need:  # checked before anything is decoded or allocated
+        raise _bad("bad_shape", f"params data is {end - start} bytes but shape [{n}] of {codec} needs {need}")
+    try:
+        params = _fp32_view(view, n, start) if codec == "fp32" else codecs.decode(codec, n, memoryview(view)[start:end])
+    except codecs.CodecError as exc:
+        raise _bad("bad_codec_data", str(exc)) from None
     if not np.isfinite(params).all():
         bad = int(params.size - np.count_nonzero(np.isfinite(params)))
         raise _bad("non_finite", f"params contain {bad} non-finite values (NaN or infinity)")
     stats = _decode_stats(obj["stats"], expected_stats) if "stats" in obj else None
-    if stats is None and expected_stats:
-        raise _bad("missing_field", "missing field 'stats' (this node learns feature scaling by gossip)")
-    return ModelMessage(sender=sender, arch=arch, age=age, params=params, stats=stats)
+    if stats is None and expected_stats and (parts is None or parts.index[0] == 0):
+        raise _bad("missing_field", "missing field 'stats' (this node learns feature scaling by gossip; "
+                                    "they ride with the whole model or partition 0)")
+    return ModelMessage(sender=sender, arch=arch, age=age, params=params, stats=stats, codec=codec, parts=parts)
+
+
+def _fp32_view(view: bytes | memoryview, n: int, start: int) -> np.ndarray:
+    params = np.frombuffer(view, dtype="<f4", count=n, offset=start)
+    if not params.flags.aligned:  # only from foreign encoders; ours aligns
+        params = params.copy()
+        params.flags.writeable = False
+    return params
+
+
+def _cut_size(n_params: int, parts: Parts) -> int:
+    """Coordinates of ``parts`` in an ``n_params`` model (partition k: i = k, k + P, ...)."""
+    return sum((n_params - k + parts.count - 1) // parts.count for k in parts.index)
+
+
+def _show(index: tuple[int, ...]) -> str:
+    return ",".join(map(str, index[:8])) + (",..." if len(index) > 8 else "")
+
+
+def _decode_parts(raw: Any, expected: int | None) -> Parts:
+    if not isinstance(raw, dict):
+        raise _bad("bad_field", f"field 'parts' must be map, got {_kind(raw)}")
+    count = require_field(raw, "count", int, "parts.")
+    if not 2 <= count <= MAX_PARTITIONS:
+        raise _bad("bad_parts", f"parts.count must be 2 to {MAX_PARTITIONS}, got {count}")
+    if expected is not None and count != expected:
+        raise _bad("wrong_partitions", f"model is cut into {count} partitions but this node's models into "
+                                       f"{expected}", 409)
+    index_b, ages_b = require_field(raw, "index", bytes, "parts."), require_field(raw, "ages", bytes, "parts.")
+    k = len(index_b) // 2
+    if len(index_b) % 2 or not 1 <= k <= count or len(ages_b) != 8 * k:
+        raise _bad("bad_parts", f"parts.index ({len(index_b)} bytes) must hold 1 to {count} uint16 values and "
+                                f"parts.ages ({len(ages_b)} bytes) one float64 for each")
+    index = np.frombuffer(index_b, dtype="<u2")
+    if (index >= count).any() or (np.diff(index.astype(np.int64)) <= 0).any():
+        raise _bad("bad_parts", f"parts.index must be increasing partition numbers below {count}")
+    ages = np.frombuffer(ages_b, dtype="<f8")
+    if not np.isfinite(ages).all() or (ages < 0).any():
+        raise _bad("bad_age", "parts.ages must be finite and >= 0")
+    return Parts(count, tuple(int(i) for i in index), tuple(float(a) for a in ages))
 
 
 def _decode_stats(raw: Any, expected: int | None) -> FeatureStats:

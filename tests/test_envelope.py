@@ -201,8 +201,9 @@ def test_edited_clear_fields_break_the_seal(field, value):
 
 
 def test_version_is_checked_before_the_seal():
-    err = expect(400, "unsupported_version", edit(seal(), v=2))
-    assert err.to_json()["supported"] == [1]
+    err = expect(400, "unsupported_version", edit(seal(), v=2))  # version 2 is for model bodies only
+    assert err.to_json()["supported"] == [1, 2]
+    expect(400, "unsupported_version", edit(seal(), v=3))
 
 
 def test_unknown_key_id():
@@ -334,3 +335,15 @@ def test_rotation_sequence_every_neighbouring_step_interoperates():
                 assert equal(got, message)
     # Skipping a reload breaks it: a node still on [A] cannot open what [B, A] seals.
     expect(401, "unauthenticated", seal(ring=steps[2]), ring=steps[0])
+
+
+def test_a_sealed_v2_body_opens_under_its_codec_and_partitions():
+    from gossipd.core import codec
+    from gossipd.core.messages import Parts
+
+    values = codec.roundtrip("int8", np.random.default_rng(1).standard_normal(7).astype(np.float32))
+    cut = ModelMessage(N1, ARCH, 4.0, values, None, "int8", Parts(2, (1,), (3.0,)))  # partition 1 of 14 values
+    opened = open_(seal(cut), expected_params=14, expected_partitions=2)
+    assert (opened.codec, opened.parts) == ("int8", cut.parts)
+    assert np.array_equal(opened.params, values)
+    expect(409, "wrong_partitions", seal(cut), expected_params=14, expected_partitions=4)

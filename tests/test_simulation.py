@@ -111,7 +111,8 @@ def test_fedavg_costs_two_messages_per_participant_per_round(full_result):
 
 
 def test_fedavg_partial_participation(digits):
-    from gossipd.sim.baselines import fedavg
+    from gossipd.sim.baselines import FedAvgSettings, fedavg
+    from gossipd.sim.sizes import MessageSizes
     from gossipd.data import split_indices
     from gossipd.core.learner import LocalData, make_learner
 
@@ -119,13 +120,16 @@ def test_fedavg_partial_participation(digits):
     learner = make_learner("logreg", digits.schema)
     parts = split_indices(digits.y_train, n, "iid", np.random.default_rng(0))
     datas = [LocalData.from_numpy(digits.X_train[p], digits.y_train[p], digits.n_classes) for p in parts]
-    out = fedavg(digits, learner, datas, rounds, 1, 0.5, 1000, np.random.default_rng(0))
+    out = fedavg(digits, learner, datas, rounds, 1, FedAvgSettings(epochs=1, participation=0.5),
+                 np.random.default_rng(0))
     per_round = np.diff([e["messages"] for e in out["series"]])
     assert len(per_round) == rounds
     assert (per_round % 2 == 0).all()
     assert ((per_round >= 2) & (per_round <= 2 * n)).all()
     assert 0.35 * n < per_round.mean() / 2 < 0.65 * n
-    assert out["final"]["bytes"] == out["final"]["messages"] * 1000
+    # Whole fp32 models both ways: every transfer is one model message.
+    assert out["final"]["bytes"] == out["final"]["messages"] * MessageSizes(learner).model_bytes("fp32")
+    assert out["final"]["upload_bytes"] == out["final"]["download_bytes"]
 
 
 @ENGINES

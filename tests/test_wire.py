@@ -322,16 +322,16 @@ def test_bad_shuffle_field_types():
     expect(pack(shuffle_dict(entries="x")), 400, "bad_field")
 
 
-@pytest.mark.parametrize("v", [0, 2, 99, -1, 2**40])
+@pytest.mark.parametrize("v", [0, 3, 99, -1, 2**40])
 def test_unsupported_version(v):
     err = expect(pack(model_dict(v=v)), 400, "unsupported_version")
-    assert err.to_json()["supported"] == [1]
-    assert "1" in err.detail and str(v) in err.detail
+    assert err.to_json()["supported"] == [1, 2]
+    assert "1, 2" in err.detail and str(v) in err.detail
 
 
 def test_unsupported_version_wins_over_everything_else():
-    # A v2 message may look entirely different; report the version, not its fields.
-    expect(pack({"v": 2, "kind": "whatever"}), 400, "unsupported_version")
+    # A v3 message may look entirely different; report the version, not its fields.
+    expect(pack({"v": 3, "kind": "whatever"}), 400, "unsupported_version")
 
 
 def test_unknown_type():

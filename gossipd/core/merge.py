@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from gossipd.core.messages import Parts
+from gossipd.core.partition import Layout
 from gossipd.core.state import ModelState
 
 MergeRule = Callable[[ModelState, ModelState], ModelState]
@@ -100,6 +102,73 @@ class RobustMerge:
         with np.errstate(over="ignore", invalid="ignore"):
             params = diff.astype(np.float32)
         return ModelState.owned(params, age)
+
+    def _distance(self, dist: float) -> float:
+        """The radius tau a model at distance ``dist`` is clipped by; ``dist`` joins the history first."""
+        if math.isfinite(dist) and dist > 0.0:
+            self._distances.append(dist)
+        return self.radius()
+
+    def merge_parts(self, local: ModelState, values: np.ndarray, parts: Parts, layout: Layout) -> ModelState:
+        """The robust rule on the carried partitions of a cut model, each by its own age.
+
+        Per partition ``k``: its claimed age is capped at ``ages[k] + max_age_lead``,
+        weighted ``w_k = a_r / (a_l + a_r)``, and its age follows the step, as
+        for a whole model (``robust_step`` on arrays). The clip is per message:
+        one distance over the carried coordinates, scaled by ``sqrt(n / m)`` to
+        the whole model's (partitions are even samples of every layer,
+        ``core/partition.py``), so one radius history serves pushes of any size,
+        and a message adds one distance to it however many partitions it
+        carries. ``local`` must be cut into ``layout.count`` partitions; the
+        others are left as they are.
+        """
+        assert local.ages is not None
+        idx = list(parts.index)
+        a_l = local.ages[idx]
+        coords = layout.coordinates(idx)
+        x_l = local.params[coords].astype(np.float64)
+        diff = values.astype(np.float64)
+        diff -= x_l
+        m = coords.shape[0]
+        dist = math.sqrt(float(np.dot(diff, diff)) * layout.n / max(m, 1))
+        # numpy scalars: the array form of robust_step divides by the distance, which may be 0.
+        tau = np.float64(self._distance(dist))
+        w, c, merged_ages = robust_step(a_l, np.asarray(parts.ages, dtype=np.float64), np.float64(dist), tau,
+                                        self.max_age_lead)
+        self.last_clip = float(np.max(c))
+        diff *= layout.expand(w * c, parts.index)
+        diff += x_l
+        params = local.params.copy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            params[coords] = diff.astype(np.float32)
+        ages = local.ages.copy()
+        ages[idx] = merged_ages
+        return ModelState.owned(params, 0.0, ages)
+
+
+def merge_parts(rule: MergeRule, local: ModelState, values: np.ndarray, parts: Parts, layout: Layout) -> ModelState:
+    """Merge the carried partitions (``values``, partition after partition) into ``local``, each
+    by its own age under ``rule``; partitions the message does not carry stay as they are.
+
+    ``local`` must be cut into ``layout.count`` partitions (``ModelState.ages``).
+    ``robust`` clips per message (:meth:`RobustMerge.merge_parts`); the other rules
+    are applied to each carried partition as to a whole model of its coordinates.
+    """
+    if isinstance(rule, RobustMerge):
+        return rule.merge_parts(local, values, parts, layout)
+    assert local.ages is not None
+    params = local.params.copy()
+    ages = local.ages.copy()
+    offset = 0
+    for k, a_r in zip(parts.index, parts.ages):
+        coords = layout.coordinates((k,))
+        m = coords.shape[0]
+        merged = rule(ModelState.owned(local.params[coords], float(ages[k])),
+                      ModelState.owned(np.array(values[offset:offset + m], dtype=np.float32), a_r))
+        params[coords] = merged.params
+        ages[k] = merged.age
+        offset += m
+    return ModelState.owned(params, 0.0, ages)
 
 
 # The robust rule's arithmetic, as functions of plain numbers or of arrays (one entry

@@ -9,19 +9,25 @@ Drivers call ``on_tick(now)`` once ``now >= next_wakeup()``, deliver received
 messages to ``on_model`` / ``on_shuffle_request``, and answer every request the
 node sent with exactly one call: ``on_shuffle_reply`` for a shuffle that got
 its reply, else ``on_outcome`` (see :class:`~peer_sampling.outcome.Outcome`).
-After ``on_model`` they collect ``take_discards()`` to log what was thrown away.
+After ``on_model`` they collect ``take_discards()`` to log what was thrown away,
+and send what ``react(now)`` returns (a token account forwards a useful model at
+once; plain push returns nothing), from the thread that calls ``on_tick``.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from gossipd.core.merge import CLIP_SCALE, CLIP_WINDOW, MergeRule, parse_merge
-from gossipd.core.messages import Address, ModelMessage, Outcome, Send, ShuffleReply, ShuffleRequest
+from gossipd.core import codec as codecs
+from gossipd.core.flow import Flow, parse_flow
+from gossipd.core.merge import CLIP_SCALE, CLIP_WINDOW, MergeRule, merge_parts, parse_merge
+from gossipd.core.messages import Address, ModelMessage, Outcome, Parts, Send, ShuffleReply, ShuffleRequest
+from gossipd.core.partition import Layout, carried_count, check_partitions, check_subsample
 from gossipd.core.scaling import FeatureStats, RobustStatsMerge
 from gossipd.core.state import ModelState
 from peer_sampling.knobs import check_knobs, fraction_below_one, integer, knob, non_negative, positive
@@ -64,8 +70,33 @@ class GossipConfig:
         'discarded') and the previous model kept. Far above any weight of the built-in models, far below
         where float32 arithmetic overflows (3.4e38).""", positive)
 
+    codec: str = knob("fp32", """How pushed parameters are written on the wire: fp32 | fp16 | int8. fp32 is
+        exact (4 bytes a parameter); fp16 halves that (relative error 2^-11; magnitudes beyond 65504
+        saturate); int8 is a quarter plus one scale byte per 32 parameters (error under 1/127 of the
+        block's largest magnitude; docs/protocol.md). Anything but fp32 sends protocol version 2, which
+        nodes older than it refuse: switch only once every node of the cluster speaks it. Receivers
+        accept every codec whatever their own.""", codecs.check_codec)
+    partitions: int = knob(1, """P: the model is cut into this many partitions (coordinate i belongs to
+        partition i mod P), each with its own age, so that a push may carry only some of them (see
+        subsample). Every node of a cluster must use the same P (a message cut otherwise is refused,
+        409 wrong_partitions). P > 1 sends protocol version 2.""", check_partitions)
+    subsample: float = knob(1.0, """The fraction of the partitions one push carries, chosen at random
+        (at least one): 0.1 with partitions = 10 sends one partition, a tenth of the bytes, per push.
+        The receiver merges each carried partition by its own age and leaves the rest; training updates
+        all of them. The scaling statistics ride with partition 0.""", check_subsample)
+    flow: str = knob("push", """When to push: push | tokens:A,C. "push" sends one model every interval.
+        "tokens:A,C" is Danner and Jelasity's randomized token account (reactivity A, capacity C): a
+        period without a push earns a token, and a useful received model is forwarded at once to about
+        tokens/A peers, so models travel faster at the same average number of messages
+        (docs/architecture.md).""", parse_flow)
+
     def __post_init__(self) -> None:
         check_knobs(self)
+
+    @property
+    def carried(self) -> int:
+        """Partitions one push carries."""
+        return carried_count(self.partitions, self.subsample)
 
     def merge_rule(self, local_examples: int = 1) -> MergeRule:
         """A fresh merge function for one node holding ``local_examples`` training
@@ -147,9 +178,13 @@ class GossipNode:
 
     def __post_init__(self, state: ModelState | None, stats: FeatureStats | None) -> None:
         self._merge = self.config.merge_rule(len(self.data))
+        self.flow: Flow = parse_flow(self.config.flow)
+        partitions = self.config.partitions
+        self.layout: Layout | None = Layout(self.learner.n_params, partitions) if partitions > 1 else None
         if state is None:
             state = self.learner.initial_state()
         self.learner.check(state)
+        state = state.with_partitions(partitions)
         if stats is None:
             stats = self.learner.initial_stats(self.data)
         self.learner.stats_for(stats)  # ValueError if they do not fit the learner
@@ -160,6 +195,9 @@ class GossipNode:
         own = self.learner.initial_stats(self.data) if len(self.data) else None
         self._merge_stats = RobustStatsMerge(own, anchored=self.learner.schema.n_features)
         self._discards: list[Discard] = []
+        # One entry per useful model merged (trainer thread); react() takes them (event loop).
+        # A deque's append and popleft are atomic, so the two threads need no lock.
+        self._useful: deque[None] = deque()
         # Training draws from its own stream: the daemon trains in a worker
         # thread while the event loop draws timers and peers from ``rng``.
         self._learn_rng = np.random.default_rng(self.rng.integers(2**63))
@@ -178,9 +216,10 @@ class GossipNode:
         if now >= self.next_gossip:
             j = self.config.jitter
             self.next_gossip = now + self.config.interval * (1.0 + self.rng.uniform(-j, j))
-            push = self.push()
-            if push is not None:
-                sends.append(push)
+            if self.flow.proactive(self.rng):
+                push = self.push()
+                if push is not None:
+                    sends.append(push)
         if now >= self.sampler.next_wakeup():
             sends.extend(Send(peer, req) for peer, req in self.sampler.on_tick(now))
         return sends
@@ -192,8 +231,29 @@ class GossipNode:
             return None
         state, stats = self.model  # one read: the trainer thread may replace it meanwhile
         self.counters.sent += 1
-        return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, state.params,
-                                       stats if self.learner.scaling.learned else None))
+        stats = stats if self.learner.scaling.learned else None
+        codec = self.config.codec
+        if self.layout is None:
+            params = codecs.roundtrip(codec, state.params)
+            return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, params, stats, codec))
+        assert state.ages is not None
+        index = self.layout.choose(self.rng, self.config.carried)
+        params = codecs.roundtrip(codec, self.layout.gather(state.params, index))
+        parts = Parts(self.layout.count, index, tuple(float(state.ages[k]) for k in index))
+        return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, params,
+                                       stats if index[0] == 0 else None, codec, parts))
+
+    def react(self, now: float) -> list[Send]:
+        """The pushes the flow policy sends in reaction to the useful models merged since the
+        last call (a token account forwards them at once; plain push never does)."""
+        sends: list[Send] = []
+        while self._useful:
+            self._useful.popleft()
+            for _ in range(self.flow.reactive(self.rng)):
+                push = self.push()
+                if push is not None:
+                    sends.append(push)
+        return sends
 
     # -- inputs --------------------------------------------------------------
 
@@ -209,32 +269,60 @@ class GossipNode:
         model it had, counts ``discarded`` and notes it for ``take_discards``.
         Returns the node's model afterwards, new or kept.
         """
-        if msg.arch != self.learner.fingerprint or msg.params.shape != (self.learner.n_params,):
+        problem = self._mismatch(msg)
+        if problem is not None:
             self.counters.rejected += 1
-            raise RejectedMessage(
-                f"model from {msg.sender} has architecture {msg.arch} with {msg.params.size} "
-                f"parameters; this node runs {self.learner.fingerprint} with {self.learner.n_params}"
-            )
+            raise RejectedMessage(f"model from {msg.sender} {problem}")
         local, stats = self.model
         if self.learner.scaling.learned:
-            if msg.stats is None or stats is None or msg.stats.size != stats.size:
+            if msg.stats is not None and stats is not None and msg.stats.size == stats.size:
+                stats = self._merge_stats(stats, msg.sender, msg.stats)
+            elif msg.parts is None or msg.parts.index[0] == 0:  # the statistics ride with partition 0
                 self.counters.rejected += 1
                 raise RejectedMessage(f"model from {msg.sender} lacks scaling statistics of "
                                       f"{self.learner.schema.n_stat_columns} columns")
-            stats = self._merge_stats(stats, msg.sender, msg.stats)
         self.counters.received += 1
-        merged = self._merge(local, ModelState(msg.params, msg.age))
+        if self.layout is None:
+            merged = self._merge(local, ModelState(msg.params, msg.age))
+        else:  # a whole model (parts None) is every partition at its one age
+            parts = msg.parts or Parts(self.layout.count, tuple(range(self.layout.count)),
+                                       (msg.age,) * self.layout.count)
+            merged = merge_parts(self._merge, local, msg.params, parts, self.layout)
         reason = self._unsafe(merged.params)
         if reason is not None:
             return self._discard("merge", reason, msg)
-        updated = self.learner.update(merged, self.data, self._learn_rng, stats)
+        updated = self._train(merged, self.data, stats)
         # The learner hands its input back when its own step went non-finite.
         reason = "diverged" if updated is merged and len(self.data) > 0 else self._unsafe(updated.params)
         if reason is not None:
             return self._discard("update", reason, msg)  # the scaling statistics stay as they were too
         self.model = NodeModel(updated, stats)
         self.counters.merged += 1
+        self._useful.append(None)
         return updated
+
+    def _mismatch(self, msg: ModelMessage) -> str | None:
+        """Why ``msg`` cannot be merged into this node's model, or None (the wire checks the
+        same for the daemon; the simulator hands messages over unchecked)."""
+        n = self.learner.n_params
+        if msg.arch != self.learner.fingerprint:
+            return f"has architecture {msg.arch}; this node runs {self.learner.fingerprint}"
+        if msg.parts is None:
+            expected = n
+        elif self.layout is None or msg.parts.count != self.layout.count:
+            return f"is cut into {msg.parts.count} partitions; this node's models into {self.config.partitions}"
+        else:
+            expected = self.layout.size_of(msg.parts.index)
+        if msg.params.shape != (expected,):
+            return f"carries {msg.params.size} parameters where this node expects {expected}"
+        return None
+
+    def _train(self, state: ModelState, data: LocalData, stats: FeatureStats | None) -> ModelState:
+        """One local pass (learner.update); a cut model's partitions all age by the examples seen."""
+        updated = self.learner.update(state, data, self._learn_rng, stats)
+        if state.ages is None or updated is state:
+            return updated
+        return ModelState.owned(updated.params, 0.0, state.ages + (updated.age - state.age))
 
     def _unsafe(self, params: np.ndarray) -> str | None:
         """Why ``params`` must not become this node's model, or None if they may."""
@@ -270,7 +358,7 @@ class GossipNode:
         if self.learner.scaling.learned and added is not None and len(added) and stats is not None:
             stats = stats.pooled(self.learner.initial_stats(added))  # type: ignore[arg-type]
         if train and added is not None and len(added):
-            state = self.learner.update(state, added, self._learn_rng, stats)
+            state = self._train(state, added, stats)
         self.model = NodeModel(state, stats)
         self.data = data
 
@@ -311,7 +399,8 @@ def _get_state(node: GossipNode) -> ModelState:
 
 
 def _set_state(node: GossipNode, state: ModelState) -> None:
-    node.model = node.model._replace(state=state)
+    # A model set from outside (restored from disk, by a test) gets this node's partition ages.
+    node.model = node.model._replace(state=state.with_partitions(node.config.partitions))
 
 
 def _get_stats(node: GossipNode) -> FeatureStats | None:

@@ -380,7 +380,8 @@ class NodeConfig:
     data: DataSection = section(DataSection, DataSection.__doc__ or "")
     gossip: GossipConfig = section(GossipConfig, """The gossip-learning protocol: how often this node
         pushes its model and how it merges what it receives. Times in seconds.""",
-        flags={"interval": "--gossip-interval", "merge": "--merge"})
+        flags={"interval": "--gossip-interval", "merge": "--merge", "codec": "--codec", "partitions": "--partitions",
+               "subsample": "--subsample", "flow": "--flow"})
     peer_sampling: CyclonConfig = section(CyclonConfig, """Cyclon peer sampling: the small, constantly
         reshuffled view of the network from which gossip partners are drawn. Times in seconds.""",
         flags={"interval": "--shuffle-interval"}, examples={"pending_timeout": 20.0, "reseed_interval": 50.0})

@@ -293,6 +293,7 @@ class Daemon:
         codec = PeerCodec(self.config.cluster, self.address, self.keyring, expected_arch=self.learner.fingerprint,
                           expected_params=self.learner.n_params, max_bytes=self.max_body,
                           expected_stats=self.learner.stat_columns or None,
+                          expected_partitions=self.config.gossip.partitions,
                           guard=ReplayGuard(window=self.config.security.replay_window))
         # Seals carry wall-clock seconds (other nodes compare them with their clocks).
         self.gate = PeerGate(codec, self.policy, clock=self.clock.wall, on_drop=self._report_dropped)
@@ -508,6 +509,10 @@ class Daemon:
                 self.inbox.note_training(self.clock.now() - started)
             for note in discards:
                 self.discards.record((note.stage, note.reason), f"{note.stage} results ({note.reason})", str(note))
+            # A token account forwards a useful model at once (plain push: nothing); here on the loop,
+            # the thread that runs on_tick, so the account's balance has one writer.
+            for send in self.node.react(self.clock.now()):
+                self._spawn(self._deliver(send))
             answer: dict[str, Any] = {"merged": not discards, "age": state.age}
             if discards:
                 answer["discarded"] = discards[-1].reason

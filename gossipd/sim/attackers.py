@@ -51,7 +51,8 @@ class ClaimAge:
     def corrupt(self, msg: ModelMessage, rng: np.random.Generator) -> ModelMessage:
         n = msg.params.shape[0]
         params = np.zeros(n, np.float32) if self.zero else rng.standard_normal(n, dtype=np.float32)
-        return replace(msg, age=CLAIMED_AGE, params=params)
+        parts = replace(msg.parts, ages=(CLAIMED_AGE,) * len(msg.parts.index)) if msg.parts is not None else None
+        return replace(msg, age=CLAIMED_AGE, params=params, parts=parts)
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gossipd.core.spec import LearnerConfig, parse_input_shape, parse_model_spec, parse_scaling, parse_task
+from gossipd.core.codec import check_codec
+from gossipd.core.flow import parse_flow
 from gossipd.core.merge import parse_merge
+from gossipd.core.partition import check_partitions, check_subsample
+from gossipd.core.spec import LearnerConfig, parse_input_shape, parse_model_spec, parse_scaling, parse_task
 from gossipd.data import parse_split
 from gossipd.sim.attackers import parse_attackers
 from gossipd.sim.batched_scope import ENGINES, batched_unsupported
+from gossipd.sim.churn import ChurnError, parse_churn
 from peer_sampling.topology import parse_topology
 
 BASELINES = ("centralised", "local", "fedavg")
@@ -47,6 +51,7 @@ class SimulationConfig:
     drop: float = 0.0  # probability that a message is lost
     online: float = 1.0  # long-run fraction of time a node is online (churn)
     session: float = 10.0  # mean cycles between churn re-draws of a node's online state
+    churn: str | None = None  # a trace: FILE.csv | diurnal[:KEY=VALUE,...] (gossipd.sim.churn); not with online < 1
     delay: float = 0.1  # message delay, uniform in [0, delay] cycles
     jitter: float = 0.1  # gossip and shuffle periods are 1 ± jitter cycles
     kill: str | None = None  # "FRACTION@CYCLE": that share of nodes crash for good then
@@ -64,6 +69,14 @@ class SimulationConfig:
     lr_decay: float = LearnerConfig.lr_decay
     batch_size: int = LearnerConfig.batch_size
     optimizer: str = LearnerConfig.optimizer
+    codec: str = "fp32"  # fp32 | fp16 | int8: how pushed parameters are written (core/codec.py)
+    partitions: int = 1  # P: the model is cut into P partitions, each with its own age
+    subsample: float = 1.0  # the share of the partitions one push carries (at least one)
+    flow: str = "push"  # push | tokens:A,C (randomized token account, core/flow.py)
+    gossip: bool = True  # False: run only the baselines (an experiment's FedAvg cells)
+    fedavg_epochs: int = 5  # FedAvg's E: local passes per round (McMahan et al.)
+    fedavg_batch: int = 10  # FedAvg's B: local mini-batch size
+    fedavg_fraction: float = 1.0  # FedAvg's C: share of the available clients taken into a round
     seed: int = 1
     # auto | exact | batched. exact: the event-by-event reference; batched: all nodes in
     # arrays, time in slices (docs/architecture.md); auto: batched when it simulates every
@@ -72,7 +85,8 @@ class SimulationConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
-        for name in ("nodes", "cycles", "eval_every", "view_size", "shuffle_length", "seeds", "batch_size"):
+        for name in ("nodes", "cycles", "eval_every", "view_size", "shuffle_length", "seeds", "batch_size",
+                     "fedavg_epochs", "fedavg_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if self.nodes < 2:
@@ -98,6 +112,10 @@ class SimulationConfig:
             ("input_shape", lambda v: v and parse_input_shape(v), self.input_shape),
             ("scaling", parse_scaling, self.scaling),
             ("optimizer", lambda v: LearnerConfig(optimizer=v), self.optimizer),
+            ("codec", check_codec, self.codec),
+            ("partitions", check_partitions, self.partitions),
+            ("subsample", check_subsample, self.subsample),
+            ("flow", parse_flow, self.flow),
         ]
         if self.sampler != "cyclon":
             checks.append(("sampler", parse_topology, self.sampler))
@@ -120,6 +138,17 @@ class SimulationConfig:
                 parse_attackers(self.attackers)
             except ValueError as exc:
                 raise ConfigError("attackers", f"--attackers: {exc}") from None
+        if not 0.0 < self.fedavg_fraction <= 1.0:
+            raise ConfigError("fedavg_fraction", f"--fedavg-fraction must be in (0, 1], got {self.fedavg_fraction}")
+        if self.churn is not None:
+            if self.online < 1.0:
+                raise ConfigError("churn", "--churn replaces --online/--session; give one of them")
+            try:
+                parse_churn(self.churn)
+            except ChurnError as exc:
+                raise ConfigError("churn", f"--churn: {exc}") from None
+        if not self.gossip and not self.baselines:
+            raise ConfigError("gossip", "a run without gossip needs --baselines")
         ri = self.reseed_interval
         if ri is not None and not (ri > 0):  # also rejects nan; inf means never
             raise ConfigError("reseed_interval", f"--reseed-interval must be > 0 (inf = never), got {ri}")

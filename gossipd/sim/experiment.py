@@ -13,14 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from gossipd import wire
 from gossipd.core.learner import Learner, make_learner
-from gossipd.core.messages import PeerDescriptor, ShuffleRequest
 from gossipd.core.node import GossipConfig
 from gossipd.core.spec import parse_input_shape, parse_task
 from gossipd.data import Dataset, DataError, load_dataset, make_scaling
 from gossipd.overlay import Edges, edge_array, indegree_stats, overlay_metrics
 from gossipd.sim.config import ConfigError, SimulationConfig, parse_cut
+from gossipd.sim.sizes import MessageSizes  # noqa: F401  (both engines count bytes with it)
 from peer_sampling.cyclon import CyclonConfig
 
 
@@ -65,7 +64,8 @@ def churn_rng(config: SimulationConfig) -> np.random.Generator:
 
 def gossip_config(config: SimulationConfig) -> GossipConfig:
     """The nodes' gossip knobs (Δ = 1 cycle)."""
-    return GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge)
+    return GossipConfig(interval=1.0, jitter=config.jitter, merge=config.merge, codec=config.codec,
+                        partitions=config.partitions, subsample=config.subsample, flow=config.flow)
 
 
 def cyclon_config(config: SimulationConfig) -> CyclonConfig:
@@ -83,22 +83,6 @@ def cut_sides(config: SimulationConfig, n: int) -> np.ndarray:
         far = min(n - 1, max(1, round(fraction * n)))  # two non-empty sides
         side[rng.choice(n, size=far, replace=False)] = True
     return side
-
-
-class MessageSizes:
-    """Bytes a message would take on the wire, encoded once per shape and cached."""
-
-    def __init__(self, learner: Learner) -> None:
-        self.model = wire.encoded_model_size(learner.n_params, "n0000", learner.fingerprint, "sim",
-                                             learner.stat_columns)
-        self._shuffle: dict[int, int] = {}
-
-    def shuffle(self, entries: int) -> int:
-        size = self._shuffle.get(entries)
-        if size is None:
-            probe = ShuffleRequest("n0000", tuple(PeerDescriptor(f"n{i:04d}", 1) for i in range(entries)))
-            size = self._shuffle[entries] = wire.encoded_size(probe, cluster="sim")
-        return size
 
 
 def run_description(dataset: Dataset, learner: Learner, message_bytes: int) -> dict[str, Any]:

@@ -4,6 +4,11 @@ Time is measured in cycles (one cycle = one gossip period Δ = 1.0). Every
 source of randomness is a Generator derived from ``SimulationConfig.seed``, so
 the same config gives the same run, event for event.
 
+Availability: ``--online``/``--session`` redraw each node's state at random,
+``--churn`` replays a trace (``gossipd.sim.churn``: a file, or the diurnal
+generator) with every change at its exact time. Offline nodes neither send
+nor receive.
+
 The network fails the way the daemon's does (``peer_sampling.outcome``): every
 request gets exactly one answer at its sender. A request or its reply that is
 lost (``--drop``, or crossing a ``--cut``) is a TIMEOUT at the sender once
@@ -33,6 +38,7 @@ from gossipd.sim.attackers import AttackingNode, parse_attackers
 from gossipd.sim.baselines import run_baselines, summarise
 from gossipd.sim.batched import BatchedSimulation
 from gossipd.sim.batched_scope import batched_unsupported
+from gossipd.sim.churn import ChurnError, Trace, make_trace
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_cut, parse_kill
 from gossipd.sim.experiment import (MessageSizes, build_learner, churn_rng, cut_sides, cyclon_config, gossip_config,
                                     indegree_entry, load_config_dataset, network_rng, overlay_entry, run_description,
@@ -40,9 +46,9 @@ from gossipd.sim.experiment import (MessageSizes, build_learner, churn_rng, cut_
 from peer_sampling.cyclon import Cyclon
 from peer_sampling.topology import StaticSampler, build_overlay
 
-# Event kinds; at equal times a cycle boundary runs first, then outcomes, requests
-# arriving, responses arriving, and ticks last.
-_CYCLE, _OUTCOME, _DELIVER, _RESPONSE, _TICK = 0, 1, 2, 3, 4
+# Event kinds; at equal times a cycle boundary runs first, then availability changes
+# (--churn), outcomes, requests arriving, responses arriving, and ticks last.
+_CYCLE, _CHURN, _OUTCOME, _DELIVER, _RESPONSE, _TICK = 0, 1, 2, 3, 4, 5
 
 
 @dataclass
@@ -66,6 +72,7 @@ class Simulation:
     index: dict[str, int] = field(init=False)  # address -> position in ``nodes``
     honest: np.ndarray = field(init=False)  # bool per node: not an attacker (measurements use these only)
     side: np.ndarray = field(init=False)  # bool per node: on the cut-off side of --cut
+    trace: Trace | None = None  # --churn: when each node is online
 
     def __post_init__(self) -> None:
         self.index = {node.address: i for i, node in enumerate(self.nodes)}
@@ -87,6 +94,15 @@ class Simulation:
         except ValueError as exc:  # a topology that cannot be built on this many nodes
             raise ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}") from None
         gossip = gossip_config(config)
+        if config.partitions > learner.n_params:
+            raise ConfigError("partitions", f"--partitions {config.partitions}: the model has only "
+                                            f"{learner.n_params} parameters")
+        trace = None
+        if config.churn is not None:
+            try:
+                trace = make_trace(config.churn, config.nodes, float(config.cycles), config.seed)
+            except ChurnError as exc:
+                raise ConfigError("churn", f"--churn: {exc}") from None
         initial = learner.initial_state()
         attack = parse_attackers(config.attackers) if config.attackers is not None else None
         attacking = np.zeros(config.nodes, dtype=bool)
@@ -110,7 +126,7 @@ class Simulation:
                                            attack_rng=np.random.default_rng(attack_ss[i])))
             else:
                 nodes.append(GossipNode(**common))
-        return cls(config, dataset, learner, nodes)
+        return cls(config, dataset, learner, nodes, trace=trace)
 
     # -- the event loop ------------------------------------------------------
 
@@ -123,7 +139,11 @@ class Simulation:
         churn = churn_rng(cfg)
         index = self.index
         alive = np.ones(n, dtype=bool)
-        online = churn.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
+        trace = self.trace
+        if trace is not None:
+            online = np.array([trace.online(i, 0.0) for i in range(n)], dtype=bool)
+        else:
+            online = churn.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
         kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
         _, cut_start, cut_end = parse_cut(cfg.cut) if cfg.cut else (0.0, math.inf, math.inf)
         side = self.side
@@ -131,7 +151,7 @@ class Simulation:
         X_test = torch.from_numpy(self.dataset.X_test)
         y_test = torch.from_numpy(self.dataset.y_test)
         learned = self.learner.scaling.learned
-        sizes = MessageSizes(self.learner)
+        sizes = MessageSizes(self.learner, cfg.partitions)
         traffic = self.traffic
         series: list[dict[str, Any]] = []
 
@@ -164,7 +184,7 @@ class Simulation:
         def count(msg: Any) -> None:
             if isinstance(msg, ModelMessage):
                 traffic.messages += 1
-                traffic.bytes += sizes.model
+                traffic.bytes += sizes.of(msg)
             else:
                 traffic.sampling_messages += 1
                 traffic.sampling_bytes += sizes.shuffle(len(msg.entries))
@@ -192,6 +212,9 @@ class Simulation:
 
         for c in range(cfg.cycles + 1):
             push(float(c), _CYCLE, c, None)
+        if trace is not None:
+            for t, i, up in trace.transitions(float(cfg.cycles)):
+                push(t, _CHURN, i, up)
         for i in range(n):
             schedule_tick(i, 0.0)
 
@@ -209,9 +232,15 @@ class Simulation:
                 if online[target]:
                     send_all(target, nodes[target].on_tick(now), now)
                     schedule_tick(target, now)
-                else:
+                elif trace is None:
                     scheduled[target] = now + 1.0  # look again next cycle
                     push(now + 1.0, _TICK, target, None)
+                # (with a trace, coming back online schedules the tick)
+            elif kind == _CHURN:
+                online[target] = payload
+                if payload and alive[target]:  # back: overdue timers fire now
+                    scheduled[target] = now
+                    push(now, _TICK, target, None)
             elif kind == _DELIVER:
                 src, msg, sent_at = payload
                 if cut_between(src, target, now):
@@ -228,6 +257,7 @@ class Simulation:
                     except RejectedMessage:
                         answer = Outcome.REFUSED
                     node.take_discards()  # counted in node.counters; nobody to log to here
+                    send_all(target, node.react(now), now)  # a token account forwards at once
                 else:
                     reply = node.on_shuffle_request(now, msg)
                     if reply is not None:
@@ -271,7 +301,8 @@ class Simulation:
         result: dict[str, Any] = {
             "config": asdict(self.config),
             "engine": {"name": "exact"},
-            **run_description(self.dataset, self.learner, sizes.model),
+            # a whole model under the codec (a push of some partitions is smaller)
+            **run_description(self.dataset, self.learner, sizes.model_bytes(cfg.codec)),
             "honest_nodes": int(self.honest.sum()),
             "series": series,
             "final": final,
@@ -365,12 +396,17 @@ def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = 
             note(f"simulating with the exact engine: the batched one does not simulate {why}")
         sim = Simulation.create(config)
         sim.progress = progress
-        result = sim.run()
+        if config.gossip:
+            result = sim.run()
+        else:  # the baselines only (an experiment's FedAvg cells): same split, same trace
+            result = {"config": asdict(config), "engine": {"name": "exact"},
+                      **run_description(sim.dataset, sim.learner, MessageSizes(sim.learner).model_bytes(config.codec))}
         if config.engine == "auto":
             result["engine"]["why"] = why
         # The nodes' own data, so that baselines train on exactly the gossip split.
         datas = [node.data for node in sim.nodes]
-    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, datas, result["model"]["message_bytes"])
+    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, datas,
+                                        sim.trace if isinstance(sim, Simulation) else None)
     result["wall_seconds"] = time.perf_counter() - started
     return result
 

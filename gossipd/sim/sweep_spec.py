@@ -4,6 +4,12 @@ Nothing here knows the fields of ``SimulationConfig``: the TOML is checked
 against the dataclass's own fields and type hints, then against its
 ``validate()``, so a field added to the config can be swept at once.
 
+An axis is either a config field with its values (``drop = [0.0, 0.3]``) or a
+*bundle* axis, named freely, whose values are tables that each set several
+fields at once and are named by their ``name`` key (``method = [{name =
+"gossip"}, {name = "fedavg", gossip = false, baselines = ["fedavg"]}]``):
+what differs between the methods of an experiment is rarely one field.
+
 A run's key hashes its resolved config (every field, seed included) and the
 gossipd version; ``sweep.RunCache`` files results under it.
 """
@@ -45,7 +51,7 @@ class SweepSpec:
     """What to run: base config, grid axes (a cartesian product), seeds, where to write."""
 
     base: Mapping[str, Any]
-    grid: Mapping[str, tuple[Any, ...]]
+    grid: Mapping[str, tuple[Any, ...]]  # a bundle axis's values are Mappings (with "name")
     seeds: tuple[int, ...]
     output: Path
     name: str = "sweep"
@@ -76,7 +82,10 @@ class SweepSpec:
         base = dict(data.get("base", {}))
         grid_in = data.get("grid", {})
         hints = _config_hints()
-        for table, keys in (("base", base), ("grid", grid_in)):
+        bundles = {a for a, v in grid_in.items() if isinstance(v, list) and v and isinstance(v[0], Mapping)}
+        for axis in bundles:
+            _check_bundle(source, axis, grid_in[axis], tuple(hints))
+        for table, keys in (("base", base), ("grid", {k: v for k, v in grid_in.items() if k not in bundles})):
             if "seed" in keys:
                 raise SweepError(f"{source}: [{table}] seed: list the seeds as [sweep] seeds = [1, 2, 3]")
             _reject_unknown(keys, tuple(hints), lambda key, t=table: f"{source}: [{t}] {key}: not a simulation setting")
@@ -106,17 +115,26 @@ class SweepSpec:
         axes = list(self.grid)
         cells = []
         for index, values in enumerate(itertools.product(*self.grid.values())):
-            params = tuple(zip(axes, values))
+            params = tuple((a, v["name"] if isinstance(v, Mapping) else v) for a, v in zip(axes, values))
             label = ", ".join(f"{a}={show_value(v)}" for a, v in params) or "base"
             where = f"{self.source}: cell {index} ({label})"
+            settings: list[tuple[str, str, Any]] = [("base", k, v) for k, v in self.base.items()]
+            for axis, value in zip(axes, values):
+                if isinstance(value, Mapping):
+                    settings += [(f"grid {axis}", k, v) for k, v in value.items() if k != "name"]
+                else:
+                    settings.append(("grid", axis, value))
             kwargs: dict[str, Any] = {}
-            for table, items in (("base", self.base.items()), ("grid", params)):
-                for name, value in items:
-                    try:
-                        kwargs[name] = coerce(hints[name], value)
-                    except TypeError as exc:
-                        at = where if table == "grid" else f"{self.source}: [base]"
-                        raise SweepError(f"{at}: {name}: {exc}") from None
+            set_by: dict[str, str] = {}
+            for table, name, value in settings:
+                if table != "base" and set_by.get(name, "base") != "base":
+                    raise SweepError(f"{where}: {name} is set by both [{set_by[name]}] and [{table}]")
+                set_by[name] = table
+                try:
+                    kwargs[name] = coerce(hints[name], value)
+                except TypeError as exc:
+                    at = where if table != "base" else f"{self.source}: [base]"
+                    raise SweepError(f"{at}: {name}: {exc}") from None
             config = SimulationConfig(**kwargs, seed=self.seeds[0])
             try:
                 config.validate()
@@ -145,6 +163,25 @@ class Cell:
 
     def runs(self) -> list[SimulationConfig]:
         return [dataclasses.replace(self.config, seed=s) for s in self.seeds]
+
+
+def _check_bundle(source: str, axis: str, values: list[Any], fields: tuple[str, ...]) -> None:
+    """A bundle axis: tables, each with a unique string ``name`` and otherwise config fields."""
+    names: set[str] = set()
+    for i, value in enumerate(values):
+        where = f"{source}: [grid] {axis}[{i}]"
+        if not isinstance(value, Mapping):
+            raise SweepError(f"{where}: an axis of tables takes only tables, got {value!r}")
+        name = value.get("name")
+        if not isinstance(name, str) or not name:
+            raise SweepError(f"{where}: a table of settings needs a name = \"...\"")
+        if name in names:
+            raise SweepError(f"{where}: the name {name!r} is used twice")
+        names.add(name)
+        if "seed" in value:
+            raise SweepError(f"{where}: seed: list the seeds as [sweep] seeds = [1, 2, 3]")
+        _reject_unknown({k: v for k, v in value.items() if k != "name"}, fields,
+                        lambda key: f"{where}: {key}: not a simulation setting")
 
 
 def _config_hints() -> dict[str, Any]:

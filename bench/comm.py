@@ -1,0 +1,146 @@
+"""Communication efficiency: issue 12's acceptance tables (codecs, subsampling, token accounts).
+
+    .venv/bin/python bench/comm.py                     # 100 nodes, 200 cycles, seeds 1-3, digits / logreg
+    .venv/bin/python bench/comm.py --seeds 1 --cycles 100 --jobs 2
+    .venv/bin/python bench/comm.py --variants fp32,int8      # of fp32, fp16, int8, p10, tokens
+
+Every run is ``gossip simulate`` with one setting changed from plain push of
+whole fp32 models. Prints three tables, each with its baseline measured in
+the same run:
+
+* **codecs**: total bytes and final mean accuracy of fp32, fp16 and int8
+  (per seed and mean), the byte ratio to fp32 (whole messages, and the
+  parameters' payload alone: a message's header and scaling statistics, about
+  650 bytes for digits, are the same under every codec) and the accuracy
+  difference in points. Acceptance: int8 <= 0.26x the bytes within 1 point,
+  fp16 within 0.2.
+* **subsampling** (P = 10, one partition a push) against whole models, at
+  equal total bytes: both curves' accuracy at the budgets the subsampled run
+  reached (interpolated linearly in bytes). Acceptance: subsampled >= whole.
+* **token accounts** (randomized, A = 10, C = 20) against plain push: messages
+  per node per cycle and the first cycle at which the mean accuracy reaches
+  ``--target`` (0.93; interpolated between evaluations). Acceptance: fewer
+  cycles at about the same messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32": {},
+    "fp16": {"codec": "fp16"},
+    "int8": {"codec": "int8"},
+    "p10": {"partitions": 10, "subsample": 0.1},
+    "tokens": {"flow": "tokens:10,20"},
+}
+
+
+def run_one(job: tuple[str, int, int, int, int]) -> tuple[str, int, list[dict[str, float]], dict[str, Any], float]:
+    import torch
+
+    from gossipd.sim.simulation import Simulation, SimulationConfig
+
+    torch.set_num_threads(1)
+    variant, seed, nodes, cycles, eval_every = job
+    started = time.perf_counter()
+    config = SimulationConfig(nodes=nodes, cycles=cycles, seed=seed, dataset="digits", model="logreg",
+                              eval_every=eval_every, **VARIANTS[variant])
+    result = Simulation.create(config).run()
+    curve = [{"cycle": e["cycle"], "bytes": e["bytes"], "messages": e["messages"], "accuracy": e["mean_accuracy"]}
+             for e in result["series"]]
+    return variant, seed, curve, result["final"], time.perf_counter() - started
+
+
+def first_cycle(curve: list[dict[str, float]], target: float) -> float | None:
+    """The cycle at which the accuracy first reaches ``target``, interpolated linearly."""
+    for before, after in zip(curve, curve[1:]):
+        if after["accuracy"] >= target:
+            if before["accuracy"] >= target:
+                return before["cycle"]
+            share = (target - before["accuracy"]) / (after["accuracy"] - before["accuracy"])
+            return before["cycle"] + share * (after["cycle"] - before["cycle"])
+    return None
+
+
+def at_bytes(curve: list[dict[str, float]], budget: float) -> float:
+    return float(np.interp(budget, [p["bytes"] for p in curve], [p["accuracy"] for p in curve]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--cycles", type=int, default=200)
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--eval-every", type=int, default=2)
+    parser.add_argument("--target", type=float, default=0.93)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    jobs = [(v, s, args.nodes, args.cycles, args.eval_every) for v in variants for s in seeds]
+    started = time.perf_counter()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(run_one, jobs))
+    curves = {(v, s): c for v, s, c, _, _ in results}
+    finals = {(v, s): f for v, s, _, f, _ in results}
+    print(f"digits / logreg, {args.nodes} nodes, {args.cycles} cycles, seeds {args.seeds}; "
+          f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s\n")
+
+    def mean(variant: str, key: str) -> float:
+        return float(np.mean([finals[variant, s][key] for s in seeds]))
+
+    print("## codecs (whole models, plain push)\n")
+    from gossipd.core.codec import payload_size
+    from gossipd.sim.simulation import Simulation, SimulationConfig
+
+    n = Simulation.create(SimulationConfig(nodes=2, cycles=1, dataset="digits", model="logreg")).nodes[0].learner.n_params
+    print("Bytes are whole messages (header, scaling statistics and parameters); the payload columns count the")
+    print(f"parameters' bytes alone ({n} parameters a model).\n")
+    print("| codec | bytes (MB) | x fp32 | payload (MB) | payload x fp32 | accuracy per seed | mean | vs fp32 (points) |")
+    print("|---|---:|---:|---:|---:|---|---:|---:|")
+    for v in (c for c in ("fp32", "fp16", "int8") if c in variants):
+        accs = ", ".join(f"{finals[v, s]['mean_accuracy']:.4f}" for s in seeds)
+        ratio = mean(v, "bytes") / mean("fp32", "bytes") if "fp32" in variants else float("nan")
+        diff = 100 * (mean(v, "mean_accuracy") - mean("fp32", "mean_accuracy")) if "fp32" in variants else 0.0
+        payload = mean(v, "messages") * payload_size(v, n)
+        payload_ratio = payload / (mean("fp32", "messages") * payload_size("fp32", n)) if "fp32" in variants else 0.0
+        print(f"| {v} | {mean(v, 'bytes') / 1e6:.2f} | {ratio:.3f} | {payload / 1e6:.2f} | {payload_ratio:.3f} | {accs} "
+              f"| {mean(v, 'mean_accuracy'):.4f} | {diff:+.2f} |")
+
+    sub = "p10"
+    if sub in variants and "fp32" in variants:
+        print("\n## subsampling at equal total bytes (mean over seeds)\n")
+        print("| total bytes (MB) | whole models (fp32) | P = 10, one partition a push | lead (points) |")
+        print("|---:|---:|---:|---:|")
+        top = min(mean(sub, "bytes"), mean("fp32", "bytes"))
+        for fraction in (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0):
+            budget = fraction * top
+            whole = float(np.mean([at_bytes(curves["fp32", s], budget) for s in seeds]))
+            part = float(np.mean([at_bytes(curves[sub, s], budget) for s in seeds]))
+            print(f"| {budget / 1e6:.2f} | {whole:.4f} | {part:.4f} | {100 * (part - whole):+.2f} |")
+        print(f"\n(whole models spent {mean('fp32', 'bytes') / 1e6:.1f} MB in {args.cycles} cycles, "
+              f"the subsampled run {mean(sub, 'bytes') / 1e6:.1f} MB)")
+
+    tok = "tokens"
+    if tok in variants and "fp32" in variants:
+        print(f"\n## token account against plain push: cycles to mean accuracy {args.target}\n")
+        print("| flow | messages / node / cycle | cycles to target per seed | mean | final accuracy |")
+        print("|---|---:|---|---:|---:|")
+        for v, label in (("fp32", "push"), (tok, "tokens:10,20")):
+            rate = mean(v, "messages") / (args.nodes * args.cycles)
+            reach = [first_cycle(curves[v, s], args.target) for s in seeds]
+            shown = ", ".join("-" if r is None else f"{r:.1f}" for r in reach)
+            got = [r for r in reach if r is not None]
+            avg = f"{np.mean(got):.1f}" if len(got) == len(reach) else "not reached"
+            print(f"| {label} | {rate:.3f} | {shown} | {avg} | {mean(v, 'mean_accuracy'):.4f} |")
+
+
+if __name__ == "__main__":
+    main()

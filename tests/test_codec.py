@@ -1,0 +1,68 @@
+"""Codecs (fp32 | fp16 | int8): the documented error bounds, idempotence, sizes, hostile bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from gossipd.core import codec
+
+finite32 = st.floats(min_value=-2.0**100, max_value=2.0**100, allow_nan=False, allow_infinity=False, width=32)
+vectors = arrays(np.float32, st.integers(0, 200), elements=finite32)
+
+
+@settings(max_examples=150, deadline=None)
+@given(vectors, st.sampled_from(codec.CODECS))
+def test_roundtrip_within_the_documented_bound_and_idempotent(x: np.ndarray, name: str) -> None:
+    if name == "fp16":
+        x = np.clip(x, -codec.FP16_MAX, codec.FP16_MAX)  # beyond: saturation, documented separately
+    y = codec.roundtrip(name, x)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert (np.abs(y.astype(np.float64) - x) <= codec.error_bound(name, x)).all()
+    assert np.array_equal(codec.roundtrip(name, y), y)  # a round-tripped message loses nothing more
+    data = codec.encode(name, x)
+    assert len(data) == codec.payload_size(name, x.size)
+    assert np.array_equal(codec.decode(name, x.size, bytes(data)), y)
+
+
+def test_int8_bound_is_relative_to_each_block() -> None:
+    x = np.concatenate([np.full(32, 1000.0), np.linspace(-1e-3, 1e-3, 32)]).astype(np.float32)
+    y = codec.roundtrip("int8", x)
+    # The small block is not drowned by the large one: its error is under 1/127 of its own largest value.
+    assert np.abs(y[32:] - x[32:]).max() < 1e-3 / 127
+    assert np.abs(y[:32] - x[:32]).max() == 0.0  # 1000 = 125 * 2**3: exact
+    assert codec.payload_size("int8", 64) == 64 + 2
+    assert np.array_equal(codec.roundtrip("int8", np.zeros(5, np.float32)), np.zeros(5))
+
+
+def test_fp16_saturates_instead_of_overflowing() -> None:
+    y = codec.roundtrip("fp16", np.array([1e6, -1e6, 1.0], np.float32))
+    assert y.tolist() == [65504.0, -65504.0, 1.0]
+
+
+def test_fp32_is_exact_and_a_view() -> None:
+    x = np.arange(10, dtype=np.float32)
+    assert codec.roundtrip("fp32", x) is x
+    data = bytes(codec.encode("fp32", x))
+    out = codec.decode("fp32", 10, data)
+    assert np.array_equal(out, x) and not out.flags.writeable
+
+
+@pytest.mark.parametrize("name, n, data, message", [
+    ("fp32", 3, b"\0" * 11, "12 bytes"),
+    ("fp16", 3, b"\0" * 7, "6 bytes"),
+    ("int8", 40, b"\0" * 40, "42 bytes"),  # the two scale bytes are missing
+    ("int8", 2, bytes([127, 0, 0x80]), "-128"),
+    ("int8", 1, bytes([255, 1]), "exponent 128"),
+])
+def test_decode_refuses_what_does_not_fit(name: str, n: int, data: bytes, message: str) -> None:
+    with pytest.raises(codec.CodecError, match=message):
+        codec.decode(name, n, data)
+
+
+def test_unknown_codec_names_the_supported_ones() -> None:
+    with pytest.raises(ValueError, match="fp32, fp16, int8"):
+        codec.check_codec("bf16")

@@ -15,17 +15,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import gossipd.sim.batched as batched_module
 from gossipd.core.learner import LearnerConfig, LocalData, make_learner
 from gossipd.core.merge import age_weighted, merge_age, robust_step, window_quantile
 from gossipd.core.node import GossipConfig
 from gossipd.core.scaling import FeatureStats, Scaling, merge_moments
 from gossipd.core.spec import Schema
 from gossipd.core.state import ModelState
+from gossipd.sim.batched import BatchedSimulation
 from gossipd.sim.batched_cyclon import CODE, BatchedCyclon, RingBook, StaticPeers
 from gossipd.sim.batched_events import Calendar, Events, subrounds
 from gossipd.sim.batched_models import NodeModels, Snapshot
+from gossipd.sim.config import SimulationConfig
 from peer_sampling.cyclon import Cyclon, CyclonConfig
-from peer_sampling.messages import PeerDescriptor, ShuffleReply
+from peer_sampling.messages import PeerDescriptor, ShuffleReply, ShuffleRequest
 from peer_sampling.outcome import Outcome
 from peer_sampling.topology import build_overlay
 
@@ -250,6 +253,47 @@ def test_integrate_places_what_cyclon_places(data):
     _same(ref, batched)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_seeds_requests_one_by_one_are_cyclons_on_request(data):
+    """The path for a node hearing many requests in a slice (the seeds): the same replies,
+    view and books as the reference Cyclon answering the same requests in order, with the
+    same generator (which starts with the two timer draws of Cyclon's constructor)."""
+    addrs = data.draw(st.permutations(range(8, 40)))
+    size = data.draw(st.integers(0, 6))
+    view = [(a, data.draw(st.integers(0, 5))) for a in addrs[:size]]
+    known = data.draw(st.lists(st.sampled_from(addrs[:20]), unique=True, max_size=CFG.fallback_size))
+    failed = data.draw(st.lists(st.sampled_from(addrs[20:]), unique=True, max_size=CFG.fallback_size))
+    pool = [7, *addrs[:size], *addrs[size: size + 10]]  # self, entries in the view, new ones
+    requests = []
+    for _ in range(data.draw(st.integers(1, 5))):
+        sender = data.draw(st.sampled_from([a for a in pool if a != 7] + failed[:2]))
+        others = data.draw(st.lists(st.sampled_from([a for a in pool if a != sender]), unique=True, max_size=2))
+        requests.append([(sender, 0), *((a, data.draw(st.integers(0, 9))) for a in others)])
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    ref = Cyclon("7", ["0", "1"], CFG, np.random.default_rng(seed))  # draws its two timers
+    _, batched = _pair(view, known)
+    for a, g in view:
+        ref.view.add(PeerDescriptor(str(a), g))
+    ref.known = dict.fromkeys(str(a) for a in known)
+    ref.failed = dict.fromkeys(str(a) for a in failed)
+    batched.failed.set_row(7, list(failed))
+    k, width = len(requests), CFG.shuffle_length
+    entries = np.full((k, width), -1, np.int32)
+    ages = np.zeros((k, width), np.int64)
+    for i, req in enumerate(requests):
+        entries[i, : len(req)] = [a for a, _ in req]
+        ages[i, : len(req)] = [g for _, g in req]
+    senders = np.array([req[0][0] for req in requests])
+    reply, reply_ages, count = batched.on_requests_one_by_one(
+        7, senders, entries, ages, np.array([len(r) for r in requests]), 0.0, np.random.default_rng(seed))
+    for i, req in enumerate(requests):
+        answer = ref.on_request(0.0, ShuffleRequest(str(req[0][0]), tuple(PeerDescriptor(str(a), g) for a, g in req)))
+        assert [(int(d.address), d.age) for d in answer.entries] == \
+            list(zip(reply[i, : count[i]].tolist(), reply_ages[i, : count[i]].tolist()))
+    _same(ref, batched)
+
+
 def test_outcomes_act_as_cyclons_do():
     """The same sequence of outcomes on both: vouching, strikes (max_timeouts in a row),
     drops from the view and the book into ``failed`` (never a seed). Books large enough not to
@@ -318,6 +362,23 @@ def test_reseeding_asks_a_seed_or_a_book_address_outside_the_view():
     assert set(req.target.tolist()) == {1, 25}
     req = batched.tick_reseed(rows, np.zeros(30), np.full(30, 1), np.random.default_rng(2))
     assert set(req.target.tolist()) == {25}  # excluded: the partner of this slice's shuffle
+
+
+def test_answers_ordered_per_state_are_the_answers_in_one_time_order(digits, monkeypatch):
+    """A node whose answers in a slice are all alive vouches (books) and takes replies in
+    (view) in two separate orders: the same run, view for view, as every node taking its
+    answers in one time order (forced here by counting no outcome as vouching only)."""
+    cfg = SimulationConfig(nodes=60, cycles=15, eval_every=15, seed=4, drop=0.1, online=0.9, view_size=6,
+                           shuffle_length=3)
+    split = BatchedSimulation.create(cfg, digits)
+    r_split = split.run()
+    monkeypatch.setattr(batched_module, "VOUCH_ONLY", np.zeros_like(batched_module.VOUCH_ONLY))
+    one = BatchedSimulation.create(cfg, digits)
+    r_one = one.run()
+    assert r_split["final"] == r_one["final"]
+    np.testing.assert_array_equal(split.peers.view, one.peers.view)
+    np.testing.assert_array_equal(split.peers.vouched.slots, one.peers.vouched.slots)
+    np.testing.assert_array_equal(split.models.params, one.models.params)
 
 
 def test_subrounds_give_each_node_its_events_in_time_order():

@@ -34,11 +34,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from peer_sampling.cyclon import Cyclon, CyclonConfig
-from peer_sampling.messages import PeerDescriptor, ShuffleRequest
+from peer_sampling.cyclon import CyclonConfig
 from peer_sampling.outcome import Outcome
 from peer_sampling.topology import FullOverlay
-from peer_sampling.view import View
 
 #: Outcomes as small integers, and what each means (from ``Outcome`` itself).
 OUTCOMES: tuple[Outcome, ...] = tuple(Outcome)
@@ -48,6 +46,9 @@ FATAL = np.array([o.fatal for o in OUTCOMES])
 STRIKE = np.array([o.strike for o in OUTCOMES])
 FAILED = np.array([o.failed for o in OUTCOMES])
 BUSY = CODE[Outcome.BUSY]
+#: Outcomes on which ``on_outcome`` only vouches for the peer (the books: never the view or
+#: ``known``, which a busy answer may touch): the engine orders those apart from the replies.
+VOUCH_ONLY = ALIVE & (np.arange(len(OUTCOMES)) != BUSY)
 
 
 @dataclass
@@ -74,6 +75,9 @@ class RingBook:
         self.cap = cap
         self.slots = np.full((n, cap), -1, dtype=np.int32)
         self.pos = np.zeros(n, dtype=np.int64)
+        #: Rows that have ever held an address: removing from the others is a no-op, and the
+        #: ``failed`` and ``strikes`` books stay empty for most nodes of a healthy run.
+        self.used = np.zeros(n, dtype=bool)
 
     def contains(self, rows: np.ndarray, addrs: np.ndarray) -> np.ndarray:
         """``addrs`` ``(m,)`` or ``(m, k)``: is each in its row's book?"""
@@ -93,27 +97,37 @@ class RingBook:
             r = rows[fresh]
             self.slots[r, self.pos[r] % self.cap] = addrs[fresh]
             self.pos[r] += 1
+            self.used[r] = True
             return
         assert new is not None
-        offset = np.cumsum(new, axis=1) - 1
+        upto = np.cumsum(new, axis=1)
         ri, ci = np.nonzero(new)
         r = rows[ri]
-        self.slots[r, (self.pos[r] + offset[ri, ci]) % self.cap] = addrs[ri, ci]
-        self.pos[rows] += new.sum(axis=1)
+        self.slots[r, (self.pos[r] + upto[ri, ci] - 1) % self.cap] = addrs[ri, ci]
+        self.pos[rows] += upto[:, -1]
+        self.used[r] = True
 
     def remove(self, rows: np.ndarray, addrs: np.ndarray) -> None:
         if self.cap == 0 or rows.size == 0:
             return
-        book = self.slots[rows]
-        self.slots[rows] = np.where(book == addrs[:, None], -1, book)
+        used = self.used[rows]
+        if not used.all():
+            if not used.any():
+                return
+            rows, addrs = rows[used], addrs[used]
+        ri, ci = np.nonzero(self.slots[rows] == addrs[:, None])
+        if ri.size:
+            self.slots[rows[ri], ci] = -1
 
     def in_order(self, row: int) -> list[int]:
         """Row ``row``'s addresses, oldest first."""
         if self.cap == 0:
             return []
+        if not self.used[row]:
+            return []
         at = int(self.pos[row] % self.cap)
         ring = np.concatenate([self.slots[row, at:], self.slots[row, :at]])
-        return [int(a) for a in ring if a >= 0]
+        return ring[ring >= 0].tolist()
 
     def set_row(self, row: int, addrs: list[int]) -> None:
         """Make row ``row`` hold ``addrs`` (oldest first, at most ``cap``)."""
@@ -123,13 +137,14 @@ class RingBook:
         self.slots[row] = -1
         self.slots[row, : len(addrs)] = addrs
         self.pos[row] = len(addrs)
+        self.used[row] |= len(addrs) > 0
 
 
 class BatchedCyclon:
     """Cyclon for ``n`` nodes (addresses ``0..n-1``); the first ``seeds`` nodes are the seeds."""
 
     shuffles = True
-    #: Fewer nodes than this in a sub-round of requests: the reference Cyclon, node by node, is cheaper.
+    #: Fewer nodes than this in a sub-round of requests: Cyclon's own steps, node by node, are cheaper.
     min_batch = 4
 
     def __init__(self, n: int, seeds: int, config: CyclonConfig, rng: np.random.Generator) -> None:
@@ -182,7 +197,7 @@ class BatchedCyclon:
         oldest entry (removed from the view) with a sample; an empty view bootstraps."""
         self.next_shuffle[rows] = now + self._period(self.config.interval, len(rows), rng)
         view = self.view[rows]
-        valid = np.arange(self.c) < self.vlen[rows, None]
+        valid = view >= 0  # slots past the view's length hold -1
         step = self.config.unvouched_age_step
         ages = self.vage[rows]
         if step > 1:
@@ -191,14 +206,18 @@ class BatchedCyclon:
         else:
             ages += valid
         self.vage[rows] = ages
-        empty = self.vlen[rows] == 0
-        normal = rows[~empty]
-        oldest = np.argmax(np.where(valid, ages, -1)[~empty], axis=1)  # the first of equals, as View.oldest
-        target = view[~empty, oldest].astype(np.int64)
+        empty = ~valid[:, 0]
+        some_empty = bool(empty.any())
+        normal, at = (rows[~empty], now[~empty]) if some_empty else (rows, now)
+        if some_empty:
+            view, valid, ages = view[~empty], valid[~empty], ages[~empty]
+        oldest = np.argmax(np.where(valid, ages, -1), axis=1)  # the first of equals, as View.oldest
+        target = view[np.arange(len(normal)), oldest].astype(np.int64)
         self._remove_slots(normal, oldest)
-        req = self._request(normal, target, now[~empty], rng)
-        boot = self._bootstrap(rows[empty], now[empty], rng)
-        return _concat_requests([req, boot])
+        req = self._request(normal, target, at, rng)
+        if not some_empty:  # the usual case: a bootstrap of no rows would still cost ~30 numpy calls
+            return req
+        return _concat_requests([req, self._bootstrap(rows[empty], now[empty], rng)])
 
     def tick_reseed(self, rows: np.ndarray, now: np.ndarray, exclude: np.ndarray,
                     rng: np.random.Generator) -> Requests:
@@ -214,13 +233,15 @@ class BatchedCyclon:
         has_seed, has_book = ok_seed.any(axis=1), ok_book.any(axis=1)
         use_seed = np.where(has_seed & has_book, rng.random(len(rows)) < 0.5, has_seed)
         use_book = ~use_seed & has_book
-        failed = self.failed.slots[rows]
-        ok_failed = (failed >= 0) & ~_in(failed, view) & (failed != exclude[:, None])
         target = np.full(len(rows), -1, dtype=np.int64)
-        for chosen, pool, ok in ((use_seed, seeds, ok_seed), (use_book, book, ok_book),
-                                 (~use_seed & ~use_book, failed, ok_failed)):
+        for chosen, pool, ok in ((use_seed, seeds, ok_seed), (use_book, book, ok_book)):
             if chosen.any():
                 target[chosen] = _uniform_pick(pool[chosen], ok[chosen], rng)
+        last = ~use_seed & ~use_book
+        if last.any():  # the failed book, only for the rows with nothing else (rare: worth not testing all)
+            failed, v = self.failed.slots[rows[last]], view[last]
+            ok_failed = (failed >= 0) & ~_in(failed, v) & (failed != exclude[last, None])
+            target[last] = _uniform_pick(failed, ok_failed, rng)
         has = target >= 0
         return self._request(rows[has], target[has], now[has], rng)
 
@@ -275,9 +296,15 @@ class BatchedCyclon:
                  n_entries: np.ndarray, sent: np.ndarray, n_sent: np.ndarray) -> None:
         """Take in the partner's entries (free slots first, then over what we sent it),
         vouch for it, and keep it while a slot is free."""
-        self.failed.remove(rows, partner)
+        self.take_reply(rows, partner, entries, ages, n_entries, sent, n_sent)
+        # Cyclon vouches before it keeps the partner; the view and the books are apart, so after is the same.
+        self.vouch(rows, partner)
+
+    def take_reply(self, rows: np.ndarray, partner: np.ndarray, entries: np.ndarray, ages: np.ndarray,
+                   n_entries: np.ndarray, sent: np.ndarray, n_sent: np.ndarray) -> None:
+        """:meth:`on_reply` on the view and the ``known`` book only (no vouching): what the
+        engine runs in the replies' own sub-rounds when the vouching runs in its own."""
         placed = self.max_from_one - self._integrate(rows, entries, ages, n_entries, sent, n_sent)
-        self._vouch(rows, partner)
         keep = (placed < self.c - 1) & (self.vlen[rows] < self.c) & (partner != rows)
         keep &= ~(self.view[rows] == partner[:, None]).any(axis=1)
         self._append(rows[keep], partner[keep], np.zeros(int(keep.sum()), dtype=np.int64))
@@ -291,7 +318,10 @@ class BatchedCyclon:
             r, p = rows[busy], peer[busy]
             out = (_find(self.view[r], p) < 0) & (p != r)
             self.known.add(r[out], p[out].astype(np.int32))
-        self._vouch(rows[alive], peer[alive])
+        if alive.all():  # acknowledgements and answers: the usual case
+            self.vouch(rows, peer)
+            return
+        self.vouch(rows[alive], peer[alive])
         fail = ~alive
         strike = STRIKE[code] & fail
         drop = fail & ~strike
@@ -314,48 +344,96 @@ class BatchedCyclon:
     def on_requests_one_by_one(self, row: int, senders: np.ndarray, entries: np.ndarray, ages: np.ndarray,
                                n_entries: np.ndarray, now: float,
                                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`on_request` for many requests to ONE node, in order, by the reference
-        ``Cyclon`` itself (built from this node's arrays and written back): for a node that
-        hears more requests in a slice than is worth a vectorised step each (the seeds)."""
-        node = self._as_cyclon(row, rng)
+        """:meth:`on_request` for many requests to ONE node, in order: for a node that hears
+        more requests in a slice than is worth a vectorised step each (the seeds).
+
+        The reference ``Cyclon.on_request`` step for step (``View.sample``'s partial
+        Fisher-Yates with one ``rng.random(k)`` per request, ``Cyclon._integrate``'s loop,
+        the books as insertion-ordered dicts), on plain lists of ints rather than through a
+        ``Cyclon`` built from strings for every call, which cost ~10x more; the
+        ``on_requests_one_by_one`` test holds it to the reference. The books are written back
+        compacted (holes dropped), as the reference's dicts would hold them."""
+        c, length, cap, budget0 = self.c, self.length, self.known.cap, self.max_from_one
+        size = int(self.vlen[row])
+        addrs: list[int] = self.view[row, :size].tolist()
+        vages: list[int] = self.vage[row, :size].tolist()
+        index = {a: i for i, a in enumerate(addrs)}
+        known = dict.fromkeys(self.known.in_order(row))
+        failed = dict.fromkeys(self.failed.in_order(row))
+        # The two timer draws of the Cyclon this path used to build per call: runs stay the same draw for draw.
+        rng.random()
+        if math.isfinite(self.config.effective_reseed_interval):
+            rng.random()
         k = len(senders)
-        reply = np.full((k, self.length), -1, dtype=np.int32)
-        reply_ages = np.zeros((k, self.length), dtype=np.int64)
+        reply = np.full((k, length), -1, dtype=np.int32)
+        reply_ages = np.zeros((k, length), dtype=np.int64)
         count = np.zeros(k, dtype=np.int64)
+        senders_l, entries_l, ages_l, n_l = senders.tolist(), entries.tolist(), ages.tolist(), n_entries.tolist()
         for i in range(k):
-            request = ShuffleRequest(str(int(senders[i])), tuple(
-                PeerDescriptor(str(int(a)), int(g)) for a, g in zip(entries[i, : n_entries[i]], ages[i, : n_entries[i]])))
-            answer = node.on_request(now, request)
-            count[i] = len(answer.entries)
-            reply[i, : count[i]] = [int(d.address) for d in answer.entries]
-            reply_ages[i, : count[i]] = [d.age for d in answer.entries]
-        self._store(row, node)
-        return reply, reply_ages, count
-
-    def _as_cyclon(self, row: int, rng: np.random.Generator) -> Cyclon:
-        """Node ``row`` as a reference ``Cyclon`` (addresses as decimal strings) with what
-        ``on_request`` reads and writes: its view, seeds and the known and failed books."""
-        node = Cyclon(str(row), [str(int(a)) for a in self.seeds], self.config, rng)
-        node.view = View.from_list(str(row), self.c, [[str(int(a)), int(g)] for a, g in
-                                                      zip(self.view[row, : self.vlen[row]], self.vage[row, : self.vlen[row]])])
-        node.known = dict.fromkeys(str(a) for a in self.known.in_order(row))
-        node.failed = dict.fromkeys(str(a) for a in self.failed.in_order(row))
-        return node
-
-    def _store(self, row: int, node: Cyclon) -> None:
-        """Write back what ``on_request`` may change: the view and the books."""
-        entries = node.view.to_list()
+            sender = senders_l[i]
+            failed.pop(sender, None)
+            # View.sample(length, rng, exclude=sender)
+            idx = list(range(len(addrs)))
+            j = index.get(sender)
+            if j is not None:
+                idx[j] = idx[-1]
+                idx.pop()
+            m = len(idx)
+            want = min(length, m)
+            if want > 0:
+                r = rng.random(want)
+                for jj in range(want):
+                    t = jj + int(r[jj] * (m - jj))
+                    idx[jj], idx[t] = idx[t], idx[jj]
+            sent = [addrs[s] for s in idx[:want]]
+            count[i] = want
+            reply[i, :want] = sent
+            reply_ages[i, :want] = [vages[s] for s in idx[:want]]
+            if sender == row:
+                continue
+            # Cyclon._integrate(request entries, sent)
+            budget, js, overwrite = budget0, 0, True
+            for a, g in zip(entries_l[i][: n_l[i]], ages_l[i][: n_l[i]]):
+                if a == row:
+                    continue
+                if cap and a not in known:
+                    known[a] = None
+                    if len(known) > cap:
+                        del known[next(iter(known))]
+                if not overwrite or a in index:
+                    continue
+                if len(addrs) < c:
+                    index[a] = len(addrs)
+                    addrs.append(a)
+                    vages.append(g)
+                    budget -= 1
+                else:
+                    while js < want:
+                        at = index.pop(sent[js], None)
+                        js += 1
+                        if at is not None:
+                            addrs[at], vages[at] = a, g
+                            index[a] = at
+                            budget -= 1
+                            break
+                    else:
+                        overwrite = False  # full and nothing left to overwrite
+                if budget == 0:
+                    break
         self.view[row] = -1
         self.vage[row] = 0
-        self.view[row, : len(entries)] = [int(a) for a, _ in entries]
-        self.vage[row, : len(entries)] = [g for _, g in entries]
-        self.vlen[row] = len(entries)
-        self.known.set_row(row, [int(a) for a in node.known])
-        self.failed.set_row(row, [int(a) for a in node.failed])
+        self.view[row, : len(addrs)] = addrs
+        self.vage[row, : len(addrs)] = vages
+        self.vlen[row] = len(addrs)
+        self.known.set_row(row, list(known))
+        self.failed.set_row(row, list(failed))
+        return reply, reply_ages, count
 
     # -- internals -----------------------------------------------------------------------
 
-    def _vouch(self, rows: np.ndarray, addrs: np.ndarray) -> None:
+    def vouch(self, rows: np.ndarray, addrs: np.ndarray) -> None:
+        """``addrs`` answered a request of ``rows`` (strikes and ``failed`` forgotten, vouched for):
+        all an acknowledgement does, and a reply's part on the books."""
         self.strikes.remove(rows, addrs)
         self.failed.remove(rows, addrs)
         self.vouched.add(rows, addrs.astype(np.int32))
@@ -376,6 +454,7 @@ class BatchedCyclon:
             self.strikes.slots[fresh, at] = addrs[~there]
             self.strike_count[fresh, at] = 1
             self.strikes.pos[fresh] += 1
+            self.strikes.used[fresh] = True
         return count
 
     def _sample(self, rows: np.ndarray, k: int, exclude: np.ndarray,
@@ -383,7 +462,7 @@ class BatchedCyclon:
         """Up to ``k`` distinct random view entries per row, in random order, never ``exclude``:
         addresses ``(m, k)`` (-1 past the count), their ages, and the count."""
         view = self.view[rows]
-        ok = (np.arange(self.c) < self.vlen[rows, None]) & (view != exclude[:, None])
+        ok = (view >= 0) & (view != exclude[:, None])  # slots past the view's length hold -1
         picks, count, slots = _random_subset(view, ok, k, rng)
         ages = self.vage[rows[:, None], slots]
         return picks, np.where(picks >= 0, ages, 0), count
@@ -394,40 +473,43 @@ class BatchedCyclon:
         free slots, then overwrite the entries we sent (in the order sent), at most
         ``max_from_one`` placements; every address looked at (up to the last placement, if
         the budget ran out) is noted in the book. Returns the budget left per row."""
-        m, width = entries.shape
+        width = entries.shape[1]
+        mfo = self.max_from_one
         view = self.view[rows]
-        index = np.arange(width)
-        present = index < n_entries[:, None]
-        looked = present & (entries != rows[:, None])
-        cand = looked & ~_in(entries, view)
-        free = self.c - self.vlen[rows]
-        sent_in = (np.arange(sent.shape[1]) < n_sent[:, None]) & _in(sent, view)
-        room = np.minimum(free + sent_in.sum(axis=1), self.max_from_one)
-        rank = np.cumsum(cand, axis=1) - 1
-        place = cand & (rank < room[:, None])
-        placed = place.sum(axis=1)
-        # The budget ran out at the last placement: nothing after it is looked at.
-        out = placed == self.max_from_one
+        vlen = self.vlen[rows]
+        free = self.c - vlen
+        looked = (np.arange(width) < n_entries[:, None]) & (entries != rows[:, None])
+        # received and sent entries against the view in one comparison
+        hit = np.concatenate([entries, sent], axis=1)[:, :, None] == view[:, None, :]
+        in_view = hit.any(axis=2)
+        cand = looked & ~in_view[:, :width]
+        sent_hit = hit[:, width:]
+        sent_in = (np.arange(sent.shape[1]) < n_sent[:, None]) & in_view[:, width:]
+        room = np.minimum(free + sent_in.sum(axis=1), mfo)
+        upto = np.cumsum(cand, axis=1)  # candidates so far, this one included
+        place = cand & (upto <= room[:, None])
+        placed = np.minimum(upto[:, -1], room)
+        out = placed == mfo
         if out.any():
-            last = width - 1 - np.argmax(place[:, ::-1], axis=1)
-            looked &= ~(out[:, None] & (index > last[:, None]))
+            # The budget ran out at the last placement (the mfo-th candidate): nothing after it is looked at.
+            looked &= ~(out[:, None] & (upto - cand >= mfo))
         if self.known.cap:
             self.known.add(rows, entries, looked & ~self.known.contains(rows, entries))
-        into_free = place & (rank < free[:, None])
-        ri, ci = np.nonzero(into_free)
-        slot = self.vlen[rows[ri]] + rank[ri, ci]
-        self.view[rows[ri], slot] = entries[ri, ci]
-        self.vage[rows[ri], slot] = ages[ri, ci]
-        ri, ci = np.nonzero(place & ~into_free)
+        ri, ci = np.nonzero(place)
         if ri.size:
-            # the j-th entry over a sent one takes the slot of the j-th sent entry still in the view
-            order = np.argsort(~sent_in, axis=1, kind="stable")
-            victim = sent[ri, order[ri, rank[ri, ci] - free[ri]]]
-            slot = _find(view[ri], victim)
-            self.view[rows[ri], slot] = entries[ri, ci]
-            self.vage[rows[ri], slot] = ages[ri, ci]
-        self.vlen[rows] += into_free.sum(axis=1)
-        return self.max_from_one - placed
+            u, f = upto[ri, ci], free[ri]
+            slot = vlen[ri] + u - 1  # the first ones fill the free slots
+            over = u > f
+            if over.any():
+                # the j-th entry over a sent one takes the slot of the j-th sent entry still in the view
+                order = np.argsort(~sent_in, axis=1, kind="stable")
+                oi = ri[over]
+                slot[over] = np.argmax(sent_hit[oi, order[oi, u[over] - 1 - f[over]]], axis=1)
+            r = rows[ri]
+            self.view[r, slot] = entries[ri, ci]
+            self.vage[r, slot] = ages[ri, ci]
+        self.vlen[rows] = vlen + np.minimum(placed, free)
+        return mfo - placed
 
     def _append(self, rows: np.ndarray, addrs: np.ndarray, ages: np.ndarray) -> None:
         slot = self.vlen[rows]

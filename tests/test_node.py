@@ -244,7 +244,7 @@ def cyclon_node(address, others, learner, data, seed, view_size=5, shuffle_lengt
 def test_send_failed_counts_and_removes_peer_from_cyclon_view(small_learner, small_data):
     node = cyclon_node("a", ["b", "c", "d"], small_learner, small_data, seed=0)
     assert set(node.sampler.peers()) == {"b", "c", "d"}
-    node.on_send_failed(1.0, "c")
+    node.on_outcome(1.0, "c", Outcome.UNREACHABLE)
     assert node.counters.send_failures == 1
     assert set(node.sampler.peers()) == {"b", "d"}
     # pushes never go to the failed peer again
@@ -258,7 +258,7 @@ def test_send_failed_counts_and_removes_peer_from_cyclon_view(small_learner, sma
 
 def test_send_failed_keeps_static_neighbours(small_learner, small_data):
     node = make_node("a", StaticSampler("a", ["b", "c"], np.random.default_rng(0)), small_learner, small_data, seed=0)
-    node.on_send_failed(1.0, "b")
+    node.on_outcome(1.0, "b", Outcome.UNREACHABLE)
     assert node.counters.send_failures == 1
     assert node.sampler.peers() == ["b", "c"]
 

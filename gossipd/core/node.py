@@ -384,12 +384,6 @@ class GossipNode:
                 c.timeouts += 1
         self.sampler.on_outcome(now, peer, outcome)
 
-    def on_send_failed(self, now: float, peer: Address) -> None:
-        """The daemon's current call for any failure; the same as
-        ``on_outcome(now, peer, Outcome.UNREACHABLE)``. Phase 2 of issue 10
-        moves the daemon to ``on_outcome`` with the outcome it actually saw."""
-        self.on_outcome(now, peer, Outcome.UNREACHABLE)
-
 
 # ``state`` and ``stats`` are constructor arguments (InitVar) and, after construction, views
 # of ``model``; set here because a property in the class body would become the dataclass

@@ -93,9 +93,7 @@ class RobustMerge:
         diff = remote.params.astype(np.float64)
         diff -= local.params
         dist = math.sqrt(float(np.dot(diff, diff)))
-        if math.isfinite(dist) and dist > 0.0:
-            self._distances.append(dist)
-        w, c, age = robust_step(a_l, remote.age, dist, self.radius(), self.max_age_lead)
+        w, c, age = robust_step(a_l, remote.age, dist, self._distance(dist), self.max_age_lead)
         self.last_clip = c
         diff *= w * c
         diff += local.params

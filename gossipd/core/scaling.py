@@ -274,7 +274,7 @@ class RobustStatsMerge:
        anchor's and of claims' means that all lie inside that (convex) radius, so
        it stays inside, whatever the others send.
 
-    An accepted claim is merged with :meth:`FeatureStats.merge`, its count capped at
+    An accepted claim is merged as :meth:`FeatureStats.merge` does (:func:`merge_moments`), its count capped at
     the node's own (one message moves a node at most half-way; no count race), and
     the merged variance kept at or above :data:`STATS_VAR_FLOOR` x the window's
     median variance. Nothing the sender claims widens the radii it is judged by.
@@ -351,9 +351,9 @@ class RobustStatsMerge:
             return ours
         self.accepted += 1
         self._remember(sender, theirs)
-        capped = FeatureStats._owned(min(theirs.count, ours.count), theirs.mean.copy(), theirs.var.copy())
-        merged = ours.merge(capped)
-        return FeatureStats._owned(merged.count, merged.mean, np.maximum(merged.var, STATS_VAR_FLOOR * var))
+        count, mean, merged_var = merge_moments(ours.count, ours.mean, ours.var,
+                                                min(theirs.count, ours.count), theirs.mean, theirs.var)
+        return FeatureStats._owned(count, mean, np.maximum(merged_var, STATS_VAR_FLOOR * var))
 
     def _remember(self, sender: str, theirs: FeatureStats) -> None:
         try:

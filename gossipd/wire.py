@@ -42,7 +42,7 @@ import numpy as np
 
 from gossipd.core import codec as codecs
 from gossipd.core.messages import Message, ModelMessage, Parts, PeerDescriptor, ShuffleReply, ShuffleRequest
-from gossipd.core.partition import MAX_PARTITIONS
+from gossipd.core.partition import MAX_PARTITIONS, part_size
 from gossipd.core.scaling import FeatureStats
 
 __all__ = [
@@ -502,8 +502,8 @@ def _fp32_view(view: bytes | memoryview, n: int, start: int) -> np.ndarray:
 
 
 def _cut_size(n_params: int, parts: Parts) -> int:
-    """Coordinates of ``parts`` in an ``n_params`` model (partition k: i = k, k + P, ...)."""
-    return sum((n_params - k + parts.count - 1) // parts.count for k in parts.index)
+    """Coordinates of ``parts`` in an ``n_params`` model."""
+    return sum(part_size(n_params, parts.count, k) for k in parts.index)
 
 
 def _show(index: tuple[int, ...]) -> str:

@@ -42,6 +42,12 @@ def carried_count(partitions: int, subsample: float) -> int:
     return max(1, min(partitions, round(subsample * partitions)))
 
 
+def part_size(n: int, count: int, k: int) -> int:
+    """Coordinates in partition ``k`` of an ``n``-parameter model cut into ``count``
+    (coordinates k, k + count, ...): ``ceil((n - k) / count)``."""
+    return (n - k + count - 1) // count
+
+
 @dataclass(frozen=True)
 class Layout:
     """The partition mapping of an ``n``-parameter model cut into ``count`` partitions."""
@@ -58,8 +64,8 @@ class Layout:
 
     @cached_property
     def sizes(self) -> np.ndarray:
-        """Coordinates in each partition (``ceil((n - k) / P)``)."""
-        return np.array([len(ix) for ix in self._index], dtype=np.int64)
+        """Coordinates in each partition (:func:`part_size`)."""
+        return np.array([part_size(self.n, self.count, k) for k in range(self.count)], dtype=np.int64)
 
     def coordinates(self, parts: tuple[int, ...] | list[int]) -> np.ndarray:
         """The coordinates of ``parts``, partition after partition (the order values travel in)."""

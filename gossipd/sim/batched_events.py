@@ -69,9 +69,6 @@ class Calendar:
             return {}
         return {kind: Events.concat(parts) for kind, parts in kinds.items()}
 
-    def slice_start(self, slot: int) -> float:
-        return slot / self.per_cycle
-
 
 def subrounds(dst: np.ndarray, t: np.ndarray) -> list[np.ndarray]:
     """Positions of events split so that the r-th list holds the r-th event (by ``t``) of

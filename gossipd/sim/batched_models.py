@@ -35,10 +35,6 @@ class Snapshot:
     mean: np.ndarray | None = None
     var: np.ndarray | None = None
 
-    def take(self, idx: np.ndarray) -> Snapshot:
-        pick = (lambda a: None if a is None else a[idx])
-        return Snapshot(self.params[idx], self.age[idx], pick(self.count), pick(self.mean), pick(self.var))
-
 
 class NodeModels:
     """All nodes' learning state; row i is node i."""
@@ -79,9 +75,6 @@ class NodeModels:
         self.window = np.full((n, gossip.clip_window), np.nan)
         self.filled = np.zeros(n, dtype=np.int64)
         self.lead = gossip.max_age_lead_passes * np.maximum(counts, 1).astype(np.float64)
-
-    def __len__(self) -> int:
-        return int(self.params.shape[0])
 
     def local_data(self) -> list[LocalData]:
         """Each node's examples as the exact engine holds them (for the baselines)."""

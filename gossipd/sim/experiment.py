@@ -19,7 +19,6 @@ from gossipd.core.spec import parse_input_shape, parse_task
 from gossipd.data import Dataset, DataError, load_dataset, make_scaling
 from gossipd.overlay import Edges, edge_array, indegree_stats, overlay_metrics
 from gossipd.sim.config import ConfigError, SimulationConfig, parse_cut
-from gossipd.sim.sizes import MessageSizes  # noqa: F401  (both engines count bytes with it)
 from peer_sampling.cyclon import CyclonConfig
 
 

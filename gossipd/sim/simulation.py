@@ -40,9 +40,10 @@ from gossipd.sim.batched import BatchedSimulation
 from gossipd.sim.batched_scope import batched_unsupported
 from gossipd.sim.churn import ChurnError, Trace, make_trace
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_cut, parse_kill
-from gossipd.sim.experiment import (MessageSizes, build_learner, churn_rng, cut_sides, cyclon_config, gossip_config,
+from gossipd.sim.experiment import (build_learner, churn_rng, cut_sides, cyclon_config, gossip_config,
                                     indegree_entry, load_config_dataset, network_rng, overlay_entry, run_description,
                                     seed_streams)
+from gossipd.sim.sizes import MessageSizes
 from peer_sampling.cyclon import Cyclon
 from peer_sampling.topology import StaticSampler, build_overlay
 

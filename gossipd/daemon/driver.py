@@ -421,7 +421,8 @@ class Daemon:
             outcome, why = failed.outcome, failed.reason
         else:
             outcome = outcome_of_status(answer.status)
-            why = _error_text(answer.status, answer.body)
+            # Only a failure is reported: a 2xx body (a shuffle reply is msgpack) is not parsed for it.
+            why = "" if outcome.alive else _error_text(answer.status, answer.body)
             if outcome is Outcome.DELIVERED and isinstance(msg, ShuffleRequest):
                 try:
                     reply = self.gate.open_reply(answer.body, send.peer)

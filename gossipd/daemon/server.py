@@ -103,7 +103,6 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.head: bytearray | None = bytearray()  # the first request head, until it is complete
         self.busy = 0  # requests in progress (0 or 1: HTTP/1.1 without pipelining)
-        self.served = 0
         self.counted = False
         self.timer: asyncio.TimerHandle | None = None
 
@@ -268,7 +267,6 @@ class ConnectionGuard:
             return await handler(request)
         finally:
             conn.busy -= 1
-            conn.served += 1
             if not conn.busy and conn.counted:
                 self._idle[conn] = None
                 conn.arm(self.limits.header_timeout)

@@ -49,9 +49,6 @@ class Supervisor:
         """Every loop still runs."""
         return all(not t.done() for t in self._loops.values())
 
-    def names(self) -> list[str]:
-        return list(self._loops)
-
     def _ended(self, name: str, task: asyncio.Task[Any]) -> None:
         if self._stopping() and (task.cancelled() or task.exception() is None):
             return

@@ -128,15 +128,15 @@ def rows_of(doc: Any, n_features: int, *, labels: bool) -> tuple[np.ndarray, np.
         for j, v in enumerate(row):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise DataError(f"row {i}, feature {j}: expected a finite number, got {v!r}")
-    X = np.array(rows, dtype=np.float64)
-    if not np.isfinite(X.astype(np.float32)).all():
+    X = np.array(rows, dtype=np.float64).astype(np.float32)
+    if not np.isfinite(X).all():
         raise DataError("a feature is too large for float32")
     if not labels:
-        return X.astype(np.float32), None
+        return X, None
     y = doc.get("labels")
     if not isinstance(y, list) or len(y) != len(rows):
         raise DataError(f'"labels" must be a list of {len(rows)} labels, one per row')
     for i, v in enumerate(y):
         if isinstance(v, bool) or not isinstance(v, (str, int, float)):
             raise DataError(f"label {i}: expected a class name or a number, got {v!r}")
-    return X.astype(np.float32), np.array(y, dtype=object)
+    return X, np.array(y, dtype=object)

@@ -38,16 +38,15 @@ import numpy as np
 
 from gossipd.core.linear_stack import LinearStackLearner
 from gossipd.core.node import Counters
-from gossipd.data import Dataset, split_indices
+from gossipd.data import Dataset
 from gossipd.sim.baselines import summarise
 from gossipd.sim.batched_cyclon import CODE, FAILED, STRIKE, VOUCH_ONLY, BatchedCyclon, Requests, StaticPeers
 from gossipd.sim.batched_events import MODEL, OUTCOME, REPLY, REQUEST, Calendar, Events, per_cycle, subrounds
 from gossipd.sim.batched_models import NodeModels, Snapshot
 from gossipd.sim.batched_scope import batched_unsupported
 from gossipd.sim.config import ConfigError, SimulationConfig, parse_cut, parse_kill
-from gossipd.sim.experiment import (build_learner, churn_rng, cut_sides, cyclon_config, gossip_config,
-                                    indegree_entry, load_config_dataset, network_rng, overlay_entry, run_description,
-                                    seed_streams)
+from gossipd.sim.experiment import (churn_rng, cut_sides, cyclon_config, gossip_config, indegree_entry, network_rng,
+                                    overlay_entry, overlay_error, prepare, run_description)
 from gossipd.sim.sizes import MessageSizes
 from peer_sampling.outcome import Outcome
 from peer_sampling.topology import build_overlay
@@ -79,12 +78,8 @@ class BatchedSimulation:
         why = batched_unsupported(config)
         if why is not None:
             raise ConfigError("engine", f"--engine batched does not simulate {why}; use --engine exact or auto")
-        if dataset is None:
-            dataset = load_config_dataset(config)
-        part_ss, node_ss, overlay_ss = seed_streams(config)
-        learner = build_learner(config, dataset)
+        dataset, learner, parts, node_ss, overlay_ss = prepare(config, dataset)
         assert isinstance(learner, LinearStackLearner)
-        parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
         models = NodeModels(learner, dataset, parts, gossip_config(config))
         rng = np.random.default_rng(node_ss)
         peers: BatchedCyclon | StaticPeers
@@ -95,7 +90,7 @@ class BatchedSimulation:
             try:
                 overlay = build_overlay(config.sampler, addresses, np.random.default_rng(overlay_ss))
             except ValueError as exc:
-                raise ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}") from None
+                raise overlay_error(config, exc) from None
             peers = StaticPeers(overlay, {a: i for i, a in enumerate(addresses)})
         return cls(config, dataset, learner, models, peers, rng)
 

@@ -16,7 +16,7 @@ import numpy as np
 from gossipd.core.learner import Learner, make_learner
 from gossipd.core.node import GossipConfig
 from gossipd.core.spec import parse_input_shape, parse_task
-from gossipd.data import Dataset, DataError, load_dataset, make_scaling
+from gossipd.data import Dataset, DataError, load_dataset, make_scaling, split_indices
 from gossipd.overlay import Edges, edge_array, indegree_stats, overlay_metrics
 from gossipd.sim.config import ConfigError, SimulationConfig, parse_cut
 from peer_sampling.cyclon import CyclonConfig
@@ -49,6 +49,24 @@ def seed_streams(config: SimulationConfig) -> tuple[np.random.SeedSequence, np.r
     in both engines for a given seed."""
     part_ss, node_ss, overlay_ss = np.random.SeedSequence(config.seed).spawn(3)
     return part_ss, node_ss, overlay_ss
+
+
+def prepare(config: SimulationConfig, dataset: Dataset | None = None) -> tuple[
+        Dataset, Learner, list[np.ndarray], np.random.SeedSequence, np.random.SeedSequence]:
+    """What both engines build first, in this order: the data set (unless given), the
+    learner and the split of the training data over the nodes; then the seed streams
+    left for the nodes and the overlay."""
+    if dataset is None:
+        dataset = load_config_dataset(config)
+    part_ss, node_ss, overlay_ss = seed_streams(config)
+    learner = build_learner(config, dataset)
+    parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
+    return dataset, learner, parts, node_ss, overlay_ss
+
+
+def overlay_error(config: SimulationConfig, exc: ValueError) -> ConfigError:
+    """A topology that cannot be built on this many nodes, as a ConfigError naming --sampler."""
+    return ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}")
 
 
 def network_rng(config: SimulationConfig) -> np.random.Generator:

@@ -33,16 +33,15 @@ import torch
 from gossipd.core.learner import Learner, LocalData
 from gossipd.core.messages import ModelMessage, Outcome, Send, ShuffleReply
 from gossipd.core.node import GossipNode, RejectedMessage
-from gossipd.data import Dataset, split_indices
+from gossipd.data import Dataset
 from gossipd.sim.attackers import AttackingNode, parse_attackers
 from gossipd.sim.baselines import run_baselines, summarise
 from gossipd.sim.batched import BatchedSimulation
 from gossipd.sim.batched_scope import batched_unsupported
 from gossipd.sim.churn import ChurnError, Trace, make_trace
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_cut, parse_kill
-from gossipd.sim.experiment import (build_learner, churn_rng, cut_sides, cyclon_config, gossip_config,
-                                    indegree_entry, load_config_dataset, network_rng, overlay_entry, run_description,
-                                    seed_streams)
+from gossipd.sim.experiment import (churn_rng, cut_sides, cyclon_config, gossip_config, indegree_entry, network_rng,
+                                    overlay_entry, overlay_error, prepare, run_description)
 from gossipd.sim.sizes import MessageSizes
 from peer_sampling.cyclon import Cyclon
 from peer_sampling.topology import StaticSampler, build_overlay
@@ -83,17 +82,13 @@ class Simulation:
     @classmethod
     def create(cls, config: SimulationConfig, dataset: Dataset | None = None) -> Simulation:
         config.validate()
-        if dataset is None:
-            dataset = load_config_dataset(config)
-        part_ss, node_ss, overlay_ss = seed_streams(config)
-        learner = build_learner(config, dataset)
-        parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
+        dataset, learner, parts, node_ss, overlay_ss = prepare(config, dataset)
         addresses = [f"n{i}" for i in range(config.nodes)]
         node_rngs = [np.random.default_rng(s) for s in node_ss.spawn(config.nodes)]
         try:
             samplers = _make_samplers(config, addresses, node_rngs, np.random.default_rng(overlay_ss))
-        except ValueError as exc:  # a topology that cannot be built on this many nodes
-            raise ConfigError("sampler", f"--sampler {config.sampler} with --nodes {config.nodes}: {exc}") from None
+        except ValueError as exc:
+            raise overlay_error(config, exc) from None
         gossip = gossip_config(config)
         if config.partitions > learner.n_params:
             raise ConfigError("partitions", f"--partitions {config.partitions}: the model has only "

@@ -618,7 +618,7 @@ class Daemon:
                 raise wire.WireError(400, "wrong_endpoint", f"a {type(msg).__name__} was posted to {path}")
         except wire.WireError as err:
             self.reject(remote, path, err)
-            return Answer(err.status, json.dumps(err.to_json()).encode())
+            return Answer.json(err.status, err.to_json())
         wait = self.limiter.admit(msg.sender, self.clock.now())
         if wait > 0:
             return Answer.error(429, "too_many_requests", f"{msg.sender} sends more than {self.config.sender_rate:g} "

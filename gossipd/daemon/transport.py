@@ -37,7 +37,7 @@ import json
 import math
 import ssl
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from peer_sampling.outcome import Outcome
@@ -60,7 +60,6 @@ class Answer:
     content_type: str = "application/json"
     #: seconds the peer asks us to wait before the next message (``Retry-After``), if it said
     retry_after: float | None = None
-    headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def json(cls, status: int, doc: dict[str, Any], *, retry_after: float | None = None) -> Answer:
@@ -74,7 +73,7 @@ class Answer:
 
     def http_headers(self) -> dict[str, str]:
         """Headers to send with it (``Retry-After`` in whole seconds, at least 1)."""
-        out = dict(self.headers)
+        out: dict[str, str] = {}
         if self.retry_after is not None:
             out["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         return out

@@ -35,6 +35,12 @@ def model_body(status: dict[str, Any], sender: str, params: np.ndarray, age: flo
                        cluster=status["cluster"])
 
 
+def processed(url: str) -> int:
+    """Models the node has finished with: merged and trained, or discarded."""
+    counters = get_json(url + "/v1/status")["counters"]
+    return counters["merged"] + counters["discarded"]
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -58,7 +64,8 @@ def test_overflowing_models_leave_a_finite_model_and_a_kept_checkpoint(tmp_path:
             code, body = post(url + "/v1/gossip/model", model_body(status, f"http://127.0.0.1:{9000 + i}", params),
                               headers=ASYNC)
             assert code == 202, body  # queued, answered at once
-            wait_for(lambda: get_json(url + "/v1/status")["counters"]["received"] == i + 1, 30)
+            # Wait until it is through: 'received' counts a model when its merge starts.
+            assert wait_for(lambda: processed(url) == i + 1, 30)
         after = get_json(url + "/v1/status")
         assert after["counters"]["discarded"] == 2 and after["counters"]["merged"] == 1
         msg = wire.decode(admin_get(proc, "/v1/model"), cluster="default")

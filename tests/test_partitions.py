@@ -70,6 +70,46 @@ def test_robust_merge_per_partition_caps_ages_and_clips_far_models() -> None:
     assert np.array_equal(liar.params[0::4], before.params[0::4])
 
 
+def test_robust_clip_judges_each_partition_by_its_own_distances() -> None:
+    """Partitions differ in scale (here partition 0 moves 10x more than the others): judged
+    against one window of distances scaled to the whole model, every honest message of
+    partition 0 was clipped; each partition's own window takes them whole and still clips a
+    liar within that partition's radius."""
+    layout = Layout(40, 4)
+    rule = RobustMerge(max_age_lead=10.0)
+    local = cut(np.zeros(40, np.float32), [5.0] * 4)
+    rng = np.random.default_rng(4)
+    clips = {k: [] for k in range(4)}
+    for i in range(64):
+        k = i % 4
+        scale = 1.0 if k == 0 else 0.1
+        merge_parts(rule, local, (scale * (1 + 0.1 * rng.standard_normal(10))).astype(np.float32),
+                    Parts(4, (k,), (5.0,)), layout)
+        clips[k].append(rule.last_clip)
+    assert all(c == 1.0 for k in range(4) for c in clips[k][4:])  # past each window's first entries
+    liar = merge_parts(rule, local, np.full(10, 100.0, np.float32), Parts(4, (0,), (5.0,)), layout)
+    assert rule.last_clip < 1e-3
+    # w = 0.5 (equal ages), radius 1.5 x the first quartile of partition 0's distances (about sqrt(10)).
+    assert np.linalg.norm(liar.params[0::4] - local.params[0::4]) < 0.5 * 1.5 * np.sqrt(10) * 1.3
+    assert np.array_equal(liar.params[1::4], local.params[1::4])
+
+
+def test_a_message_of_some_partitions_moves_no_further_than_a_whole_model_could() -> None:
+    """Each carried partition moves at most w * tau_k, so a message carrying some partitions moves
+    the model at most w * sqrt(sum of their tau_k^2): within the bound of a whole-model message."""
+    layout = Layout(60, 6)
+    rule = RobustMerge(max_age_lead=10.0)
+    local = cut(np.zeros(60, np.float32), [5.0] * 6)
+    rng = np.random.default_rng(5)
+    for _ in range(20):  # honest whole models fill every partition's window
+        merge_parts(rule, local, (0.1 * rng.standard_normal(60)).astype(np.float32),
+                    Parts(6, tuple(range(6)), (5.0,) * 6), layout)
+    far = np.full(60, 5.0, np.float32)
+    whole = merge_parts(rule, local, far, Parts(6, tuple(range(6)), (5.0,) * 6), layout)
+    some = merge_parts(rule, local, far[:20], Parts(6, (1, 4), (5.0,) * 2), layout)
+    assert 0 < np.linalg.norm(some.params - local.params) < np.linalg.norm(whole.params - local.params)
+
+
 def test_all_partitions_at_one_age_merge_as_the_whole_model() -> None:
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal(30).astype(np.float32), rng.standard_normal(30).astype(np.float32)

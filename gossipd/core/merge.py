@@ -71,7 +71,7 @@ class RobustMerge:
     node discards a result that is out of bounds).
     """
 
-    __slots__ = ("max_age_lead", "clip_scale", "_distances", "last_clip")
+    __slots__ = ("max_age_lead", "clip_scale", "_distances", "_parts", "last_clip")
 
     def __init__(self, max_age_lead: float = MAX_AGE_LEAD, clip_scale: float = CLIP_SCALE,
                  clip_window: int = CLIP_WINDOW) -> None:
@@ -79,6 +79,7 @@ class RobustMerge:
         self.max_age_lead = float(max_age_lead)
         self.clip_scale = float(clip_scale)
         self._distances: deque[float] = deque(maxlen=clip_window)
+        self._parts: PartWindows | None = None  # a cut model's windows, one per partition (merge_parts)
         self.last_clip = 1.0  # share of the last step taken (1 = not clipped); for tests and tracing
 
     def radius(self) -> float:
@@ -108,17 +109,18 @@ class RobustMerge:
         return self.radius()
 
     def merge_parts(self, local: ModelState, values: np.ndarray, parts: Parts, layout: Layout) -> ModelState:
-        """The robust rule on the carried partitions of a cut model, each by its own age.
+        """The robust rule on the carried partitions of a cut model, each as a small whole model.
 
         Per partition ``k``: its claimed age is capped at ``ages[k] + max_age_lead``,
-        weighted ``w_k = a_r / (a_l + a_r)``, and its age follows the step, as
-        for a whole model (``robust_step`` on arrays). The clip is per message:
-        one distance over the carried coordinates, scaled by ``sqrt(n / m)`` to
-        the whole model's (partitions are even samples of every layer,
-        ``core/partition.py``), so one radius history serves pushes of any size,
-        and a message adds one distance to it however many partitions it
-        carries. ``local`` must be cut into ``layout.count`` partitions; the
-        others are left as they are.
+        weighted ``w_k = a_r / (a_l + a_r)``, its age follows the step, and its clip
+        compares the distance over its own coordinates with a radius from its own
+        window of recent distances (:class:`PartWindows`): partitions differ in scale
+        and are merged at different times, so one window of distances extrapolated to
+        the whole model mixed them up and clipped a third of honest messages
+        (docs/architecture.md). A message carrying partitions ``S`` moves the model at
+        most ``max w * sqrt(sum over S of tau_k^2)``, within what a whole-model message
+        could. ``local`` must be cut into ``layout.count`` partitions; the others are
+        left as they are.
         """
         assert local.ages is not None
         idx = list(parts.index)
@@ -127,13 +129,16 @@ class RobustMerge:
         x_l = local.params[coords].astype(np.float64)
         diff = values.astype(np.float64)
         diff -= x_l
-        m = coords.shape[0]
-        dist = math.sqrt(float(np.dot(diff, diff)) * layout.n / max(m, 1))
-        # numpy scalars: the array form of robust_step divides by the distance, which may be 0.
-        tau = np.float64(self._distance(dist))
-        w, c, merged_ages = robust_step(a_l, np.asarray(parts.ages, dtype=np.float64), np.float64(dist), tau,
+        sizes = layout.sizes[idx]
+        # Distance per carried partition: the squares summed over each one's run of values.
+        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        dist = np.sqrt(np.add.reduceat(diff * diff, starts))
+        if self._parts is None or self._parts.count != layout.count:
+            self._parts = PartWindows(layout.count, self._distances.maxlen or CLIP_WINDOW)
+        tau = self.clip_scale * self._parts.quantiles(idx, dist)
+        w, c, merged_ages = robust_step(a_l, np.asarray(parts.ages, dtype=np.float64), dist, tau,
                                         self.max_age_lead)
-        self.last_clip = float(np.max(c))
+        self.last_clip = float(np.min(c))
         diff *= layout.expand(w * c, parts.index)
         diff += x_l
         params = local.params.copy()
@@ -142,6 +147,36 @@ class RobustMerge:
         ages = local.ages.copy()
         ages[idx] = merged_ages
         return ModelState.owned(params, 0.0, ages)
+
+
+class PartWindows:
+    """One window of recent distances per partition, for :meth:`RobustMerge.merge_parts`:
+    ``count`` rings of ``size`` float64 (16 KB a node at the most partitions)."""
+
+    __slots__ = ("count", "_ring", "_held", "_next")
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count = count
+        self._ring = np.full((count, size), np.inf)  # inf sorts after every held distance
+        self._held = np.zeros(count, np.intp)
+        self._next = np.zeros(count, np.intp)
+
+    def quantiles(self, parts: list[int], dist: np.ndarray) -> np.ndarray:
+        """Each partition's first quartile of its window (inf while empty), once its
+        distance in ``dist`` has joined it; 0 and non-finite distances do not join."""
+        size = self._ring.shape[1]
+        for k, d in zip(parts, dist.tolist()):
+            if math.isfinite(d) and d > 0.0:
+                self._ring[k, self._next[k]] = d
+                self._next[k] = (self._next[k] + 1) % size
+                self._held[k] = min(self._held[k] + 1, size)
+        held = self._held[parts]
+        out = np.full(len(parts), np.inf)
+        some = held > 0
+        if some.any():
+            rows = np.asarray(parts)[some]
+            out[some] = window_quantile(np.sort(self._ring[rows], axis=1), held[some])
+        return out
 
 
 def merge_parts(rule: MergeRule, local: ModelState, values: np.ndarray, parts: Parts, layout: Layout) -> ModelState:

@@ -3,6 +3,7 @@
     .venv/bin/python bench/comm.py                     # 100 nodes, 200 cycles, seeds 1-3, digits / logreg
     .venv/bin/python bench/comm.py --seeds 1 --cycles 100 --jobs 2
     .venv/bin/python bench/comm.py --variants fp32,int8      # of fp32, fp16, int8, p10, tokens
+    .venv/bin/python bench/comm.py --variants fp32,p10 --sub-cycles 1400   # subsampling over the whole run's bytes
 
 Every run is ``gossip simulate`` with one setting changed from plain push of
 whole fp32 models. Prints three tables, each with its baseline measured in
@@ -17,6 +18,9 @@ the same run:
 * **subsampling** (P = 10, one partition a push) against whole models, at
   equal total bytes: both curves' accuracy at the budgets the subsampled run
   reached (interpolated linearly in bytes). Acceptance: subsampled >= whole.
+  A subsampled push costs ~0.14x a whole one, so in ``--cycles`` it spends
+  ~1/7 of the whole run's bytes; ``--sub-cycles`` (~7x ``--cycles``) runs it
+  long enough to compare over the whole run's budgets.
 * **token accounts** (randomized, A = 10, C = 20) against plain push: messages
   per node per cycle and the first cycle at which the mean accuracy reaches
   ``--target`` (0.93; interpolated between evaluations). Acceptance: fewer
@@ -47,7 +51,7 @@ def run_one(job: tuple[str, int, int, int, int]) -> tuple[str, int, list[dict[st
     from gossipd.sim.simulation import Simulation, SimulationConfig
 
     torch.set_num_threads(1)
-    variant, seed, nodes, cycles, eval_every = job
+    variant, seed, nodes, cycles, eval_every = job  # cycles: this variant's
     started = time.perf_counter()
     config = SimulationConfig(nodes=nodes, cycles=cycles, seed=seed, dataset="digits", model="logreg",
                               eval_every=eval_every, **VARIANTS[variant])
@@ -77,6 +81,8 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=100)
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--sub-cycles", type=int, default=None,
+                        help="cycles of the subsampled run (default: --cycles)")
     parser.add_argument("--eval-every", type=int, default=2)
     parser.add_argument("--target", type=float, default=0.93)
     parser.add_argument("--jobs", type=int, default=2)
@@ -84,13 +90,15 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = [v for v in VARIANTS if v in args.variants.split(",")]
-    jobs = [(v, s, args.nodes, args.cycles, args.eval_every) for v in variants for s in seeds]
+    sub_cycles = args.sub_cycles or args.cycles
+    jobs = [(v, s, args.nodes, sub_cycles if v == "p10" else args.cycles, args.eval_every)
+            for v in variants for s in seeds]
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_one, jobs))
     curves = {(v, s): c for v, s, c, _, _ in results}
     finals = {(v, s): f for v, s, _, f, _ in results}
-    print(f"digits / logreg, {args.nodes} nodes, {args.cycles} cycles, seeds {args.seeds}; "
+    print(f"digits / logreg, {args.nodes} nodes, {args.cycles} cycles (p10: {sub_cycles}), seeds {args.seeds}; "
           f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s\n")
 
     def mean(variant: str, key: str) -> float:
@@ -120,13 +128,14 @@ def main() -> None:
         print("| total bytes (MB) | whole models (fp32) | P = 10, one partition a push | lead (points) |")
         print("|---:|---:|---:|---:|")
         top = min(mean(sub, "bytes"), mean("fp32", "bytes"))
-        for fraction in (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0):
-            budget = fraction * top
+        # A longer subsampled run also keeps the small budgets of a --cycles one (about top / 7).
+        tops = [top] if sub_cycles <= args.cycles else [top * args.cycles / sub_cycles, top]
+        for budget in sorted({f * t for t in tops for f in (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)}):
             whole = float(np.mean([at_bytes(curves["fp32", s], budget) for s in seeds]))
             part = float(np.mean([at_bytes(curves[sub, s], budget) for s in seeds]))
             print(f"| {budget / 1e6:.2f} | {whole:.4f} | {part:.4f} | {100 * (part - whole):+.2f} |")
         print(f"\n(whole models spent {mean('fp32', 'bytes') / 1e6:.1f} MB in {args.cycles} cycles, "
-              f"the subsampled run {mean(sub, 'bytes') / 1e6:.1f} MB)")
+              f"the subsampled run {mean(sub, 'bytes') / 1e6:.1f} MB in {sub_cycles})")
 
     tok = "tokens"
     if tok in variants and "fp32" in variants:

@@ -70,11 +70,11 @@ def test_robust_merge_per_partition_caps_ages_and_clips_far_models() -> None:
     assert np.array_equal(liar.params[0::4], before.params[0::4])
 
 
-def test_robust_clip_judges_each_partition_by_its_own_distances() -> None:
+def test_robust_clip_judges_each_partition_in_its_own_scale() -> None:
     """Partitions differ in scale (here partition 0 moves 10x more than the others): judged
     against one window of distances scaled to the whole model, every honest message of
-    partition 0 was clipped; each partition's own window takes them whole and still clips a
-    liar within that partition's radius."""
+    partition 0 was clipped; measured in each partition's own scale they are taken whole,
+    and a liar is still clipped within that partition's radius."""
     layout = Layout(40, 4)
     rule = RobustMerge(max_age_lead=10.0)
     local = cut(np.zeros(40, np.float32), [5.0] * 4)
@@ -95,8 +95,8 @@ def test_robust_clip_judges_each_partition_by_its_own_distances() -> None:
 
 
 def test_a_message_of_some_partitions_moves_no_further_than_a_whole_model_could() -> None:
-    """Each carried partition moves at most w * tau_k, so a message carrying some partitions moves
-    the model at most w * sqrt(sum of their tau_k^2): within the bound of a whole-model message."""
+    """A message carrying partitions S moves the model at most w * tau * sqrt(sum over S of s_k^2)
+    (s_k: partition k's scale): within the bound of a whole-model message."""
     layout = Layout(60, 6)
     rule = RobustMerge(max_age_lead=10.0)
     local = cut(np.zeros(60, np.float32), [5.0] * 6)

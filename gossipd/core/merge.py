@@ -71,7 +71,7 @@ class RobustMerge:
     node discards a result that is out of bounds).
     """
 
-    __slots__ = ("max_age_lead", "clip_scale", "_distances", "_parts", "last_clip")
+    __slots__ = ("max_age_lead", "clip_scale", "_distances", "_scales", "last_clip")
 
     def __init__(self, max_age_lead: float = MAX_AGE_LEAD, clip_scale: float = CLIP_SCALE,
                  clip_window: int = CLIP_WINDOW) -> None:
@@ -79,7 +79,7 @@ class RobustMerge:
         self.max_age_lead = float(max_age_lead)
         self.clip_scale = float(clip_scale)
         self._distances: deque[float] = deque(maxlen=clip_window)
-        self._parts: PartWindows | None = None  # a cut model's windows, one per partition (merge_parts)
+        self._scales: PartScales | None = None  # a cut model's partition scales (merge_parts)
         self.last_clip = 1.0  # share of the last step taken (1 = not clipped); for tests and tracing
 
     def radius(self) -> float:
@@ -109,18 +109,22 @@ class RobustMerge:
         return self.radius()
 
     def merge_parts(self, local: ModelState, values: np.ndarray, parts: Parts, layout: Layout) -> ModelState:
-        """The robust rule on the carried partitions of a cut model, each as a small whole model.
+        """The robust rule on the carried partitions of a cut model, each by its own age.
 
         Per partition ``k``: its claimed age is capped at ``ages[k] + max_age_lead``,
-        weighted ``w_k = a_r / (a_l + a_r)``, its age follows the step, and its clip
-        compares the distance over its own coordinates with a radius from its own
-        window of recent distances (:class:`PartWindows`): partitions differ in scale
-        and are merged at different times, so one window of distances extrapolated to
-        the whole model mixed them up and clipped a third of honest messages
-        (docs/architecture.md). A message carrying partitions ``S`` moves the model at
-        most ``max w * sqrt(sum over S of tau_k^2)``, within what a whole-model message
-        could. ``local`` must be cut into ``layout.count`` partitions; the others are
-        left as they are.
+        weighted ``w_k = a_r / (a_l + a_r)``, and its age follows the step, as for a
+        whole model (``robust_step`` on arrays). The clip is per message, in units of
+        each partition's own scale: ``s_k``, the median of partition ``k``'s last
+        ``clip_window`` distances (:class:`PartScales`), since partitions differ in
+        scale and one distance extrapolated to the whole model clipped a third of
+        honest messages (docs/architecture.md). The message's distance relative to
+        its partitions' scales, ``r = |x_r - x|_S / sqrt(sum s_k^2)``, joins the
+        node's one window and is clipped by ``tau = clip_scale * Q1`` of it, as a
+        whole model's distance is: one entry per message however many partitions
+        it carries, and fresh with every message. A message carrying partitions
+        ``S`` so moves the model at most ``max w * tau * sqrt(sum over S of s_k^2)``,
+        within what a whole-model message could. ``local`` must be cut into
+        ``layout.count`` partitions; the others are left as they are.
         """
         assert local.ages is not None
         idx = list(parts.index)
@@ -129,16 +133,20 @@ class RobustMerge:
         x_l = local.params[coords].astype(np.float64)
         diff = values.astype(np.float64)
         diff -= x_l
-        sizes = layout.sizes[idx]
-        # Distance per carried partition: the squares summed over each one's run of values.
-        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-        dist = np.sqrt(np.add.reduceat(diff * diff, starts))
-        if self._parts is None or self._parts.count != layout.count:
-            self._parts = PartWindows(layout.count, self._distances.maxlen or CLIP_WINDOW)
-        tau = self.clip_scale * self._parts.quantiles(idx, dist)
-        w, c, merged_ages = robust_step(a_l, np.asarray(parts.ages, dtype=np.float64), dist, tau,
+        # Squared distance per carried partition: each one's run of values summed.
+        starts = np.concatenate(([0], np.cumsum(layout.sizes[idx])[:-1]))
+        squares = np.add.reduceat(diff * diff, starts)
+        if self._scales is None or self._scales.count != layout.count:
+            self._scales = PartScales(layout.count, self._distances.maxlen or CLIP_WINDOW)
+        scale = math.sqrt(float(np.sum(self._scales.update(idx, squares))))
+        dist = math.sqrt(float(np.sum(squares)))
+        if scale > 0.0:  # numpy scalars: the array form of robust_step divides by the distance, which may be 0
+            tau = np.float64(self._distance(dist / scale) * scale)
+        else:  # no partition of the message has a scale yet (the first nonzero distances)
+            tau = np.float64(math.inf)
+        w, c, merged_ages = robust_step(a_l, np.asarray(parts.ages, dtype=np.float64), np.float64(dist), tau,
                                         self.max_age_lead)
-        self.last_clip = float(np.min(c))
+        self.last_clip = float(np.max(c))
         diff *= layout.expand(w * c, parts.index)
         diff += x_l
         params = local.params.copy()
@@ -149,9 +157,10 @@ class RobustMerge:
         return ModelState.owned(params, 0.0, ages)
 
 
-class PartWindows:
-    """One window of recent distances per partition, for :meth:`RobustMerge.merge_parts`:
-    ``count`` rings of ``size`` float64 (16 KB a node at the most partitions)."""
+class PartScales:
+    """Each partition's scale for :meth:`RobustMerge.merge_parts`: the median of its
+    last ``size`` nonzero distances, kept in ``count`` rings of float64 (16 KB a node
+    at the most partitions)."""
 
     __slots__ = ("count", "_ring", "_held", "_next")
 
@@ -161,21 +170,22 @@ class PartWindows:
         self._held = np.zeros(count, np.intp)
         self._next = np.zeros(count, np.intp)
 
-    def quantiles(self, parts: list[int], dist: np.ndarray) -> np.ndarray:
-        """Each partition's first quartile of its window (inf while empty), once its
-        distance in ``dist`` has joined it; 0 and non-finite distances do not join."""
+    def update(self, parts: list[int], squares: np.ndarray) -> np.ndarray:
+        """The squared scales of ``parts`` once their squared distances ``squares`` have
+        joined their rings (0 for a partition that has none yet); 0 and non-finite
+        distances do not join."""
         size = self._ring.shape[1]
-        for k, d in zip(parts, dist.tolist()):
-            if math.isfinite(d) and d > 0.0:
-                self._ring[k, self._next[k]] = d
+        for k, sq in zip(parts, squares.tolist()):
+            if math.isfinite(sq) and sq > 0.0:
+                self._ring[k, self._next[k]] = math.sqrt(sq)
                 self._next[k] = (self._next[k] + 1) % size
                 self._held[k] = min(self._held[k] + 1, size)
         held = self._held[parts]
-        out = np.full(len(parts), np.inf)
+        out = np.zeros(len(parts))
         some = held > 0
         if some.any():
             rows = np.asarray(parts)[some]
-            out[some] = window_quantile(np.sort(self._ring[rows], axis=1), held[some])
+            out[some] = np.square(window_quantile(np.sort(self._ring[rows], axis=1), held[some], 0.5))
         return out
 
 

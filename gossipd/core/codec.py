@@ -1,11 +1,26 @@
-"""Codecs for parameter vectors on the wire: fp32 | fp16 | int8. Pure numpy.
+"""Codecs for the vectors of a model message on the wire: fp32 | fp16 | int8. Pure numpy.
 
-A codec turns a float32 vector into bytes and back. The node applies the
-round trip (:func:`roundtrip`) when it builds a push, so a message already holds
-exactly the values the receiver will decode: the simulator, which hands message
-objects over without encoding them, learns from the same numbers a daemon does,
-and :func:`encode` of a round-tripped vector loses nothing more (both lossy
-codecs are idempotent: ``encode(roundtrip(x)) == encode(x)``).
+A codec turns a float32 vector into bytes and back. A message's codec covers
+its parameters and, under network-learned scaling, its scaling statistics
+(:func:`roundtrip_stats`): every vector but the few fixed-width header fields.
+The node applies the round trip (:func:`roundtrip`, :func:`roundtrip_stats`)
+when it builds a push, so a message already holds exactly the values the
+receiver will decode: the simulator, which hands message objects over without
+encoding them, learns from the same numbers a daemon does, and :func:`encode`
+of a round-tripped vector loses nothing more (both lossy codecs are
+idempotent: ``encode(roundtrip(x)) == encode(x)``).
+
+Scaling statistics under fp16 and int8 are two vectors, coded one after the
+other: the means, and the **standard deviations** (not the variances; the
+receiver squares them, see :func:`stats_vectors`). Two vectors, so an int8
+block never mixes a mean with a spread (they differ by orders of magnitude in
+some columns); standard deviations, because they are what the learner scales
+by and they span half the orders of magnitude variances do: under int8 a small
+spread beside a large one in its block keeps more of its value, and under fp16
+a variance beyond 65504 (``std`` > 256: raw breast cancer and wine columns)
+would saturate where its standard deviation does not. A variance stays >= 0
+whatever the rounding (it is a square). fp32 statistics stay the float32 means
+and variances of wire version 1.
 
 ``fp32``: the float32 bytes as they are (4 bytes a value, lossless; the wire
     keeps its zero-copy path).
@@ -31,8 +46,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from gossipd.core.scaling import FeatureStats
+
 __all__ = ["BLOCK", "CODECS", "FP16_MAX", "MAX_EXPONENT", "MIN_EXPONENT", "CodecError", "check_codec", "decode",
-           "encode", "error_bound", "payload_size", "roundtrip"]
+           "encode", "error_bound", "payload_size", "roundtrip", "roundtrip_stats", "stats_from_vectors",
+           "stats_vectors", "values_in"]
 
 CODECS: tuple[str, ...] = ("fp32", "fp16", "int8")
 BLOCK = 32  # int8: values per shared scale (MXINT8's block)
@@ -62,6 +80,15 @@ def payload_size(codec: str, n: int) -> int:
     if codec == "int8":
         return -(-n // BLOCK) + n
     raise ValueError(f"unknown codec {codec!r}")
+
+
+def values_in(codec: str, nbytes: int) -> int | None:
+    """The ``n`` with ``payload_size(codec, n) == nbytes``, or None if no count of values takes that many bytes."""
+    if codec == "int8":  # n + ceil(n / 32): every 32 values take 33 bytes, a started block one more
+        n = nbytes - -(-nbytes // (BLOCK + 1))
+    else:
+        n = nbytes // payload_size(codec, 1)
+    return n if nbytes >= 0 and payload_size(codec, n) == nbytes else None
 
 
 def roundtrip(codec: str, values: np.ndarray) -> np.ndarray:
@@ -116,6 +143,37 @@ def decode(codec: str, n: int, data: bytes | memoryview) -> np.ndarray:
     if n and (q == -128).any():
         raise CodecError("int8 values must be in [-127, 127]; -128 is not used")
     return _from_int8(q, e, n)
+
+
+# -- scaling statistics ---------------------------------------------------------------
+
+
+def stats_vectors(codec: str, stats: FeatureStats) -> tuple[np.ndarray, np.ndarray]:
+    """The two float32 vectors a message under ``codec`` carries for ``stats``: (mean, var)
+    under fp32 (as wire version 1), (mean, std) under fp16 and int8."""
+    mean = stats.mean.astype(np.float32)
+    if codec == "fp32":
+        return mean, stats.var.astype(np.float32)
+    # sqrt of a float32 value squared in float64 is that value again: a round-tripped
+    # statistic goes out with the very bytes it came in with.
+    return mean, np.sqrt(stats.var).astype(np.float32)
+
+
+def stats_from_vectors(codec: str, count: float, mean: np.ndarray, spread: np.ndarray) -> FeatureStats:
+    """The statistics of decoded vectors (``spread``: var under fp32, std otherwise, each >= 0)."""
+    var = spread.astype(np.float64)
+    if codec != "fp32":
+        var = var * var  # exact: a float32 squared fits a float64's mantissa
+    return FeatureStats(count, mean, var)
+
+
+def roundtrip_stats(codec: str, stats: FeatureStats) -> FeatureStats:
+    """What a receiver decodes from ``stats`` sent under ``codec`` (``stats`` itself for fp32:
+    the simulator keeps its float64 statistics there, as it always has)."""
+    if codec == "fp32":
+        return stats
+    mean, std = stats_vectors(codec, stats)
+    return stats_from_vectors(codec, stats.count, roundtrip(codec, mean), roundtrip(codec, std))
 
 
 # -- the codecs' arithmetic -------------------------------------------------------------

@@ -8,7 +8,7 @@ One msgpack map per message (never pickle)::
      "params": {"dtype": "<f4", "shape": [n], "data": <bin, n*4 bytes>}}
 
     {"v": 2, "type": "model", ... as v1 but "stats" ...,
-     ["stats": {"count": float, "mean": <bin>, "std": <bin>},]  (fp16, int8: both under the codec;
+     ["stats": {"count": float, "mean": <bin>, "std": <bin>},]  (codec fp16 or int8: both fp16;
                                                                   fp32: "mean" and "var" as in v1)
      ["parts": {"count": P, "index": <bin, k*2: <u2>, "ages": <bin, k*8: <f8>},]  (a cut model)
      "params": {"codec": "fp32" | "fp16" | "int8", "shape": [m], "data": <bin>}}
@@ -219,8 +219,8 @@ _PARAMS_DTYPE_SHAPE = b"".join(
 
 
 _PARAMS_V2 = b"".join((msgpack.packb("params"), b"\x83", msgpack.packb("codec")))
-#: The key of the statistics' second vector under each codec (``codec.stats_vectors``):
-#: fp32 keeps version 1's float32 variances; fp16 and int8 carry standard deviations.
+#: The key of the statistics' second vector under each message codec (``codec.stats_vectors``):
+#: fp32 keeps version 1's float32 variances; fp16 and int8 carry fp16 standard deviations.
 _SPREAD = {"fp32": "var", "fp16": "std", "int8": "std"}
 
 
@@ -245,8 +245,9 @@ def _model_header(sender: str, arch: str, age: float, n: int, cluster: str,
                               "sender": sender, "arch": arch, "age": float(age)}  # a Python float packs as float64
     if stats is not None:
         mean, spread = codecs.stats_vectors(codec, stats)
-        fields["stats"] = {"count": float(stats.count), "mean": bytes(codecs.encode(codec, mean)),
-                           _SPREAD[codec]: bytes(codecs.encode(codec, spread))}
+        under = codecs.STATS_CODEC[codec]
+        fields["stats"] = {"count": float(stats.count), "mean": bytes(codecs.encode(under, mean)),
+                           _SPREAD[codec]: bytes(codecs.encode(under, spread))}
     if parts is not None:
         fields["parts"] = {"count": int(parts.count), "index": np.asarray(parts.index, "<u2").tobytes(),
                            "ages": np.asarray(parts.ages, "<f8").tobytes()}
@@ -540,8 +541,8 @@ def _decode_parts(raw: Any, expected: int | None) -> Parts:
 
 
 def _decode_stats(raw: Any, expected: int | None, codec: str = "fp32") -> FeatureStats:
-    """``stats`` coded under the message's codec: version 1 and fp32 as float32 ``mean`` and
-    ``var``, fp16 and int8 as ``mean`` and ``std`` (``codec.stats_vectors``)."""
+    """``stats`` of a message under ``codec``: version 1 and fp32 as float32 ``mean`` and
+    ``var``, fp16 and int8 as fp16 ``mean`` and ``std`` (``codec.STATS_CODEC``)."""
     if not isinstance(raw, dict):
         raise _bad("bad_field", f"field 'stats' must be map, got {_kind(raw)}")
     count = raw.get("count", MISSING)
@@ -549,18 +550,15 @@ def _decode_stats(raw: Any, expected: int | None, codec: str = "fp32") -> Featur
         raise _bad("missing_field", "missing field 'stats.count'")
     if isinstance(count, bool) or not isinstance(count, (int, float)) or not math.isfinite(count) or count < 0:
         raise _bad("bad_stats", f"stats.count must be a finite number >= 0, got {str(count)[:32]}")
-    key = _SPREAD[codec]
+    key, under = _SPREAD[codec], codecs.STATS_CODEC[codec]
     mean, spread = require_field(raw, "mean", bytes, "stats."), require_field(raw, key, bytes, "stats.")
-    k = codecs.values_in(codec, len(mean))
+    k = codecs.values_in(under, len(mean))
     if len(mean) != len(spread) or k is None:  # sizes first: nothing is decoded before they fit
         raise _bad("bad_stats", f"stats.mean ({len(mean)} bytes) and stats.{key} ({len(spread)} bytes) must be "
-                                f"{codec} vectors of one length")
+                                f"{under} vectors of one length")
     if expected is not None and k != expected:
         raise _bad("bad_stats", f"stats have {k} columns, this node expects {expected}")
-    try:
-        m, s = codecs.decode(codec, k, mean), codecs.decode(codec, k, spread)
-    except codecs.CodecError as exc:
-        raise _bad("bad_stats", f"stats under {codec}: {exc}") from None
+    m, s = codecs.decode(under, k, mean), codecs.decode(under, k, spread)
     if not (np.isfinite(m).all() and np.isfinite(s).all()) or (s < 0).any():
         raise _bad("bad_stats", f"stats.mean and stats.{key} must be finite, {key} >= 0")
     return codecs.stats_from_vectors(codec, float(count), m, s)

@@ -2,25 +2,29 @@
 
 A codec turns a float32 vector into bytes and back. A message's codec covers
 its parameters and, under network-learned scaling, its scaling statistics
-(:func:`roundtrip_stats`): every vector but the few fixed-width header fields.
-The node applies the round trip (:func:`roundtrip`, :func:`roundtrip_stats`)
-when it builds a push, so a message already holds exactly the values the
-receiver will decode: the simulator, which hands message objects over without
-encoding them, learns from the same numbers a daemon does, and :func:`encode`
-of a round-tripped vector loses nothing more (both lossy codecs are
-idempotent: ``encode(roundtrip(x)) == encode(x)``).
+(:data:`STATS_CODEC`, :func:`roundtrip_stats`): every vector but the few
+fixed-width header fields. The node applies the round trip (:func:`roundtrip`,
+:func:`roundtrip_stats`) when it builds a push, so a message already holds
+exactly the values the receiver will decode: the simulator, which hands
+message objects over without encoding them, learns from the same numbers a
+daemon does, and :func:`encode` of a round-tripped vector loses nothing more
+(both lossy codecs are idempotent: ``encode(roundtrip(x)) == encode(x)``).
 
-Scaling statistics under fp16 and int8 are two vectors, coded one after the
-other: the means, and the **standard deviations** (not the variances; the
-receiver squares them, see :func:`stats_vectors`). Two vectors, so an int8
-block never mixes a mean with a spread (they differ by orders of magnitude in
-some columns); standard deviations, because they are what the learner scales
-by and they span half the orders of magnitude variances do: under int8 a small
-spread beside a large one in its block keeps more of its value, and under fp16
-a variance beyond 65504 (``std`` > 256: raw breast cancer and wine columns)
-would saturate where its standard deviation does not. A variance stays >= 0
-whatever the rounding (it is a square). fp32 statistics stay the float32 means
-and variances of wire version 1.
+**Scaling statistics** under fp16 and int8 are two fp16 vectors: the means,
+then the **standard deviations** (the receiver squares them back into
+variances, so a variance is >= 0 whatever the rounding). Two vectors, not one,
+so nothing mixes a mean with a spread; standard deviations, not variances,
+because they are what the learner scales by, and because fp16 would saturate
+a variance beyond 65504 (a standard deviation beyond 256: raw breast cancer and
+wine columns) but a standard deviation only beyond 65504. int8 messages carry
+them as **fp16 too** (:data:`STATS_CODEC`): the statistics describe raw
+features, whose scales differ by orders of magnitude within one block of 32
+(breast cancer: a standard deviation of 352 beside ones of 0.003), and a block
+scale rounds the small ones to zero. Measured (100 nodes, logreg, seed 1):
+int8 statistics took breast cancer from 0.954 to 0.637 and rejected 313
+honest claims in the robust statistics merge, where fp16 ones lose nothing;
+on digits (64 columns) they would save 124 of a 1,063-byte int8 message.
+fp32 statistics stay the float32 means and variances of wire version 1.
 
 ``fp32``: the float32 bytes as they are (4 bytes a value, lossless; the wire
     keeps its zero-copy path).
@@ -49,10 +53,12 @@ import numpy as np
 from gossipd.core.scaling import FeatureStats
 
 __all__ = ["BLOCK", "CODECS", "FP16_MAX", "MAX_EXPONENT", "MIN_EXPONENT", "CodecError", "check_codec", "decode",
-           "encode", "error_bound", "payload_size", "roundtrip", "roundtrip_stats", "stats_from_vectors",
+           "STATS_CODEC", "encode", "error_bound", "payload_size", "roundtrip", "roundtrip_stats", "stats_from_vectors",
            "stats_vectors", "values_in"]
 
 CODECS: tuple[str, ...] = ("fp32", "fp16", "int8")
+#: The codec a message's scaling statistics are written under, per message codec (module doc).
+STATS_CODEC: dict[str, str] = {"fp32": "fp32", "fp16": "fp16", "int8": "fp16"}
 BLOCK = 32  # int8: values per shared scale (MXINT8's block)
 MIN_EXPONENT = -127  # int8 scale exponents; byte = e + 127
 MAX_EXPONENT = 120  # 127 * 2**120 < float32 max: a decoded value is always finite
@@ -149,18 +155,18 @@ def decode(codec: str, n: int, data: bytes | memoryview) -> np.ndarray:
 
 
 def stats_vectors(codec: str, stats: FeatureStats) -> tuple[np.ndarray, np.ndarray]:
-    """The two float32 vectors a message under ``codec`` carries for ``stats``: (mean, var)
-    under fp32 (as wire version 1), (mean, std) under fp16 and int8."""
+    """The two float32 vectors a message under ``codec`` carries for ``stats`` (each written
+    under ``STATS_CODEC[codec]``): (mean, var) under fp32, as wire version 1; (mean, std) else."""
     mean = stats.mean.astype(np.float32)
     if codec == "fp32":
         return mean, stats.var.astype(np.float32)
-    # sqrt of a float32 value squared in float64 is that value again: a round-tripped
-    # statistic goes out with the very bytes it came in with.
+    # sqrt of a float32 value squared in float64 is that value again: round-tripped
+    # statistics go out with the very bytes they came in with.
     return mean, np.sqrt(stats.var).astype(np.float32)
 
 
 def stats_from_vectors(codec: str, count: float, mean: np.ndarray, spread: np.ndarray) -> FeatureStats:
-    """The statistics of decoded vectors (``spread``: var under fp32, std otherwise, each >= 0)."""
+    """The statistics of decoded vectors (``spread``: var under fp32, std otherwise; each >= 0)."""
     var = spread.astype(np.float64)
     if codec != "fp32":
         var = var * var  # exact: a float32 squared fits a float64's mantissa
@@ -169,11 +175,12 @@ def stats_from_vectors(codec: str, count: float, mean: np.ndarray, spread: np.nd
 
 def roundtrip_stats(codec: str, stats: FeatureStats) -> FeatureStats:
     """What a receiver decodes from ``stats`` sent under ``codec`` (``stats`` itself for fp32:
-    the simulator keeps its float64 statistics there, as it always has)."""
+    there the simulator keeps its float64 statistics, as it always has)."""
     if codec == "fp32":
         return stats
     mean, std = stats_vectors(codec, stats)
-    return stats_from_vectors(codec, stats.count, roundtrip(codec, mean), roundtrip(codec, std))
+    under = STATS_CODEC[codec]
+    return stats_from_vectors(codec, stats.count, roundtrip(under, mean), roundtrip(under, std))
 
 
 # -- the codecs' arithmetic -------------------------------------------------------------

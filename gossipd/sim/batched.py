@@ -53,6 +53,9 @@ from peer_sampling.topology import build_overlay
 
 #: Slice width, in cycles (gossip periods).
 SLICE = 0.1
+#: A model that reaches a node after its first of a slice waits in the node's inbox; after
+#: this many slices it is merged whatever else is waiting (``_Loop.merge``).
+INBOX_SLICES = 2
 
 DELIVERED, TIMEOUT, UNREACHABLE = CODE[Outcome.DELIVERED], CODE[Outcome.TIMEOUT], CODE[Outcome.UNREACHABLE]
 _SNAPSHOT = ("params", "age", "count", "mean", "var")
@@ -329,31 +332,32 @@ class _Loop:
                 self.calendar.add(REPLY, rep, k + 1)
 
     def merge(self, arrived: Events | None, flush: bool = False) -> None:
-        """The models waiting in the nodes' inboxes, then those that arrived in this slice, are
-        merged in sub-rounds. Every waiting model is merged now; of the new ones, each node merges
-        its first, and any later ones wait for the next slice, where they come first. Few nodes
-        hear two models in one slice, so this costs them a slice of delay and saves the engine
-        a sub-round (a vectorised step over a handful of nodes) per slice."""
-        waiting = self.inbox
-        parts = [e for e in (waiting, arrived) if e is not None]
+        """The models in the nodes' inboxes (oldest first), then those that arrived in this
+        slice, are merged in sub-rounds: each node merges its oldest model, and every model
+        that has already waited ``INBOX_SLICES`` slices; the others wait one slice more, in
+        order. Few nodes hear two models in a slice, so this delays a few merges by a slice or
+        two and spares the engine sub-rounds (each a vectorised step over a handful of nodes)."""
+        parts = [e for e in (self.inbox, arrived) if e is not None]
         self.inbox = None
         if not parts:
             return
+        if arrived is not None:
+            arrived["waited"] = np.zeros(len(arrived), dtype=np.int64)
         ev = Events.concat(parts)
-        old = len(waiting) if waiting is not None else 0
         later: list[np.ndarray] = []
         for r, idx in enumerate(subrounds(ev["dst"], ev["t"])):
             if r > 0 and not flush:
-                new = idx >= old
-                if new.any():
-                    later.append(idx[new])
-                    idx = idx[~new]
+                wait = ev["waited"][idx] < INBOX_SLICES
+                if wait.any():
+                    later.append(idx[wait])
+                    idx = idx[~wait]
                     if idx.size == 0:
                         continue
             msg = Snapshot(*(ev[f][idx] if f in ev else None for f in _SNAPSHOT))
             self.models.deliver(ev["dst"][idx], msg, self.rng, self.counters)
         if later:
             self.inbox = ev.take(np.concatenate(later))
+            self.inbox["waited"] += 1
 
     def shuffle_requests(self, cyclon: BatchedCyclon, q: Events) -> Events:
         """Each receiver answers its requests in time order; the replies, as events (their

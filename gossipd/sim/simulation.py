@@ -387,7 +387,8 @@ def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = 
         sim = BatchedSimulation.create(config, dataset)
         sim.progress = progress
         result = sim.run()
-        datas = sim.models.local_data()
+        # the nodes' own data for the baselines, only when there are any (a thousand small copies)
+        datas = sim.models.local_data() if config.baselines else []
     else:
         if config.engine == "auto" and note is not None:
             note(f"simulating with the exact engine: the batched one does not simulate {why}")

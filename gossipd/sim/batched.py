@@ -226,9 +226,10 @@ class _Loop:
         lost = self.lost(len(src))
         if lost.any():
             self.outcome(k, src[lost], dst[lost], TIMEOUT, now[lost] + self.cfg.timeout)
-        keep = ~lost
-        self.calendar.add(kind, Events(t=now[keep] + self.delays(int(keep.sum())), src=src[keep], dst=dst[keep],
-                                       sent_at=now[keep], **{f: v[keep] for f, v in payload.items()}), k + 1)
+            keep = np.flatnonzero(~lost)
+            src, dst, now = src[keep], dst[keep], now[keep]
+            payload = {f: v[keep] for f, v in payload.items()}
+        self.calendar.add(kind, Events(t=now + self.delays(len(src)), src=src, dst=dst, sent_at=now, **payload), k + 1)
 
     def woken(self, dst: np.ndarray, t: np.ndarray) -> None:
         """A node that handles an event runs its overdue timers then (the exact engine wakes
@@ -400,6 +401,8 @@ class _Loop:
         if down.any():
             self.outcome(k, src[down], dst[down], UNREACHABLE, t[down] + self.delays(int(down.sum())))
         keep = np.flatnonzero(~cut & ~down)
+        if keep.size == len(ev):
+            return ev
         return ev.take(keep) if keep.size else None
 
     # -- phase 3: timers ---------------------------------------------------------------------------

@@ -13,8 +13,9 @@ the same run:
   (per seed and mean), the byte ratio to fp32 of whole messages (what the
   acceptance counts) and of the parameters' payload alone, one message split
   into its header (the same under every codec, about 140 bytes), its scaling
-  statistics (coded: fp16 under fp16 and int8) and its parameters, and the
-  accuracy difference in points. Acceptance: int8 <= 0.26x the bytes within 1
+  statistics (coded: fp16 under fp16 and int8) and its parameters, how many
+  received statistics the robust statistics merge refused (coded honest ones
+  must fare as fp32's), and the accuracy difference in points. Acceptance: int8 <= 0.26x the bytes within 1
   point, fp16 within 0.2.
 * **message sizes by model** (no run, ``MessageSizes``): the int8 / fp32
   ratio of one whole push of digits models of growing size, showing where the
@@ -58,7 +59,13 @@ def run_one(job: tuple[str, int, int, int, int]) -> tuple[str, int, list[dict[st
     started = time.perf_counter()
     config = SimulationConfig(nodes=nodes, cycles=cycles, seed=seed, dataset="digits", model="logreg",
                               eval_every=eval_every, **VARIANTS[variant])
-    result = Simulation.create(config).run()
+    sim = Simulation.create(config)
+    result = sim.run()
+    # Received scaling statistics the robust statistics merge refused, of those it judged: coded
+    # statistics must not look like outliers where fp32 ones do not.
+    judges = [node._merge_stats for node in sim.nodes]
+    result["final"]["stats_judged"] = sum(j.accepted + j.rejected for j in judges)
+    result["final"]["stats_refused"] = sum(j.rejected for j in judges)
     curve = [{"cycle": e["cycle"], "bytes": e["bytes"], "messages": e["messages"], "accuracy": e["mean_accuracy"]}
              for e in result["series"]]
     return variant, seed, curve, result["final"], time.perf_counter() - started
@@ -150,10 +157,11 @@ def main() -> None:
     n = sizes.learner.n_params
     print("Bytes are whole messages (header, scaling statistics and parameters), what the acceptance counts; the")
     print(f"parameter columns count the parameters' bytes alone ({n} parameters a model). One message, in bytes:")
-    print("header / statistics / parameters.\n")
-    print("| codec | bytes (MB) | x fp32 | parameters (MB) | parameters x fp32 | one message (B) | accuracy per seed "
-          "| mean | vs fp32 (points) |")
-    print("|---|---:|---:|---:|---:|---|---|---:|---:|")
+    print("header / statistics / parameters. Refused: received statistics the robust statistics merge refused,")
+    print("of those it judged (all seeds).\n")
+    print("| codec | bytes (MB) | x fp32 | parameters (MB) | parameters x fp32 | one message (B) | statistics refused "
+          "| accuracy per seed | mean | vs fp32 (points) |")
+    print("|---|---:|---:|---:|---:|---|---:|---|---:|---:|")
     for v in (c for c in ("fp32", "fp16", "int8") if c in variants):
         accs = ", ".join(f"{finals[v, s]['mean_accuracy']:.4f}" for s in seeds)
         ratio = mean(v, "bytes") / mean("fp32", "bytes") if "fp32" in variants else float("nan")
@@ -161,8 +169,9 @@ def main() -> None:
         payload = mean(v, "messages") * payload_size(v, n)
         payload_ratio = payload / (mean("fp32", "messages") * payload_size("fp32", n)) if "fp32" in variants else 0.0
         head, stats, params = split_message(sizes, v)
+        refused = " / ".join(str(sum(finals[v, s][k] for s in seeds)) for k in ("stats_refused", "stats_judged"))
         print(f"| {v} | {mean(v, 'bytes') / 1e6:.2f} | {ratio:.3f} | {payload / 1e6:.2f} | {payload_ratio:.3f} "
-              f"| {head} / {stats} / {params} | {accs} | {mean(v, 'mean_accuracy'):.4f} | {diff:+.2f} |")
+              f"| {head} / {stats} / {params} | {refused} | {accs} | {mean(v, 'mean_accuracy'):.4f} | {diff:+.2f} |")
 
     sub = "p10"
     if sub in variants and "fp32" in variants:

@@ -3,6 +3,7 @@
     .venv/bin/python bench/comm.py                     # 100 nodes, 200 cycles, seeds 1-3, digits / logreg
     .venv/bin/python bench/comm.py --seeds 1 --cycles 100 --jobs 2
     .venv/bin/python bench/comm.py --variants fp32,int8      # of fp32, fp16, int8, p10, tokens
+    .venv/bin/python bench/comm.py --variants sizes          # only the message sizes by model (no run)
     .venv/bin/python bench/comm.py --variants fp32,p10 --sub-cycles 1400   # subsampling over the whole run's bytes
 
 Every run is ``gossip simulate`` with one setting changed from plain push of
@@ -10,11 +11,16 @@ whole fp32 models. Prints three tables, each with its baseline measured in
 the same run:
 
 * **codecs**: total bytes and final mean accuracy of fp32, fp16 and int8
-  (per seed and mean), the byte ratio to fp32 (whole messages, and the
-  parameters' payload alone: a message's header and scaling statistics, about
-  650 bytes for digits, are the same under every codec) and the accuracy
-  difference in points. Acceptance: int8 <= 0.26x the bytes within 1 point,
-  fp16 within 0.2.
+  (per seed and mean), the byte ratio to fp32 of whole messages (what the
+  acceptance counts) and of the parameters' payload alone, one message split
+  into its header (the same under every codec, about 140 bytes), its scaling
+  statistics (coded: fp16 under fp16 and int8) and its parameters, how many
+  received statistics the robust statistics merge refused (coded honest ones
+  must fare as fp32's), and the accuracy difference in points. Acceptance: int8 <= 0.26x the bytes within 1
+  point, fp16 within 0.2.
+* **message sizes by model** (no run, ``MessageSizes``): the int8 / fp32
+  ratio of one whole push of digits models of growing size, showing where the
+  header and statistics stop mattering.
 * **subsampling** (P = 10, one partition a push) against whole models, at
   equal total bytes: both curves' accuracy at the budgets the subsampled run
   reached (interpolated linearly in bytes). Acceptance: subsampled >= whole.
@@ -43,6 +49,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "p10": {"partitions": 10, "subsample": 0.1},
     "tokens": {"flow": "tokens:10,20"},
 }
+#: Models of growing size for the message-size table (digits: 64 features, 10 classes).
+SIZE_MODELS = ("logreg", "mlp:64,32", "mlp:256,128", "cnn")
 
 
 def run_one(job: tuple[str, int, int, int, int]) -> tuple[str, int, list[dict[str, float]], dict[str, Any], float]:
@@ -55,10 +63,52 @@ def run_one(job: tuple[str, int, int, int, int]) -> tuple[str, int, list[dict[st
     started = time.perf_counter()
     config = SimulationConfig(nodes=nodes, cycles=cycles, seed=seed, dataset="digits", model="logreg",
                               eval_every=eval_every, **VARIANTS[variant])
-    result = Simulation.create(config).run()
+    sim = Simulation.create(config)
+    result = sim.run()
+    # Received scaling statistics the robust statistics merge refused, of those it judged: coded
+    # statistics must not look like outliers where fp32 ones do not.
+    judges = [node._merge_stats for node in sim.nodes]
+    result["final"]["stats_judged"] = sum(j.accepted + j.rejected for j in judges)
+    result["final"]["stats_refused"] = sum(j.rejected for j in judges)
     curve = [{"cycle": e["cycle"], "bytes": e["bytes"], "messages": e["messages"], "accuracy": e["mean_accuracy"]}
              for e in result["series"]]
     return variant, seed, curve, result["final"], time.perf_counter() - started
+
+
+def message_sizes(model: str) -> Any:
+    """``MessageSizes`` of a digits model, as the simulator counts its pushes."""
+    from gossipd.sim.simulation import Simulation, SimulationConfig
+    from gossipd.sim.sizes import MessageSizes
+
+    return MessageSizes(Simulation.create(SimulationConfig(nodes=2, cycles=1, dataset="digits", model=model))
+                        .nodes[0].learner)
+
+
+def split_message(sizes: Any, codec: str) -> tuple[int, int, int]:
+    """One whole push under ``codec``: (header, scaling statistics, parameters) bytes. The
+    statistics are the two coded vectors (the rest of their map is counted in the header)."""
+    from gossipd.core.codec import STATS_CODEC, payload_size
+
+    params = payload_size(codec, sizes.learner.n_params)
+    stats = 2 * payload_size(STATS_CODEC[codec], sizes.learner.stat_columns)
+    return sizes.model_bytes(codec) - stats - params, stats, params
+
+
+def print_sizes() -> None:
+    from gossipd.core.codec import payload_size
+
+    print("## message sizes by model (one whole push, digits, network-learned scaling)\n")
+    print("| model | parameters | fp32 message (B) | int8 message (B) | header / statistics under int8 (B) "
+          "| int8 x fp32, whole | int8 x fp32, parameters |")
+    print("|---|---:|---:|---:|---|---:|---:|")
+    for model in SIZE_MODELS:
+        sizes = message_sizes(model)
+        n = sizes.learner.n_params
+        head, stats, _ = split_message(sizes, "int8")
+        fp32, int8 = sizes.model_bytes("fp32"), sizes.model_bytes("int8")
+        print(f"| {model} | {n:,} | {fp32:,} | {int8:,} | {head} / {stats} | {int8 / fp32:.3f} "
+              f"| {payload_size('int8', n) / payload_size('fp32', n):.3f} |")
+    print()
 
 
 def first_cycle(curve: list[dict[str, float]], target: float) -> float | None:
@@ -90,6 +140,10 @@ def main() -> None:
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = [v for v in VARIANTS if v in args.variants.split(",")]
+    if "sizes" in args.variants.split(","):
+        print_sizes()
+    if not variants:
+        return
     sub_cycles = args.sub_cycles or args.cycles
     jobs = [(v, s, args.nodes, sub_cycles if v == "p10" else args.cycles, args.eval_every)
             for v in variants for s in seeds]
@@ -106,21 +160,26 @@ def main() -> None:
 
     print("## codecs (whole models, plain push)\n")
     from gossipd.core.codec import payload_size
-    from gossipd.sim.simulation import Simulation, SimulationConfig
 
-    n = Simulation.create(SimulationConfig(nodes=2, cycles=1, dataset="digits", model="logreg")).nodes[0].learner.n_params
-    print("Bytes are whole messages (header, scaling statistics and parameters); the payload columns count the")
-    print(f"parameters' bytes alone ({n} parameters a model).\n")
-    print("| codec | bytes (MB) | x fp32 | payload (MB) | payload x fp32 | accuracy per seed | mean | vs fp32 (points) |")
-    print("|---|---:|---:|---:|---:|---|---:|---:|")
+    sizes = message_sizes("logreg")
+    n = sizes.learner.n_params
+    print("Bytes are whole messages (header, scaling statistics and parameters), what the acceptance counts; the")
+    print(f"parameter columns count the parameters' bytes alone ({n} parameters a model). One message, in bytes:")
+    print("header / statistics / parameters. Refused: received statistics the robust statistics merge refused,")
+    print("of those it judged (all seeds).\n")
+    print("| codec | bytes (MB) | x fp32 | parameters (MB) | parameters x fp32 | one message (B) | statistics refused "
+          "| accuracy per seed | mean | vs fp32 (points) |")
+    print("|---|---:|---:|---:|---:|---|---:|---|---:|---:|")
     for v in (c for c in ("fp32", "fp16", "int8") if c in variants):
         accs = ", ".join(f"{finals[v, s]['mean_accuracy']:.4f}" for s in seeds)
         ratio = mean(v, "bytes") / mean("fp32", "bytes") if "fp32" in variants else float("nan")
         diff = 100 * (mean(v, "mean_accuracy") - mean("fp32", "mean_accuracy")) if "fp32" in variants else 0.0
         payload = mean(v, "messages") * payload_size(v, n)
         payload_ratio = payload / (mean("fp32", "messages") * payload_size("fp32", n)) if "fp32" in variants else 0.0
-        print(f"| {v} | {mean(v, 'bytes') / 1e6:.2f} | {ratio:.3f} | {payload / 1e6:.2f} | {payload_ratio:.3f} | {accs} "
-              f"| {mean(v, 'mean_accuracy'):.4f} | {diff:+.2f} |")
+        head, stats, params = split_message(sizes, v)
+        refused = " / ".join(str(sum(finals[v, s][k] for s in seeds)) for k in ("stats_refused", "stats_judged"))
+        print(f"| {v} | {mean(v, 'bytes') / 1e6:.2f} | {ratio:.3f} | {payload / 1e6:.2f} | {payload_ratio:.3f} "
+              f"| {head} / {stats} / {params} | {refused} | {accs} | {mean(v, 'mean_accuracy'):.4f} | {diff:+.2f} |")
 
     sub = "p10"
     if sub in variants and "fp32" in variants:

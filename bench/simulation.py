@@ -91,11 +91,11 @@ def main() -> None:
         if nodes <= args.exact_up_to:
             rows["exact"] = in_child(nodes, cycles, "exact", args.seed)
         for engine, r in rows.items():
-            ratio = rows["exact"]["run_s"] / r["run_s"] if "exact" in rows else float("nan")
+            ratio = f"{rows['exact']['run_s'] / r['run_s']:>7.1f}x" if "exact" in rows else f"{'-':>8}"
             per_k = (r["peak_rss_mb"] - r["base_rss_mb"]) / nodes * 1000
             print(f"{nodes:>7} {cycles:>6} {engine:>7} {r['setup_s']:>8.2f} {r['run_s']:>8.2f} "
                   f"{r['node_cycles_per_s']:>11,.0f} {r['base_rss_mb']:>8.0f} {r['peak_rss_mb']:>8.0f} "
-                  f"{per_k:>11.1f} {r['accuracy']:>8.4f} {ratio:>7.1f}x", flush=True)
+                  f"{per_k:>11.1f} {r['accuracy']:>8.4f} {ratio}", flush=True)
 
 
 if __name__ == "__main__":

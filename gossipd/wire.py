@@ -7,7 +7,9 @@ One msgpack map per message (never pickle)::
      ["stats": {"count": float, "mean": <bin, k*4>, "var": <bin, k*4>},]  (network-learned scaling)
      "params": {"dtype": "<f4", "shape": [n], "data": <bin, n*4 bytes>}}
 
-    {"v": 2, "type": "model", ... as v1 ...,
+    {"v": 2, "type": "model", ... as v1 but "stats" ...,
+     ["stats": {"count": float, "mean": <bin>, "std": <bin>},]  (codec fp16 or int8: both fp16;
+                                                                  fp32: "mean" and "var" as in v1)
      ["parts": {"count": P, "index": <bin, k*2: <u2>, "ages": <bin, k*8: <f8>},]  (a cut model)
      "params": {"codec": "fp32" | "fp16" | "int8", "shape": [m], "data": <bin>}}
 
@@ -217,6 +219,9 @@ _PARAMS_DTYPE_SHAPE = b"".join(
 
 
 _PARAMS_V2 = b"".join((msgpack.packb("params"), b"\x83", msgpack.packb("codec")))
+#: The key of the statistics' second vector under each message codec (``codec.stats_vectors``):
+#: fp32 keeps version 1's float32 variances; fp16 and int8 carry fp16 standard deviations.
+_SPREAD = {"fp32": "var", "fp16": "std", "int8": "std"}
 
 
 def _model_header(sender: str, arch: str, age: float, n: int, cluster: str,
@@ -239,8 +244,10 @@ def _model_header(sender: str, arch: str, age: float, n: int, cluster: str,
     fields: dict[str, Any] = {"v": MODEL_V2 if v2 else PROTOCOL_VERSION, "type": "model", "cluster": cluster,
                               "sender": sender, "arch": arch, "age": float(age)}  # a Python float packs as float64
     if stats is not None:
-        fields["stats"] = {"count": float(stats.count), "mean": stats.mean.astype("<f4").tobytes(),
-                           "var": stats.var.astype("<f4").tobytes()}
+        mean, spread = codecs.stats_vectors(codec, stats)
+        under = codecs.STATS_CODEC[codec]
+        fields["stats"] = {"count": float(stats.count), "mean": bytes(codecs.encode(under, mean)),
+                           _SPREAD[codec]: bytes(codecs.encode(under, spread))}
     if parts is not None:
         fields["parts"] = {"count": int(parts.count), "index": np.asarray(parts.index, "<u2").tobytes(),
                            "ages": np.asarray(parts.ages, "<f8").tobytes()}
@@ -353,7 +360,7 @@ def decode(
     cut model message must be cut into as many (409 ``wrong_partitions``); a
     whole one is always accepted. A v2 model is decoded under its codec: the
     decoded values are a new float32 array (fp16, int8), or, for fp32, a view
-    of ``body`` as in v1.
+    of ``body`` as in v1; its ``stats`` are decoded under the same codec.
 
     A sealed envelope is refused with 401 ``unauthenticated``: this function is
     what a node without a keyring runs; ``gossipd.envelope`` opens sealed ones.
@@ -486,7 +493,7 @@ def _decode_model(
     if not np.isfinite(params).all():
         bad = int(params.size - np.count_nonzero(np.isfinite(params)))
         raise _bad("non_finite", f"params contain {bad} non-finite values (NaN or infinity)")
-    stats = _decode_stats(obj["stats"], expected_stats) if "stats" in obj else None
+    stats = _decode_stats(obj["stats"], expected_stats, codec) if "stats" in obj else None
     if stats is None and expected_stats and (parts is None or parts.index[0] == 0):
         raise _bad("missing_field", "missing field 'stats' (this node learns feature scaling by gossip; "
                                     "they ride with the whole model or partition 0)")
@@ -533,7 +540,9 @@ def _decode_parts(raw: Any, expected: int | None) -> Parts:
     return Parts(count, tuple(int(i) for i in index), tuple(float(a) for a in ages))
 
 
-def _decode_stats(raw: Any, expected: int | None) -> FeatureStats:
+def _decode_stats(raw: Any, expected: int | None, codec: str = "fp32") -> FeatureStats:
+    """``stats`` of a message under ``codec``: version 1 and fp32 as float32 ``mean`` and
+    ``var``, fp16 and int8 as fp16 ``mean`` and ``std`` (``codec.STATS_CODEC``)."""
     if not isinstance(raw, dict):
         raise _bad("bad_field", f"field 'stats' must be map, got {_kind(raw)}")
     count = raw.get("count", MISSING)
@@ -541,17 +550,18 @@ def _decode_stats(raw: Any, expected: int | None) -> FeatureStats:
         raise _bad("missing_field", "missing field 'stats.count'")
     if isinstance(count, bool) or not isinstance(count, (int, float)) or not math.isfinite(count) or count < 0:
         raise _bad("bad_stats", f"stats.count must be a finite number >= 0, got {str(count)[:32]}")
-    mean, var = require_field(raw, "mean", bytes, "stats."), require_field(raw, "var", bytes, "stats.")
-    if len(mean) != len(var) or len(mean) % 4:
-        raise _bad("bad_stats", f"stats.mean ({len(mean)} bytes) and stats.var ({len(var)} bytes) must be "
-                                "float32 vectors of one length")
-    k = len(mean) // 4
+    key, under = _SPREAD[codec], codecs.STATS_CODEC[codec]
+    mean, spread = require_field(raw, "mean", bytes, "stats."), require_field(raw, key, bytes, "stats.")
+    k = codecs.values_in(under, len(mean))
+    if len(mean) != len(spread) or k is None:  # sizes first: nothing is decoded before they fit
+        raise _bad("bad_stats", f"stats.mean ({len(mean)} bytes) and stats.{key} ({len(spread)} bytes) must be "
+                                f"{under} vectors of one length")
     if expected is not None and k != expected:
         raise _bad("bad_stats", f"stats have {k} columns, this node expects {expected}")
-    m, v = np.frombuffer(mean, dtype="<f4"), np.frombuffer(var, dtype="<f4")
-    if not (np.isfinite(m).all() and np.isfinite(v).all()) or (v < 0).any():
-        raise _bad("bad_stats", "stats.mean and stats.var must be finite, var >= 0")
-    return FeatureStats(float(count), m, v)
+    m, s = codecs.decode(under, k, mean), codecs.decode(under, k, spread)
+    if not (np.isfinite(m).all() and np.isfinite(s).all()) or (s < 0).any():
+        raise _bad("bad_stats", f"stats.mean and stats.{key} must be finite, {key} >= 0")
+    return codecs.stats_from_vectors(codec, float(count), m, s)
 
 
 def _decode_entries(obj: dict) -> tuple[PeerDescriptor, ...]:

@@ -396,6 +396,44 @@ def test_subrounds_give_each_node_its_events_in_time_order():
         assert [position[int(i)] for i in mine[np.argsort(t[mine])]] == list(range(len(mine)))
 
 
+def _model_events(sim: BatchedSimulation, src: list[int], dst: list[int], t: list[float]) -> Events:
+    snap = sim.models.snapshot(np.array(src))
+    fields = {f: getattr(snap, f) for f in ("params", "age", "count", "mean", "var") if getattr(snap, f) is not None}
+    return Events(t=np.array(t), src=np.array(src), dst=np.array(dst), sent_at=np.array(t) - 0.05, **fields)
+
+
+def test_a_node_merges_one_model_a_slice_in_arrival_order_and_none_waits_more_than_two_slices(digits, monkeypatch):
+    assert batched_module.INBOX_SLICES == 2
+    sim = BatchedSimulation.create(SimulationConfig(nodes=8, cycles=1, sampler="full", seed=1), digits)
+    loop = batched_module._Loop(sim)
+    merged: list[list[tuple[int, float]]] = []
+    monkeypatch.setattr(sim.models, "deliver", lambda rows, msg, rng, counters: merged.append(
+        sorted(zip(rows.tolist(), msg.age.tolist()))))
+    sim.models.age[:] = np.arange(8.0)  # a message's age names its sender
+    # slice 1: node 0 hears 5, 3, 4 (in that time order), node 1 hears 6
+    loop.merge(_model_events(sim, [3, 4, 5, 6], [0, 0, 0, 1], [0.13, 0.17, 0.11, 0.15]))
+    assert merged == [[(0, 5.0), (1, 6.0)]]
+    # slice 2: node 0 hears 7, node 1 hears 2: each merges its oldest, node 0's others wait on
+    loop.merge(_model_events(sim, [7, 2], [0, 1], [0.21, 0.25]))
+    assert merged[1:] == [[(0, 3.0), (1, 2.0)]]
+    # slice 3, nothing new: 4 has waited two slices, 7 one
+    loop.merge(None)
+    assert merged[2:] == [[(0, 4.0)]] and loop.inbox["age"].tolist() == [7.0]
+    loop.merge(None, flush=True)  # the end of the run: everything waiting
+    assert merged[3:] == [[(0, 7.0)]] and loop.inbox is None
+
+
+def test_a_busy_node_merges_every_model_within_two_slices_of_its_arrival(digits, monkeypatch):
+    sim = BatchedSimulation.create(SimulationConfig(nodes=40, cycles=1, sampler="full", seed=1), digits)
+    loop = batched_module._Loop(sim)
+    merged: list[int] = []
+    monkeypatch.setattr(sim.models, "deliver", lambda rows, msg, rng, counters: merged.extend(rows.tolist()))
+    for k in range(6):  # 30 models reach node 0 in each slice
+        loop.merge(_model_events(sim, list(range(1, 31)), [0] * 30, list(k * 0.1 + np.linspace(0.01, 0.09, 30))))
+        assert len(merged) >= 30 * (k - 1)  # every model of the slices before the last two
+        assert len(loop.inbox) <= 60
+
+
 def test_the_calendar_never_files_an_event_into_a_slice_already_processed():
     cal = Calendar(10)
     cal.add("x", Events(t=np.array([0.05, 0.31, 0.57, 0.31]), dst=np.arange(4)), earliest=4)

@@ -66,3 +66,32 @@ def test_decode_refuses_what_does_not_fit(name: str, n: int, data: bytes, messag
 def test_unknown_codec_names_the_supported_ones() -> None:
     with pytest.raises(ValueError, match="fp32, fp16, int8"):
         codec.check_codec("bf16")
+
+
+@pytest.mark.parametrize("name", codec.CODECS)
+def test_values_in_inverts_payload_size_and_refuses_sizes_no_count_takes(name: str) -> None:
+    sizes = {codec.payload_size(name, n): n for n in range(300)}
+    assert [codec.values_in(name, b) for b in range(300)] == [sizes.get(b) for b in range(300)]
+    assert codec.values_in("int8", 34) is None  # 33 bytes hold 32 values, 35 hold 33: 34 is no count
+
+
+# Raw columns of very different scales in one block, as network-learned statistics are: a breast cancer
+# area (std 352, variance beyond fp16's range) beside a smoothness (std 0.014) and a constant column.
+RAW_MEAN, RAW_STD = np.array([654.9, 0.0964, 0.0, 1.5]), np.array([351.6, 0.0141, 0.0, 2.0])
+
+
+@pytest.mark.parametrize("name", ["fp16", "int8"])
+def test_statistics_ride_as_fp16_means_and_stds_and_lose_nothing_more(name: str) -> None:
+    from gossipd.core.scaling import FeatureStats
+
+    stats = FeatureStats(10.0, RAW_MEAN, RAW_STD ** 2)
+    sent = codec.roundtrip_stats(name, stats)
+    assert codec.STATS_CODEC[name] == "fp16" and sent.count == 10.0
+    # Within fp16's bound, relative to each value: a small spread survives beside a large one.
+    std = np.sqrt(stats.var)
+    assert (np.abs(np.sqrt(sent.var) - std) <= codec.error_bound("fp16", std)).all() and sent.var[2] == 0.0
+    assert (np.abs(sent.mean - stats.mean) <= codec.error_bound("fp16", stats.mean)).all()
+    assert sent.var[0] > 65504 and (sent.var >= 0).all()
+    again = codec.roundtrip_stats(name, sent)  # what a receiver decodes, sent on: nothing more is lost
+    assert np.array_equal(again.mean, sent.mean) and np.array_equal(again.var, sent.var)
+    assert codec.roundtrip_stats("fp32", stats) is stats  # fp32: the simulator's statistics, untouched

@@ -1,4 +1,4 @@
-"""Wire format v1: round trips, zero-copy decode and every rejection.
+"""Wire format v1 (and version 2's coded statistics): round trips, zero-copy decode and every rejection.
 
 Hypothesis runs derandomized (a fixed seed per test), so failures reproduce.
 """
@@ -22,7 +22,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from mutations import EDITS, mutate  # noqa: E402
 
 from gossipd import wire  # noqa: E402
-from gossipd.core.messages import ModelMessage, PeerDescriptor, ShuffleReply, ShuffleRequest  # noqa: E402
+from gossipd.core import codec as codecs  # noqa: E402
+from gossipd.core.messages import ModelMessage, Parts, PeerDescriptor, ShuffleReply, ShuffleRequest  # noqa: E402
+from gossipd.core.partition import Layout  # noqa: E402
+from gossipd.core.scaling import FeatureStats  # noqa: E402
 from gossipd.wire import WireError, decode, encode  # noqa: E402
 
 CLUSTER = "test-cluster"
@@ -200,6 +203,67 @@ def test_sizes():
     big = ShuffleReply("h" * 256, tuple(PeerDescriptor("a" * 256, 2**40) for _ in range(wire.MAX_ENTRIES)))
     assert len(encode(big, cluster="c" * 256)) < wire.max_body_bytes(0)
     assert decode(encode(big, cluster="c"), cluster="c", max_bytes=wire.max_body_bytes(0)) == big
+
+
+# ------------------------------------------- version 2: statistics under the message's codec
+
+STATS = FeatureStats.of(np.random.default_rng(2).standard_normal((9, 40)) * np.repeat([300.0, 0.01], 20) + 5)
+
+
+@pytest.mark.parametrize("with_parts", [False, True])
+@pytest.mark.parametrize("with_stats", [False, True])
+@pytest.mark.parametrize("name", codecs.CODECS)
+def test_model_sizes_are_exact_and_statistics_decode_as_sent(name, with_stats, with_parts):
+    n, parts = 100, Parts(4, (0, 3), (1.0, 2.0)) if with_parts else None
+    m = Layout(n, 4).size_of(parts.index) if parts else n
+    stats = codecs.roundtrip_stats(name, STATS) if with_stats else None  # as a node sends them
+    msg = ModelMessage(SENDER, ARCH, 2.0, codecs.roundtrip(name, model(m).params), stats, name, parts)
+    body = encode(msg, cluster=CLUSTER)
+    assert len(body) == wire.encoded_size(msg, CLUSTER) == wire.encoded_model_size(
+        m, SENDER, ARCH, CLUSTER, STATS.size if with_stats else 0, codec=name, parts=2 if parts else 0, partitions=4)
+    got = decode(body, cluster=CLUSTER, expected_stats=STATS.size if with_stats else None, expected_partitions=4)
+    assert got.params.tobytes() == msg.params.tobytes() and (got.stats is None) == (stats is None)
+    if stats is not None and name != "fp32":  # exactly what the simulator's message holds
+        assert got.stats.equals(stats)
+    elif stats is not None:  # float32 on the wire, the simulator keeps float64 (as before version 2)
+        np.testing.assert_allclose(got.stats.var, stats.var, rtol=1e-6)
+
+
+def test_whole_fp32_statistics_stay_version_1_float32_means_and_variances():
+    body = encode(ModelMessage(SENDER, ARCH, 2.0, model(8).params, STATS), cluster=CLUSTER)
+    raw = msgpack.unpackb(body)
+    assert raw["v"] == 1 and sorted(raw["stats"]) == ["count", "mean", "var"]
+    assert raw["stats"]["var"] == STATS.var.astype("<f4").tobytes()
+    assert raw["stats"]["mean"] == STATS.mean.astype("<f4").tobytes()
+
+
+def coded_stats_body(**stats) -> bytes:
+    """An int8 model whose statistics (fp16 ``mean`` and ``std``) are replaced by ``stats``."""
+    body = encode(ModelMessage(SENDER, ARCH, 2.0, np.zeros(4, np.float32), FeatureStats(3.0, [1.0], [4.0]),
+                               "int8"), cluster=CLUSTER)
+    raw = msgpack.unpackb(body)
+    raw["stats"].update(stats)
+    return pack({key: {k: v for k, v in value.items() if v is not DELETE} if key == "stats" else value
+                 for key, value in raw.items()})
+
+
+def f16(*values: float) -> bytes:
+    return np.array(values, "<f2").tobytes()
+
+
+@pytest.mark.parametrize(("stats", "code", "fragment"), [
+    ({"std": f16(-1.0)}, "bad_stats", "std >= 0"),
+    ({"std": f16(np.inf)}, "bad_stats", "finite"),
+    ({"mean": f16(np.nan)}, "bad_stats", "finite"),
+    ({"std": f16(1.0, 2.0)}, "bad_stats", "one length"),
+    ({"mean": b"\0" * 3, "std": b"\0" * 3}, "bad_stats", "fp16 vectors"),
+    ({"mean": f16(1.0, 2.0), "std": f16(1.0, 2.0)}, "bad_stats", "2 columns, this node expects 1"),
+    ({"std": DELETE, "var": f16(1.0)}, "missing_field", "stats.std"),
+])
+def test_malformed_coded_statistics_are_refused(stats, code, fragment):
+    assert decode(coded_stats_body(), cluster=CLUSTER, expected_stats=1).stats.var.tolist() == [4.0]
+    err = expect(coded_stats_body(**stats), 400, code, expected_stats=1)
+    assert fragment in err.detail
 
 
 # -------------------------------------------------------------------- rejections

@@ -1,11 +1,31 @@
-"""Codecs for parameter vectors on the wire: fp32 | fp16 | int8. Pure numpy.
+"""Codecs for the vectors of a model message on the wire: fp32 | fp16 | int8. Pure numpy.
 
-A codec turns a float32 vector into bytes and back. The node applies the
-round trip (:func:`roundtrip`) when it builds a push, so a message already holds
-exactly the values the receiver will decode: the simulator, which hands message
-objects over without encoding them, learns from the same numbers a daemon does,
-and :func:`encode` of a round-tripped vector loses nothing more (both lossy
-codecs are idempotent: ``encode(roundtrip(x)) == encode(x)``).
+A codec turns a float32 vector into bytes and back. A message's codec covers
+its parameters and, under network-learned scaling, its scaling statistics
+(:data:`STATS_CODEC`, :func:`roundtrip_stats`): every vector but the few
+fixed-width header fields. The node applies the round trip (:func:`roundtrip`,
+:func:`roundtrip_stats`) when it builds a push, so a message already holds
+exactly the values the receiver will decode: the simulator, which hands
+message objects over without encoding them, learns from the same numbers a
+daemon does, and :func:`encode` of a round-tripped vector loses nothing more
+(both lossy codecs are idempotent: ``encode(roundtrip(x)) == encode(x)``).
+
+**Scaling statistics** under fp16 and int8 are two fp16 vectors: the means,
+then the **standard deviations** (the receiver squares them back into
+variances, so a variance is >= 0 whatever the rounding). Two vectors, not one,
+so nothing mixes a mean with a spread; standard deviations, not variances,
+because they are what the learner scales by, and because fp16 would saturate
+a variance beyond 65504 (a standard deviation beyond 256: raw breast cancer and
+wine columns) but a standard deviation only beyond 65504. int8 messages carry
+them as **fp16 too** (:data:`STATS_CODEC`): the statistics describe raw
+features, whose scales differ by orders of magnitude within one block of 32
+(breast cancer: a standard deviation of 352 beside ones of 0.003), and a block
+scale rounds the small ones to zero. Measured (100 nodes, logreg, seed 1):
+int8 statistics took breast cancer from 0.954 to 0.637 and rejected 313
+honest claims in the robust statistics merge, where fp16 ones lose nothing;
+on digits (64 columns) they would save 124 bytes of a 1,075-byte int8 push
+(0.292x of fp32's instead of 0.330x).
+fp32 statistics stay the float32 means and variances of wire version 1.
 
 ``fp32``: the float32 bytes as they are (4 bytes a value, lossless; the wire
     keeps its zero-copy path).
@@ -31,10 +51,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from gossipd.core.scaling import FeatureStats
+
 __all__ = ["BLOCK", "CODECS", "FP16_MAX", "MAX_EXPONENT", "MIN_EXPONENT", "CodecError", "check_codec", "decode",
-           "encode", "error_bound", "payload_size", "roundtrip"]
+           "STATS_CODEC", "encode", "error_bound", "payload_size", "roundtrip", "roundtrip_stats", "stats_from_vectors",
+           "stats_vectors", "values_in"]
 
 CODECS: tuple[str, ...] = ("fp32", "fp16", "int8")
+#: The codec a message's scaling statistics are written under, per message codec (module doc).
+STATS_CODEC: dict[str, str] = {"fp32": "fp32", "fp16": "fp16", "int8": "fp16"}
 BLOCK = 32  # int8: values per shared scale (MXINT8's block)
 MIN_EXPONENT = -127  # int8 scale exponents; byte = e + 127
 MAX_EXPONENT = 120  # 127 * 2**120 < float32 max: a decoded value is always finite
@@ -62,6 +87,15 @@ def payload_size(codec: str, n: int) -> int:
     if codec == "int8":
         return -(-n // BLOCK) + n
     raise ValueError(f"unknown codec {codec!r}")
+
+
+def values_in(codec: str, nbytes: int) -> int | None:
+    """The ``n`` with ``payload_size(codec, n) == nbytes``, or None if no count of values takes that many bytes."""
+    if codec == "int8":  # n + ceil(n / 32): every 32 values take 33 bytes, a started block one more
+        n = nbytes - -(-nbytes // (BLOCK + 1))
+    else:
+        n = nbytes // payload_size(codec, 1)
+    return n if nbytes >= 0 and payload_size(codec, n) == nbytes else None
 
 
 def roundtrip(codec: str, values: np.ndarray) -> np.ndarray:
@@ -116,6 +150,38 @@ def decode(codec: str, n: int, data: bytes | memoryview) -> np.ndarray:
     if n and (q == -128).any():
         raise CodecError("int8 values must be in [-127, 127]; -128 is not used")
     return _from_int8(q, e, n)
+
+
+# -- scaling statistics ---------------------------------------------------------------
+
+
+def stats_vectors(codec: str, stats: FeatureStats) -> tuple[np.ndarray, np.ndarray]:
+    """The two float32 vectors a message under ``codec`` carries for ``stats`` (each written
+    under ``STATS_CODEC[codec]``): (mean, var) under fp32, as wire version 1; (mean, std) else."""
+    mean = stats.mean.astype(np.float32)
+    if codec == "fp32":
+        return mean, stats.var.astype(np.float32)
+    # sqrt of a float32 value squared in float64 is that value again: round-tripped
+    # statistics go out with the very bytes they came in with.
+    return mean, np.sqrt(stats.var).astype(np.float32)
+
+
+def stats_from_vectors(codec: str, count: float, mean: np.ndarray, spread: np.ndarray) -> FeatureStats:
+    """The statistics of decoded vectors (``spread``: var under fp32, std otherwise; each >= 0)."""
+    var = spread.astype(np.float64)
+    if codec != "fp32":
+        var = var * var  # exact: a float32 squared fits a float64's mantissa
+    return FeatureStats(count, mean, var)
+
+
+def roundtrip_stats(codec: str, stats: FeatureStats) -> FeatureStats:
+    """What a receiver decodes from ``stats`` sent under ``codec`` (``stats`` itself for fp32:
+    there the simulator keeps its float64 statistics, as it always has)."""
+    if codec == "fp32":
+        return stats
+    mean, std = stats_vectors(codec, stats)
+    under = STATS_CODEC[codec]
+    return stats_from_vectors(codec, stats.count, roundtrip(under, mean), roundtrip(under, std))
 
 
 # -- the codecs' arithmetic -------------------------------------------------------------

@@ -70,12 +70,13 @@ class GossipConfig:
         'discarded') and the previous model kept. Far above any weight of the built-in models, far below
         where float32 arithmetic overflows (3.4e38).""", positive)
 
-    codec: str = knob("fp32", """How pushed parameters are written on the wire: fp32 | fp16 | int8. fp32 is
-        exact (4 bytes a parameter); fp16 halves that (relative error 2^-11; magnitudes beyond 65504
-        saturate); int8 is a quarter plus one scale byte per 32 parameters (error under 1/127 of the
-        block's largest magnitude; docs/protocol.md). Anything but fp32 sends protocol version 2, which
-        nodes older than it refuse: switch only once every node of the cluster speaks it. Receivers
-        accept every codec whatever their own.""", codecs.check_codec)
+    codec: str = knob("fp32", """How pushed parameters (and learned scaling statistics) are written on the
+        wire: fp32 | fp16 | int8. fp32 is exact (4 bytes a parameter); fp16 halves that (relative error
+        2^-11; magnitudes beyond 65504 saturate); int8 is a quarter plus one scale byte per 32 parameters
+        (error under 1/127 of the block's largest magnitude; its statistics ride as fp16;
+        docs/protocol.md). Anything but fp32 sends protocol version 2, which nodes older than it refuse:
+        switch only once every node of the cluster speaks it. Receivers accept every codec whatever
+        their own.""", codecs.check_codec)
     partitions: int = knob(1, """P: the model is cut into this many partitions (coordinate i belongs to
         partition i mod P), each with its own age, so that a push may carry only some of them (see
         subsample). Every node of a cluster must use the same P (a message cut otherwise is refused,
@@ -231,8 +232,8 @@ class GossipNode:
             return None
         state, stats = self.model  # one read: the trainer thread may replace it meanwhile
         self.counters.sent += 1
-        stats = stats if self.learner.scaling.learned else None
         codec = self.config.codec
+        stats = codecs.roundtrip_stats(codec, stats) if self.learner.scaling.learned and stats is not None else None
         if self.layout is None:
             params = codecs.roundtrip(codec, state.params)
             return Send(peer, ModelMessage(self.address, self.learner.fingerprint, state.age, params, stats, codec))

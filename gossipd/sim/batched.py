@@ -53,6 +53,9 @@ from peer_sampling.topology import build_overlay
 
 #: Slice width, in cycles (gossip periods).
 SLICE = 0.1
+#: A model that reaches a node after its first of a slice waits in the node's inbox; after
+#: this many slices it is merged whatever else is waiting (``_Loop.merge``).
+INBOX_SLICES = 2
 
 DELIVERED, TIMEOUT, UNREACHABLE = CODE[Outcome.DELIVERED], CODE[Outcome.TIMEOUT], CODE[Outcome.UNREACHABLE]
 _SNAPSHOT = ("params", "age", "count", "mean", "var")
@@ -140,6 +143,7 @@ class _Loop:
         self.shuffle_bytes = np.array([self.sizes.shuffle(k) for k in range(cfg.shuffle_length + 1)], dtype=np.int64)
         # Acknowledgements change nothing at a static overlay's sender unless a cut can turn one into a timeout.
         self.acks = self.peers.shuffles or cfg.cut is not None
+        self.inbox: Events | None = None  # models that reached a node after its first of a slice
         self.series: list[dict[str, Any]] = []
 
     # -- the clock ----------------------------------------------------------------------
@@ -153,6 +157,7 @@ class _Loop:
             self.answers(events.get(REPLY), events.get(OUTCOME), k)
             self.deliveries(events.get(MODEL), events.get(REQUEST), k)
             self.timers((k + 1) / self.per_cycle, k)
+        self.merge(None, flush=True)  # what arrived before the end is merged before the last measurement
         self.cycle(cfg.cycles)
         return self.series
 
@@ -221,9 +226,10 @@ class _Loop:
         lost = self.lost(len(src))
         if lost.any():
             self.outcome(k, src[lost], dst[lost], TIMEOUT, now[lost] + self.cfg.timeout)
-        keep = ~lost
-        self.calendar.add(kind, Events(t=now[keep] + self.delays(int(keep.sum())), src=src[keep], dst=dst[keep],
-                                       sent_at=now[keep], **{f: v[keep] for f, v in payload.items()}), k + 1)
+            keep = np.flatnonzero(~lost)
+            src, dst, now = src[keep], dst[keep], now[keep]
+            payload = {f: v[keep] for f, v in payload.items()}
+        self.calendar.add(kind, Events(t=now + self.delays(len(src)), src=src, dst=dst, sent_at=now, **payload), k + 1)
 
     def woken(self, dst: np.ndarray, t: np.ndarray) -> None:
         """A node that handles an event runs its overdue timers then (the exact engine wakes
@@ -307,9 +313,8 @@ class _Loop:
         q = self.reachable(_nothing(requests), k)
         if m is not None:
             self.woken(m["dst"], m["t"])
-            for idx in subrounds(m["dst"], m["t"]):
-                msg = Snapshot(*(m[f][idx] if f in m else None for f in _SNAPSHOT))
-                self.models.deliver(m["dst"][idx], msg, self.rng, self.counters)
+        self.merge(m)
+        if m is not None:
             # delivered models are acknowledged, one round trip after they left
             arrives, ok = self.answer(k, m["src"], m["dst"], m["sent_at"], m["t"])
             if self.acks and ok.any():
@@ -326,6 +331,34 @@ class _Loop:
                 rep = rep.take(np.flatnonzero(ok))
                 rep["t"] = arrives[ok]
                 self.calendar.add(REPLY, rep, k + 1)
+
+    def merge(self, arrived: Events | None, flush: bool = False) -> None:
+        """The models in the nodes' inboxes (oldest first), then those that arrived in this
+        slice, are merged in sub-rounds: each node merges its oldest model, and every model
+        that has already waited ``INBOX_SLICES`` slices; the others wait one slice more, in
+        order. Few nodes hear two models in a slice, so this delays a few merges by a slice or
+        two and spares the engine sub-rounds (each a vectorised step over a handful of nodes)."""
+        parts = [e for e in (self.inbox, arrived) if e is not None]
+        self.inbox = None
+        if not parts:
+            return
+        if arrived is not None:
+            arrived["waited"] = np.zeros(len(arrived), dtype=np.int64)
+        ev = Events.concat(parts)
+        later: list[np.ndarray] = []
+        for r, idx in enumerate(subrounds(ev["dst"], ev["t"])):
+            if r > 0 and not flush:
+                wait = ev["waited"][idx] < INBOX_SLICES
+                if wait.any():
+                    later.append(idx[wait])
+                    idx = idx[~wait]
+                    if idx.size == 0:
+                        continue
+            msg = Snapshot(*(ev[f][idx] if f in ev else None for f in _SNAPSHOT))
+            self.models.deliver(ev["dst"][idx], msg, self.rng, self.counters)
+        if later:
+            self.inbox = ev.take(np.concatenate(later))
+            self.inbox["waited"] += 1
 
     def shuffle_requests(self, cyclon: BatchedCyclon, q: Events) -> Events:
         """Each receiver answers its requests in time order; the replies, as events (their
@@ -368,6 +401,8 @@ class _Loop:
         if down.any():
             self.outcome(k, src[down], dst[down], UNREACHABLE, t[down] + self.delays(int(down.sum())))
         keep = np.flatnonzero(~cut & ~down)
+        if keep.size == len(ev):
+            return ev
         return ev.take(keep) if keep.size else None
 
     # -- phase 3: timers ---------------------------------------------------------------------------

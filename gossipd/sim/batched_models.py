@@ -66,11 +66,7 @@ class NodeModels:
         self.learned = learner.scaling.learned
         self.count = self.mean = self.var = None
         if self.learned:
-            columns = pooled.columns()
-            stats = [learner.scaling.initial(columns[s: s + c]) for s, c in zip(starts, counts)]
-            self.count = np.array([st.count for st in stats], dtype=np.float64)
-            self.mean = np.stack([st.mean for st in stats])
-            self.var = np.stack([st.var for st in stats])
+            self.count, self.mean, self.var = _initial_stats(pooled.columns(), owner, pos, counts, rows)
         # The robust rule's recent distances (a ring per node) and its age lead.
         self.window = np.full((n, gossip.clip_window), np.nan)
         self.filled = np.zeros(n, dtype=np.int64)
@@ -170,6 +166,25 @@ class NodeModels:
         mean = None if self.mean is None else self.mean[rows]
         var = None if self.var is None else self.var[rows]
         return self.learner.scores_of_arrays(self.params[rows], X, y, mean, var)
+
+
+def _initial_stats(columns: np.ndarray, owner: np.ndarray, pos: np.ndarray, counts: np.ndarray,
+                   rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``FeatureStats.of`` of every node's columns at once, bit for bit: the same float64 sums,
+    row by row, over each node's rows padded with zeros (adding 0.0 changes no sum); nodes
+    without data get count 0, mean 0, var 1, as ``FeatureStats.of`` gives them."""
+    n, k = len(counts), columns.shape[1]
+    padded = np.zeros((n, rows, k))
+    padded[owner, pos] = columns
+    count = counts.astype(np.float64)
+    has = counts > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = padded.sum(axis=1) / count[:, None]
+        dev = padded - mean[:, None, :]
+        dev[np.arange(rows)[None, :] >= counts[:, None]] = 0.0  # padding is not a row
+        var = np.multiply(dev, dev).sum(axis=1) / count[:, None]
+    mean[~has], var[~has] = 0.0, 1.0
+    return count, mean, var
 
 
 def _rows(a: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:

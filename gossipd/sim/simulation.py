@@ -372,25 +372,27 @@ def _make_samplers(config: SimulationConfig, addresses: list[str], rngs: list[np
 
 
 def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = None,
-             note: Callable[[str], None] | None = None) -> dict[str, Any]:
+             note: Callable[[str], None] | None = None, dataset: Dataset | None = None) -> dict[str, Any]:
     """Run gossip learning and the requested baselines on the same split.
 
     ``config.engine`` picks the engine: ``exact`` (this module's event loop), ``batched``
     (``batched.py``) or ``auto``: batched when it simulates every option set, else exact,
-    telling ``note`` why in one line. The result's ``engine`` says which one ran."""
+    telling ``note`` why in one line. The result's ``engine`` says which one ran.
+    ``dataset``: the config's data set, already loaded (many runs on one data set load it once)."""
     started = time.perf_counter()
     config.validate()
     why = batched_unsupported(config)
     sim: Simulation | BatchedSimulation
     if config.engine == "batched" or (config.engine == "auto" and why is None):
-        sim = BatchedSimulation.create(config)
+        sim = BatchedSimulation.create(config, dataset)
         sim.progress = progress
         result = sim.run()
-        datas = sim.models.local_data()
+        # the nodes' own data for the baselines, only when there are any (a thousand small copies)
+        datas = sim.models.local_data() if config.baselines else []
     else:
         if config.engine == "auto" and note is not None:
             note(f"simulating with the exact engine: the batched one does not simulate {why}")
-        sim = Simulation.create(config)
+        sim = Simulation.create(config, dataset)
         sim.progress = progress
         if config.gossip:
             result = sim.run()

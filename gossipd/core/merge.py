@@ -114,8 +114,8 @@ class RobustMerge:
         Per partition ``k``: its claimed age is capped at ``ages[k] + max_age_lead``,
         weighted ``w_k = a_r / (a_l + a_r)``, and its age follows the step, as for a
         whole model (``robust_step`` on arrays). The clip is per message, in units of
-        each partition's own scale: ``s_k``, the median of partition ``k``'s last
-        ``clip_window`` distances (:class:`PartScales`), since partitions differ in
+        each partition's own scale: ``s_k``, the first quartile of partition ``k``'s
+        last ``clip_window`` distances (:class:`PartScales`), since partitions differ in
         scale and one distance extrapolated to the whole model clipped a third of
         honest messages (docs/architecture.md). The message's distance relative to
         its partitions' scales, ``r = |x_r - x|_S / sqrt(sum s_k^2)``, joins the
@@ -158,9 +158,10 @@ class RobustMerge:
 
 
 class PartScales:
-    """Each partition's scale for :meth:`RobustMerge.merge_parts`: the median of its
-    last ``size`` nonzero distances, kept in ``count`` rings of float64 (16 KB a node
-    at the most partitions)."""
+    """Each partition's scale for :meth:`RobustMerge.merge_parts`: the first quartile of
+    its last ``size`` nonzero distances (as for the radius, liars must fill three quarters
+    of a ring to move it), kept in ``count`` rings of float64 (16 KB a node at the most
+    partitions)."""
 
     __slots__ = ("count", "_ring", "_held", "_next")
 
@@ -185,7 +186,7 @@ class PartScales:
         some = held > 0
         if some.any():
             rows = np.asarray(parts)[some]
-            out[some] = np.square(window_quantile(np.sort(self._ring[rows], axis=1), held[some], 0.5))
+            out[some] = np.square(window_quantile(np.sort(self._ring[rows], axis=1), held[some]))
         return out
 
 

@@ -5,6 +5,7 @@
     .venv/bin/python bench/comm.py --variants fp32,int8      # of fp32, fp16, int8, p10, tokens
     .venv/bin/python bench/comm.py --variants sizes          # only the message sizes by model (no run)
     .venv/bin/python bench/comm.py --variants fp32,p10 --sub-cycles 1400   # subsampling over the whole run's bytes
+    .venv/bin/python bench/comm.py --variants fp32,p10 --model mlp:64,32  # a larger model (header share smaller)
 
 Every run is ``gossip simulate`` with one setting changed from plain push of
 whole fp32 models. Prints three tables, each with its baseline measured in
@@ -53,15 +54,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
 SIZE_MODELS = ("logreg", "mlp:64,32", "mlp:256,128", "cnn")
 
 
-def run_one(job: tuple[str, int, int, int, int]) -> tuple[str, int, list[dict[str, float]], dict[str, Any], float]:
+def run_one(job: tuple[str, int, int, int, int, str]) -> tuple[str, int, list[dict[str, float]], dict[str, Any],
+                                                            float]:
     import torch
 
     from gossipd.sim.simulation import Simulation, SimulationConfig
 
     torch.set_num_threads(1)
-    variant, seed, nodes, cycles, eval_every = job  # cycles: this variant's
+    variant, seed, nodes, cycles, eval_every, model = job  # cycles: this variant's
     started = time.perf_counter()
-    config = SimulationConfig(nodes=nodes, cycles=cycles, seed=seed, dataset="digits", model="logreg",
+    config = SimulationConfig(nodes=nodes, cycles=cycles, seed=seed, dataset="digits", model=model,
                               eval_every=eval_every, **VARIANTS[variant])
     sim = Simulation.create(config)
     result = sim.run()
@@ -137,6 +139,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.93)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--model", default="logreg", help="a built-in digits model (e.g. mlp:64,32)")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = [v for v in VARIANTS if v in args.variants.split(",")]
@@ -145,14 +148,14 @@ def main() -> None:
     if not variants:
         return
     sub_cycles = args.sub_cycles or args.cycles
-    jobs = [(v, s, args.nodes, sub_cycles if v == "p10" else args.cycles, args.eval_every)
+    jobs = [(v, s, args.nodes, sub_cycles if v == "p10" else args.cycles, args.eval_every, args.model)
             for v in variants for s in seeds]
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         results = list(pool.map(run_one, jobs))
     curves = {(v, s): c for v, s, c, _, _ in results}
     finals = {(v, s): f for v, s, _, f, _ in results}
-    print(f"digits / logreg, {args.nodes} nodes, {args.cycles} cycles (p10: {sub_cycles}), seeds {args.seeds}; "
+    print(f"digits / {args.model}, {args.nodes} nodes, {args.cycles} cycles (p10: {sub_cycles}), seeds {args.seeds}; "
           f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s\n")
 
     def mean(variant: str, key: str) -> float:
@@ -161,7 +164,7 @@ def main() -> None:
     print("## codecs (whole models, plain push)\n")
     from gossipd.core.codec import payload_size
 
-    sizes = message_sizes("logreg")
+    sizes = message_sizes(args.model)
     n = sizes.learner.n_params
     print("Bytes are whole messages (header, scaling statistics and parameters), what the acceptance counts; the")
     print(f"parameter columns count the parameters' bytes alone ({n} parameters a model). One message, in bytes:")

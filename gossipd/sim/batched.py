@@ -16,7 +16,9 @@ written down in ``docs/architecture.md`` ("The batched engine"); in short:
   the slice is stretched to its end);
 - the events of one node in a phase are applied in time order, in sub-rounds
   (``batched_events.subrounds``); every event acts on one node only, so a
-  sub-round is one vectorised step over distinct nodes.
+  sub-round is one vectorised step over distinct nodes;
+- models are the exception: a node merges one a slice, the oldest in its
+  inbox, and any that has waited ``INBOX_SLICES`` slices (``_Loop.merge``).
 
 Models are merged and trained by the core's maths over arrays
 (``batched_models.py``), Cyclon runs on arrays (``batched_cyclon.py``), and

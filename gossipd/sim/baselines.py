@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from gossipd.core import codec as codecs
 from gossipd.core.learner import Learner, LocalData, make_learner
@@ -74,7 +73,7 @@ def centralised(dataset: Dataset, learner: Learner, rng: np.random.Generator,
                 epochs: int = CENTRALISED_EPOCHS) -> dict[str, Any]:
     data = LocalData.for_schema(dataset.X_train, dataset.y_train, dataset.schema)
     stats = _pooled_stats(learner, [data])
-    X_test, y_test = torch.from_numpy(dataset.X_test), torch.from_numpy(dataset.y_test)
+    X_test, y_test = dataset.X_test, dataset.y_test
     state = learner.initial_state()
     series = []
     for epoch in range(1, epochs + 1):
@@ -86,7 +85,7 @@ def centralised(dataset: Dataset, learner: Learner, rng: np.random.Generator,
 
 def local(dataset: Dataset, learner: Learner, datas: list[LocalData], cycles: int, every: int,
           rng: np.random.Generator) -> dict[str, Any]:
-    X_test, y_test = torch.from_numpy(dataset.X_test), torch.from_numpy(dataset.y_test)
+    X_test, y_test = dataset.X_test, dataset.y_test
     states = [learner.initial_state()] * len(datas)
     stats = [learner.initial_stats(d) for d in datas] if learner.scaling.learned else None
     own = stats or [None] * len(datas)
@@ -124,7 +123,7 @@ def fedavg(dataset: Dataset, learner: Learner, datas: list[LocalData], rounds: i
     """FedAvg for ``rounds`` rounds (one a cycle), scored every ``every``; see the module doc."""
     sizes_of = np.array([len(d) for d in datas], dtype=np.float64)
     stats = _pooled_stats(learner, datas)
-    X_test, y_test = torch.from_numpy(dataset.X_test), torch.from_numpy(dataset.y_test)
+    X_test, y_test = dataset.X_test, dataset.y_test
     # The clients' local passes use B; the learner is otherwise the gossip's.
     local = make_learner(learner.spec, learner.schema, dataclasses.replace(learner.config, batch_size=settings.batch),
                          scaling=learner.scaling)

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from gossipd.core.learner import Learner, LocalData
 from gossipd.core.messages import ModelMessage, Outcome, Send, ShuffleReply
@@ -144,8 +143,8 @@ class Simulation:
         _, cut_start, cut_end = parse_cut(cfg.cut) if cfg.cut else (0.0, math.inf, math.inf)
         side = self.side
         timeout = cfg.timeout
-        X_test = torch.from_numpy(self.dataset.X_test)
-        y_test = torch.from_numpy(self.dataset.y_test)
+        X_test = self.dataset.X_test
+        y_test = self.dataset.y_test
         learned = self.learner.scaling.learned
         sizes = MessageSizes(self.learner, cfg.partitions)
         traffic = self.traffic
@@ -308,7 +307,7 @@ class Simulation:
 
     # -- measurements -----------------------------------------------------------
 
-    def _measure(self, cycle: int, alive: np.ndarray, X_test: torch.Tensor, y_test: torch.Tensor,
+    def _measure(self, cycle: int, alive: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                  learned: bool, cut_active: bool) -> dict[str, Any]:
         """Scores and age over live honest nodes; the overlay over all live nodes
         (attackers are part of it), counting only links that can carry a message now."""

@@ -179,6 +179,18 @@ def test_node_models_merge_like_gossip_nodes(digits):
     assert models.filled.tolist() == [20, 20, 20]
 
 
+def test_the_batched_models_cap_counts_as_a_node_does(digits):
+    """The simulator's batched statistics merge goes through the same cap: a node without
+    data adopts its first claim from a node with data."""
+    learner = make_learner("logreg", digits.schema, LearnerConfig(), scaling=Scaling.network())
+    parts = [np.arange(0, 13), np.zeros(0, dtype=int)]
+    models = NodeModels(learner, digits, parts, GossipConfig())
+    counters = {k: np.zeros(2, dtype=np.int64) for k in ("received", "merged", "discarded")}
+    models.deliver(np.array([1]), models.snapshot(np.array([0])), np.random.default_rng(0), counters)
+    assert models.count[1] == 1.0
+    np.testing.assert_array_equal(models.mean[1], models.mean[0])
+
+
 def test_node_models_start_from_each_nodes_exact_statistics(digits):
     learner = make_learner("logreg", digits.schema, LearnerConfig(), scaling=Scaling.network())
     parts = [np.arange(0, 13), np.arange(13, 20), np.zeros(0, dtype=int)]

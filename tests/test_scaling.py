@@ -197,6 +197,18 @@ def test_one_accepted_message_moves_a_node_at_most_half_way():
     assert smaller.mean[0] == pytest.approx(4.0 * 2 / 12)  # a smaller count keeps its weight
 
 
+def test_a_node_without_data_takes_the_statistics_of_one_with_data_and_not_of_another_without():
+    placeholder = FeatureStats.of(np.zeros((0, 2)))  # no data: count 0, mean 0, var 1
+    learnt = RobustStatsMerge()(placeholder, "a", FeatureStats(13.0, [1.5, -0.5], [2.0, 3.0]))
+    assert learnt.count == 1.0  # counts as one example: the next claim moves it half-way
+    np.testing.assert_array_equal(learnt.mean, [1.5, -0.5])
+    np.testing.assert_array_equal(learnt.var, [2.0, 3.0])
+    kept = RobustStatsMerge()(learnt, "b", placeholder)  # another node's placeholder changes nothing
+    np.testing.assert_array_equal(kept.mean, learnt.mean)
+    half = RobustStatsMerge()(learnt, "c", FeatureStats(13.0, [2.5, -0.5], [2.0, 3.0]))
+    assert half.mean[0] == pytest.approx(2.0)
+
+
 def test_the_window_keeps_one_row_per_sender_and_forgets_the_oldest():
     merge = RobustStatsMerge(window=3)
     ours = FeatureStats(10.0, [0.0], [1.0])

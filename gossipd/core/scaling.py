@@ -67,6 +67,19 @@ def merge_moments(count_a: Any, mean_a: np.ndarray, var_a: np.ndarray, count_b: 
     return count, mean, var
 
 
+def capped_count(claimed: Any, own: Any) -> Any:
+    """The weight a received estimate's count gets: at most our own (one message moves a node
+    at most half-way; no count race), but at least 1 for a node that holds no data (count 0):
+    its own statistics are a placeholder (mean 0, var 1), so the first estimate of a node that
+    has data, or has learnt from one, replaces them, and one of another node with none (count
+    0) still leaves them. Without the floor such a node's statistics are forever a half-way
+    blend of placeholders, as 87% of the nodes of a 10^4-node digits network are.
+    One value or one per node."""
+    if np.ndim(claimed) == 0 and np.ndim(own) == 0:
+        return min(claimed, max(own, 1.0))
+    return np.minimum(claimed, np.maximum(own, 1.0))
+
+
 def scale_of(var: np.ndarray) -> np.ndarray:
     """Standard deviations from variances, with those below MIN_STD (constant columns) as 1."""
     std = np.sqrt(var)
@@ -352,7 +365,7 @@ class RobustStatsMerge:
         self.accepted += 1
         self._remember(sender, theirs)
         count, mean, merged_var = merge_moments(ours.count, ours.mean, ours.var,
-                                                min(theirs.count, ours.count), theirs.mean, theirs.var)
+                                                capped_count(theirs.count, ours.count), theirs.mean, theirs.var)
         return FeatureStats._owned(count, mean, np.maximum(merged_var, STATS_VAR_FLOOR * var))
 
     def _remember(self, sender: str, theirs: FeatureStats) -> None:

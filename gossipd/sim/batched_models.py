@@ -21,7 +21,7 @@ from gossipd.core.linear_stack import LinearStackLearner
 from gossipd.core.local_data import LocalData
 from gossipd.core.merge import age_weighted, robust_step, window_quantile
 from gossipd.core.node import GossipConfig
-from gossipd.core.scaling import merge_moments
+from gossipd.core.scaling import capped_count, merge_moments
 from gossipd.data import Dataset
 
 
@@ -97,7 +97,7 @@ class NodeModels:
             # never binds when every share is honest: docs/architecture.md, Robustness).
             own = self.count[rows]
             count, mean, var = merge_moments(own, self.mean[rows], self.var[rows],
-                                             np.minimum(msg.count, own), msg.mean, msg.var)
+                                             capped_count(msg.count, own), msg.mean, msg.var)
         local = self.params[rows]
         a_l = self.age[rows]
         with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are caught and discarded

@@ -191,6 +191,26 @@ def test_the_batched_models_cap_counts_as_a_node_does(digits):
     np.testing.assert_array_equal(models.mean[1], models.mean[0])
 
 
+@pytest.mark.parametrize("name", ["fp16", "int8"])
+def test_a_batched_push_under_a_codec_is_what_a_node_pushes(digits, name):
+    """The snapshot a batched node sends holds the parameters and statistics a GossipNode's push
+    holds under the same codec, bit for bit: what a receiver would decode off the wire."""
+    from gossipd.core import codec
+
+    learner = make_learner("logreg", digits.schema, LearnerConfig(), scaling=Scaling.network())
+    parts = [np.arange(0, 13), np.arange(13, 40)]
+    models = NodeModels(learner, digits, parts, GossipConfig(codec=name))
+    models.params[:] = np.random.default_rng(2).normal(0, 3, models.params.shape).astype(np.float32)
+    snap = models.snapshot(np.array([1, 0]))
+    for row, i in enumerate((1, 0)):
+        assert np.array_equal(snap.params[row], codec.roundtrip(name, models.params[i]))
+        assert not np.array_equal(snap.params[row], models.params[i])  # the codec did round something
+        sent = codec.roundtrip_stats(name, FeatureStats(models.count[i], models.mean[i], models.var[i]))
+        assert np.array_equal(snap.mean[row], sent.mean) and np.array_equal(snap.var[row], sent.var)
+    fp32 = NodeModels(learner, digits, parts, GossipConfig()).snapshot(np.array([0]))
+    assert np.array_equal(fp32.var[0], models.var[0])  # fp32: the statistics as held
+
+
 def test_node_models_start_from_each_nodes_exact_statistics(digits):
     learner = make_learner("logreg", digits.schema, LearnerConfig(), scaling=Scaling.network())
     parts = [np.arange(0, 13), np.arange(13, 20), np.zeros(0, dtype=int)]

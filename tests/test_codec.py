@@ -95,3 +95,31 @@ def test_statistics_ride_as_fp16_means_and_stds_and_lose_nothing_more(name: str)
     again = codec.roundtrip_stats(name, sent)  # what a receiver decodes, sent on: nothing more is lost
     assert np.array_equal(again.mean, sent.mean) and np.array_equal(again.var, sent.var)
     assert codec.roundtrip_stats("fp32", stats) is stats  # fp32: the simulator's statistics, untouched
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 5), st.integers(0, 100), st.sampled_from(codec.CODECS), st.integers(0, 2**32 - 1))
+def test_roundtrip_rows_is_roundtrip_of_every_row_bit_for_bit(m: int, n: int, name: str, seed: int) -> None:
+    """The batched engine's pushes: one pass over many messages, each row coded as its own
+    message (int8 blocks restart at every row, so a large row never coarsens its neighbour's)."""
+    rng = np.random.default_rng(seed)
+    rows = (rng.normal(0, 1, (m, n)) * 10.0 ** rng.integers(-6, 6, (m, 1))).astype(np.float32)
+    if m and n:
+        rows[0, : min(n, 40)] = 0.0  # a block of zeros is exact
+    got = codec.roundtrip_rows(name, rows)
+    assert got.dtype == np.float32 and got.shape == rows.shape
+    for i in range(m):
+        assert np.array_equal(got[i], codec.roundtrip(name, rows[i]))
+
+
+@pytest.mark.parametrize("name", codec.CODECS)
+def test_roundtrip_stats_rows_is_roundtrip_stats_of_every_row(name: str) -> None:
+    from gossipd.core.scaling import FeatureStats
+
+    rng = np.random.default_rng(3)
+    mean = np.vstack([RAW_MEAN, rng.normal(0, 100, 4)])
+    var = np.vstack([RAW_STD ** 2, rng.uniform(0, 5, 4)])
+    got_mean, got_var = codec.roundtrip_stats_rows(name, mean, var)
+    for i in range(2):
+        one = codec.roundtrip_stats(name, FeatureStats(5.0, mean[i], var[i]))
+        assert np.array_equal(got_mean[i], one.mean) and np.array_equal(got_var[i], one.var)

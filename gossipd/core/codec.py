@@ -54,8 +54,8 @@ import numpy as np
 from gossipd.core.scaling import FeatureStats
 
 __all__ = ["BLOCK", "CODECS", "FP16_MAX", "MAX_EXPONENT", "MIN_EXPONENT", "CodecError", "check_codec", "decode",
-           "STATS_CODEC", "encode", "error_bound", "payload_size", "roundtrip", "roundtrip_stats", "stats_from_vectors",
-           "stats_vectors", "values_in"]
+           "STATS_CODEC", "encode", "error_bound", "payload_size", "roundtrip", "roundtrip_rows", "roundtrip_stats",
+           "roundtrip_stats_rows", "stats_from_vectors", "stats_vectors", "values_in"]
 
 CODECS: tuple[str, ...] = ("fp32", "fp16", "int8")
 #: The codec a message's scaling statistics are written under, per message codec (module doc).
@@ -107,6 +107,25 @@ def roundtrip(codec: str, values: np.ndarray) -> np.ndarray:
     if codec == "int8":
         q, e = _int8(values)
         return _from_int8(q, e, values.shape[0])
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+def roundtrip_rows(codec: str, rows: np.ndarray) -> np.ndarray:
+    """:func:`roundtrip` of every row of the float32 matrix ``rows``, bit for bit, in one pass
+    (the batched engine's pushes): each row is its own message, so int8 blocks never span rows."""
+    if codec == "fp32":
+        return rows
+    if codec == "fp16":
+        return _to_fp16(rows).astype(np.float32)
+    if codec == "int8":
+        m, n = rows.shape
+        if n == 0:
+            return rows.astype(np.float32)
+        width = -(-n // BLOCK) * BLOCK
+        padded = np.zeros((m, width), dtype=np.float64)
+        padded[:, :n] = rows
+        q, e = _int8_blocks(padded.reshape(-1, BLOCK))
+        return np.ldexp(q, e[:, None]).reshape(m, width)[:, :n].astype(np.float32)
     raise ValueError(f"unknown codec {codec!r}")
 
 
@@ -184,6 +203,17 @@ def roundtrip_stats(codec: str, stats: FeatureStats) -> FeatureStats:
     return stats_from_vectors(codec, stats.count, roundtrip(under, mean), roundtrip(under, std))
 
 
+def roundtrip_stats_rows(codec: str, mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`roundtrip_stats` of many nodes' statistics at once (one row each), bit for bit:
+    the (mean, var) a receiver decodes, as float64 (the values of the float32 ones it holds)."""
+    if codec == "fp32":
+        return mean, var
+    under = STATS_CODEC[codec]
+    m = roundtrip_rows(under, mean.astype(np.float32)).astype(np.float64)
+    std = roundtrip_rows(under, np.sqrt(var).astype(np.float32)).astype(np.float64)
+    return m, std * std
+
+
 # -- the codecs' arithmetic -------------------------------------------------------------
 
 
@@ -205,7 +235,12 @@ def _int8(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n = values.shape[0]
     if n == 0:
         return np.zeros(0, np.int8), np.zeros(0, np.int32)
-    blocks = _blocks(values)
+    q, e = _int8_blocks(_blocks(values))
+    return q.reshape(-1)[:n].astype(np.int8), e
+
+
+def _int8_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 integer values, exponent) per row of BLOCK values: the int8 arithmetic itself."""
     peak = np.abs(blocks).max(axis=1)
     # frexp: peak / 127 = m * 2**k with m in [0.5, 1), so 2**k >= peak / 127 > 2**(k-1); an exact
     # power of two (m = 0.5) needs one less. Checked exactly below against rounding in the division.
@@ -214,7 +249,7 @@ def _int8(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     e = np.where(np.ldexp(float(_INT8_MAX), e) < peak, e + 1, e)
     e = np.clip(np.where(peak > 0, e, MIN_EXPONENT), MIN_EXPONENT, MAX_EXPONENT)
     q = np.clip(np.rint(np.ldexp(blocks, -e[:, None])), -_INT8_MAX, _INT8_MAX)
-    return q.reshape(-1)[:n].astype(np.int8), e
+    return q, e
 
 
 def _from_int8(q: np.ndarray, e: np.ndarray, n: int) -> np.ndarray:

@@ -110,7 +110,7 @@ class BatchedSimulation:
         result: dict[str, Any] = {
             "config": asdict(self.config),
             "engine": {"name": "batched", "slice": SLICE},
-            **run_description(self.dataset, self.learner, loop.sizes.model),
+            **run_description(self.dataset, self.learner, loop.push_bytes),
             "honest_nodes": self.config.nodes,
             "series": series,
             "final": final,
@@ -142,6 +142,7 @@ class _Loop:
         self.counters = {k: np.zeros(n, dtype=np.int64) for k in Counters().as_dict()}
         self.traffic = {"messages": 0, "bytes": 0, "sampling_messages": 0, "sampling_bytes": 0}
         self.sizes = MessageSizes(sim.learner)
+        self.push_bytes = self.sizes.model_bytes(cfg.codec)  # every push is a whole model under the codec
         self.shuffle_bytes = np.array([self.sizes.shuffle(k) for k in range(cfg.shuffle_length + 1)], dtype=np.int64)
         # Acknowledgements change nothing at a static overlay's sender unless a cut can turn one into a timeout.
         self.acks = self.peers.shuffles or cfg.cut is not None
@@ -449,7 +450,7 @@ class _Loop:
         rows, now, peer = rows[has], now[has], peer[has]
         self.counters["sent"][rows] += 1
         self.traffic["messages"] += len(rows)
-        self.traffic["bytes"] += len(rows) * self.sizes.model
+        self.traffic["bytes"] += len(rows) * self.push_bytes
         snap = self.models.snapshot(rows)
         self.send(k, MODEL, rows, peer, now, **{f: getattr(snap, f) for f in _SNAPSHOT
                                                    if getattr(snap, f) is not None})

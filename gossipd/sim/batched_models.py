@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gossipd.core import codec as codecs
 from gossipd.core.linear_stack import LinearStackLearner
 from gossipd.core.local_data import LocalData
 from gossipd.core.merge import age_weighted, robust_step, window_quantile
@@ -79,10 +80,15 @@ class NodeModels:
                 for s, c in zip(self._starts, self.counts)]
 
     def snapshot(self, rows: np.ndarray) -> Snapshot:
+        """The pushes of ``rows`` as the receivers decode them: under the codec, as ``GossipNode.push``
+        round-trips its parameters and statistics."""
+        codec = self.gossip.codec
+        params = codecs.roundtrip_rows(codec, self.params[rows])
         if not self.learned:
-            return Snapshot(self.params[rows], self.age[rows])
+            return Snapshot(params, self.age[rows])
         assert self.count is not None and self.mean is not None and self.var is not None
-        return Snapshot(self.params[rows], self.age[rows], self.count[rows], self.mean[rows], self.var[rows])
+        mean, var = codecs.roundtrip_stats_rows(codec, self.mean[rows], self.var[rows])
+        return Snapshot(params, self.age[rows], self.count[rows], mean, var)
 
     def deliver(self, rows: np.ndarray, msg: Snapshot, rng: np.random.Generator,
                 counters: dict[str, np.ndarray]) -> None:

@@ -39,11 +39,6 @@ class MessageSizes:
             return self._size(codec, 0, self.learner.n_params, stats)
         return self._size(codec, len(index), self.layout.size_of(index), stats)
 
-    @property
-    def model(self) -> int:
-        """A whole fp32 model as a node pushes it (the batched engine's only kind of push)."""
-        return self.model_bytes("fp32")
-
     def of(self, msg: ModelMessage) -> int:
         """The bytes of ``msg`` as the wire would write it."""
         carried = len(msg.parts.index) if msg.parts is not None else 0

@@ -179,6 +179,69 @@ def test_node_models_merge_like_gossip_nodes(digits):
     assert models.filled.tolist() == [20, 20, 20]
 
 
+@pytest.mark.parametrize("rule", ["robust", "age"])
+def test_node_models_merge_cut_models_like_gossip_nodes(digits, rule):
+    """Three nodes with models cut into 5 partitions each receive a sequence of one- and
+    two-partition messages: the batched merge (robust: per-partition scales, the one window,
+    capped ages; age: per partition) matches merge_parts at each node."""
+    from gossipd.core.merge import merge_parts
+    from gossipd.core.messages import Parts
+    from gossipd.core.partition import Layout
+
+    learner = make_learner("logreg", digits.schema, LearnerConfig(), scaling=Scaling.network())
+    parts = [np.arange(0, 13), np.arange(13, 27), np.arange(27, 40)]
+    gossip = GossipConfig(interval=1.0, merge=rule, partitions=5, subsample=0.2)
+    models = NodeModels(learner, digits, parts, gossip)
+    layout = Layout(learner.n_params, 5)
+    rules = [gossip.merge_rule(len(p)) for p in parts]
+    rng = np.random.default_rng(4)
+    states = [ModelState(models.params[i], 0.0).with_partitions(5) for i in range(3)]
+    rows = np.arange(3)
+    for step in range(30):
+        carried = 1 + step % 2
+        index = np.sort(np.argsort(rng.random((3, 5)), axis=1)[:, :carried], axis=1)
+        remote = rng.normal(0, 0.05 * (1 + step % 5), (3, learner.n_params)).astype(np.float32)
+        ages = rng.uniform(0, 400, (3, carried))
+        local = models.params[rows].copy()
+        merged, part_ages = models._merge_parts(rows, local, Snapshot(remote, ages.mean(axis=1), parts=index,
+                                                                      part_ages=ages))
+        for i in range(3):
+            k = tuple(int(x) for x in index[i])
+            one = merge_parts(rules[i], states[i], layout.gather(remote[i], k), Parts(5, k, tuple(ages[i])), layout)
+            np.testing.assert_allclose(merged[i], one.params, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(part_ages[i], one.ages, rtol=1e-12)
+            states[i] = one
+        models.params[rows], models.part_ages[rows] = merged, part_ages
+    if rule == "robust":
+        assert models.filled.tolist() == [30, 30, 30] and models.held.sum(axis=1).tolist() == [45, 45, 45]
+
+
+@pytest.mark.parametrize("name", ["fp32", "int8"])
+def test_a_batched_cut_push_is_what_a_node_pushes(digits, name):
+    """A cut push carries ``carried`` distinct partitions; their values are what GossipNode.push
+    sends under the codec (int8 blocks over the carried values, partition after partition), their
+    ages the sender's, and the statistics ride only with partition 0."""
+    from gossipd.core import codec
+    from gossipd.core.partition import Layout
+
+    learner = make_learner("logreg", digits.schema, LearnerConfig(), scaling=Scaling.network())
+    parts = [np.arange(0, 13), np.arange(13, 40)] * 10
+    models = NodeModels(learner, digits, parts, GossipConfig(codec=name, partitions=7, subsample=0.3))
+    models.params[:] = np.random.default_rng(2).normal(0, 3, models.params.shape).astype(np.float32)
+    models.part_ages[:] = np.random.default_rng(3).uniform(0, 50, models.part_ages.shape)
+    layout = Layout(learner.n_params, 7)
+    rows = np.arange(20)[::-1]
+    snap = models.snapshot(rows, np.random.default_rng(5))
+    assert snap.parts.shape == (20, 2) and (np.diff(snap.parts, axis=1) > 0).all()
+    assert len({tuple(p) for p in snap.parts.tolist()}) > 3  # drawn per push
+    for row, i in enumerate(rows):
+        k = tuple(int(x) for x in snap.parts[row])
+        sent = codec.roundtrip(name, layout.gather(models.params[i], k))
+        assert np.array_equal(layout.gather(snap.params[row], k), sent)
+        assert np.array_equal(snap.part_ages[row], models.part_ages[i, list(k)])
+        assert snap.with_stats[row] == (k[0] == 0)
+
+
 def test_the_batched_models_cap_counts_as_a_node_does(digits):
     """The simulator's batched statistics merge goes through the same cap: a node without
     data adopts its first claim from a node with data."""

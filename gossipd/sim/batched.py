@@ -60,7 +60,7 @@ SLICE = 0.1
 INBOX_SLICES = 2
 
 DELIVERED, TIMEOUT, UNREACHABLE = CODE[Outcome.DELIVERED], CODE[Outcome.TIMEOUT], CODE[Outcome.UNREACHABLE]
-_SNAPSHOT = ("params", "age", "count", "mean", "var")
+_SNAPSHOT = ("params", "age", "count", "mean", "var", "parts", "part_ages", "with_stats")
 
 
 @dataclass
@@ -141,8 +141,8 @@ class _Loop:
         self.retry = np.full(n, -math.inf)
         self.counters = {k: np.zeros(n, dtype=np.int64) for k in Counters().as_dict()}
         self.traffic = {"messages": 0, "bytes": 0, "sampling_messages": 0, "sampling_bytes": 0}
-        self.sizes = MessageSizes(sim.learner)
-        self.push_bytes = self.sizes.model_bytes(cfg.codec)  # every push is a whole model under the codec
+        self.sizes = MessageSizes(sim.learner, cfg.partitions)
+        self.push_bytes = self.sizes.model_bytes(cfg.codec)  # a whole model under the codec
         self.shuffle_bytes = np.array([self.sizes.shuffle(k) for k in range(cfg.shuffle_length + 1)], dtype=np.int64)
         # Acknowledgements change nothing at a static overlay's sender unless a cut can turn one into a timeout.
         self.acks = self.peers.shuffles or cfg.cut is not None
@@ -450,8 +450,13 @@ class _Loop:
         rows, now, peer = rows[has], now[has], peer[has]
         self.counters["sent"][rows] += 1
         self.traffic["messages"] += len(rows)
-        self.traffic["bytes"] += len(rows) * self.push_bytes
-        snap = self.models.snapshot(rows)
+        snap = self.models.snapshot(rows, self.rng)
+        if snap.parts is None:
+            self.traffic["bytes"] += len(rows) * self.push_bytes
+        else:  # each push by the partitions it carries (and the statistics, with partition 0)
+            index, times = np.unique(snap.parts, axis=0, return_counts=True)
+            self.traffic["bytes"] += sum(int(t) * self.sizes.model_bytes(self.cfg.codec, tuple(int(k) for k in i))
+                                         for i, t in zip(index, times))
         self.send(k, MODEL, rows, peer, now, **{f: getattr(snap, f) for f in _SNAPSHOT
                                                    if getattr(snap, f) is not None})
 

@@ -506,16 +506,34 @@ def test_a_node_merges_one_model_a_slice_in_arrival_order_and_none_waits_more_th
         sorted(zip(rows.tolist(), msg.age.tolist()))))
     sim.models.age[:] = np.arange(8.0)  # a message's age names its sender
     # slice 1: node 0 hears 5, 3, 4 (in that time order), node 1 hears 6
-    loop.merge(_model_events(sim, [3, 4, 5, 6], [0, 0, 0, 1], [0.13, 0.17, 0.11, 0.15]))
+    loop.merge(_model_events(sim, [3, 4, 5, 6], [0, 0, 0, 1], [0.13, 0.17, 0.11, 0.15]), 1)
     assert merged == [[(0, 5.0), (1, 6.0)]]
     # slice 2: node 0 hears 7, node 1 hears 2: each merges its oldest, node 0's others wait on
-    loop.merge(_model_events(sim, [7, 2], [0, 1], [0.21, 0.25]))
+    loop.merge(_model_events(sim, [7, 2], [0, 1], [0.21, 0.25]), 2)
     assert merged[1:] == [[(0, 3.0), (1, 2.0)]]
     # slice 3, nothing new: 4 has waited two slices, 7 one
-    loop.merge(None)
+    loop.merge(None, 3)
     assert merged[2:] == [[(0, 4.0)]] and loop.inbox["age"].tolist() == [7.0]
-    loop.merge(None, flush=True)  # the end of the run: everything waiting
+    loop.merge(None, 3, flush=True)  # the end of the run: everything waiting
     assert merged[3:] == [[(0, 7.0)]] and loop.inbox is None
+
+
+def test_a_forward_arriving_in_its_slice_is_merged_and_forwarded_in_it(digits):
+    """Token accounts: a useful merge forwards at once, and a forward that arrives before the
+    slice ends is merged in that slice by a node that has not merged in it yet (which forwards
+    in turn), and waits in the inbox at one that has, as a second model would."""
+    sim = BatchedSimulation.create(SimulationConfig(nodes=6, cycles=1, sampler="full", seed=1, delay=0.0,
+                                                    flow="tokens:1,4"), digits)
+    loop = batched_module._Loop(sim)
+    loop.tokens.tokens[:] = 3  # a / A = 3 forwards each, every one arriving at once (delay 0)
+    k = 4
+    loop.deliveries(_model_events(sim, [1], [0], [0.41]), None, k)
+    merged = loop.counters["merged"]
+    # 0 merged and sent 3; those reached nodes that merged and sent 3 each, and so on, in this
+    # slice, until every node had merged once; what reached a node already done waits.
+    assert merged.tolist() == [1] * 6 and loop.tokens.tokens.tolist() == [0] * 6
+    assert loop.counters["sent"].sum() == 18 and len(loop.inbox) == 18 - 5
+    assert loop.soon is None and not loop.calendar.pop(k + 1).get("model")
 
 
 def test_a_busy_node_merges_every_model_within_two_slices_of_its_arrival(digits, monkeypatch):
@@ -524,7 +542,7 @@ def test_a_busy_node_merges_every_model_within_two_slices_of_its_arrival(digits,
     merged: list[int] = []
     monkeypatch.setattr(sim.models, "deliver", lambda rows, msg, rng, counters: merged.extend(rows.tolist()))
     for k in range(6):  # 30 models reach node 0 in each slice
-        loop.merge(_model_events(sim, list(range(1, 31)), [0] * 30, list(k * 0.1 + np.linspace(0.01, 0.09, 30))))
+        loop.merge(_model_events(sim, list(range(1, 31)), [0] * 30, list(k * 0.1 + np.linspace(0.01, 0.09, 30))), k)
         assert len(merged) >= 30 * (k - 1)  # every model of the slices before the last two
         assert len(loop.inbox) <= 60
 

@@ -53,3 +53,41 @@ def test_parse_flow() -> None:
     for bad in ("tokens", "tokens:3", "tokens:5,2", "tokens:0,2", "pull", "push:1"):
         with pytest.raises(ValueError):
             parse_flow(bad)
+
+
+class _Draws:
+    """A generator stand-in handing out fixed uniform draws, one at a time or as arrays."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values, self.at = values, 0
+
+    def random(self, size: int | None = None) -> float | np.ndarray:
+        n = 1 if size is None else size
+        out = self.values[self.at: self.at + n]
+        self.at += n
+        return float(out[0]) if size is None else out
+
+
+def test_the_batched_accounts_follow_the_node_accounts_rules_draw_for_draw() -> None:
+    """TokenAccounts (the batched engine) against one RandomizedTokenAccount per node: with the
+    same uniform draw for each node, the same pushes, forwards and balances at every step."""
+    from gossipd.sim.batched_flow import TokenAccounts
+
+    rng = np.random.default_rng(7)
+    n = 12
+    batched = TokenAccounts.of("tokens:3,8", n)
+    assert batched is not None and TokenAccounts.of("push", n) is None
+    nodes = [RandomizedTokenAccount(3, 8) for _ in range(n)]
+    rows = np.arange(n)
+    for step in range(300):
+        u = rng.random(n)
+        if step % 3:  # a period passes
+            go = batched.proactive(rows, _Draws(u))
+            # The node draws only where its probability is strictly between 0 and 1.
+            expected = [acct.proactive(_Draws(u[i: i + 1])) for i, acct in enumerate(nodes)]
+        else:  # a useful model arrives
+            go = batched.reactive(rows, _Draws(u))
+            expected = [acct.reactive(_Draws(u[i: i + 1])) for i, acct in enumerate(nodes)]
+        assert list(go) == expected
+        assert batched.tokens.tolist() == [acct.tokens for acct in nodes]
+    assert batched.tokens.max() > 3  # the ramp was exercised

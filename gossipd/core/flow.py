@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["FLOWS", "Flow", "PlainPush", "RandomizedTokenAccount", "parse_flow"]
+__all__ = ["FLOWS", "Flow", "PlainPush", "RandomizedTokenAccount", "parse_flow", "proactive_probability"]
 
 FLOWS = ("push", "tokens:A,C")
 
@@ -81,12 +81,7 @@ class RandomizedTokenAccount:
         return float(self.tokens)
 
     def proactive_probability(self) -> float:
-        a, reactivity, capacity = self.tokens, self.reactivity, self.capacity
-        if a < reactivity - 1:
-            return 0.0
-        if a > capacity:
-            return 1.0
-        return (a - reactivity + 1) / (capacity - reactivity + 1)
+        return float(proactive_probability(self.tokens, self.reactivity, self.capacity))
 
     def proactive(self, rng: np.random.Generator) -> bool:
         p = self.proactive_probability()
@@ -103,6 +98,14 @@ class RandomizedTokenAccount:
         sends = min(sends, self.tokens)
         self.tokens -= sends
         return sends
+
+
+def proactive_probability(tokens: Any, reactivity: int, capacity: int) -> Any:
+    """``PROACTIVE(a)`` of the module doc for a balance ``tokens``: a number, or an array of
+    balances (the batched simulator's nodes) giving an array."""
+    a = np.asarray(tokens, dtype=np.float64)
+    p = np.clip((a - reactivity + 1) / (capacity - reactivity + 1), 0.0, 1.0)
+    return p if p.ndim else float(p)
 
 
 def parse_flow(spec: str) -> Flow:

@@ -13,7 +13,10 @@ written down in ``docs/architecture.md`` ("The batched engine"); in short:
   receivers), then timers (pushes, shuffles, reseeds, at their own times);
 - everything a slice produces is handled in a later slice: a message is never
   delivered in the slice it was sent in (a delay shorter than what is left of
-  the slice is stretched to its end);
+  the slice is stretched to its end), except a token account's forward, sent
+  while the slice's models are delivered, which is merged in that slice if it
+  arrives in it (``_Loop.merge_now``; a model passes on several hops in one
+  slice, as in the exact engine);
 - the events of one node in a phase are applied in time order, in sub-rounds
   (``batched_events.subrounds``); every event acts on one node only, so a
   sub-round is one vectorised step over distinct nodes;
@@ -44,6 +47,7 @@ from gossipd.data import Dataset
 from gossipd.sim.baselines import summarise
 from gossipd.sim.batched_cyclon import CODE, FAILED, STRIKE, VOUCH_ONLY, BatchedCyclon, Requests, StaticPeers
 from gossipd.sim.batched_events import MODEL, OUTCOME, REPLY, REQUEST, Calendar, Events, per_cycle, subrounds
+from gossipd.sim.batched_flow import TokenAccounts
 from gossipd.sim.batched_models import NodeModels, Snapshot
 from gossipd.sim.batched_scope import batched_unsupported
 from gossipd.sim.config import ConfigError, SimulationConfig, parse_cut, parse_kill
@@ -147,6 +151,11 @@ class _Loop:
         # Acknowledgements change nothing at a static overlay's sender unless a cut can turn one into a timeout.
         self.acks = self.peers.shuffles or cfg.cut is not None
         self.inbox: Events | None = None  # models that reached a node after its first of a slice
+        self.tokens = TokenAccounts.of(cfg.flow, n)  # None under plain push
+        # Token accounts: forwards arriving within the slice being delivered (merge_now) and the
+        # nodes that merged in it.
+        self.soon: list[Events] | None = None
+        self.busy = np.zeros(n, dtype=bool)
         self.series: list[dict[str, Any]] = []
 
     # -- the clock ----------------------------------------------------------------------
@@ -160,7 +169,8 @@ class _Loop:
             self.answers(events.get(REPLY), events.get(OUTCOME), k)
             self.deliveries(events.get(MODEL), events.get(REQUEST), k)
             self.timers((k + 1) / self.per_cycle, k)
-        self.merge(None, flush=True)  # what arrived before the end is merged before the last measurement
+        # what arrived before the end is merged before the last measurement
+        self.merge(None, cfg.cycles * self.per_cycle - 1, flush=True)
         self.cycle(cfg.cycles)
         return self.series
 
@@ -232,7 +242,13 @@ class _Loop:
             keep = np.flatnonzero(~lost)
             src, dst, now = src[keep], dst[keep], now[keep]
             payload = {f: v[keep] for f, v in payload.items()}
-        self.calendar.add(kind, Events(t=now + self.delays(len(src)), src=src, dst=dst, sent_at=now, **payload), k + 1)
+        ev = Events(t=now + self.delays(len(src)), src=src, dst=dst, sent_at=now, **payload)
+        if kind == MODEL and self.soon is not None:  # a forward: merged in this slice if it arrives in it
+            soon = ev["t"] < (k + 1) / self.per_cycle
+            if soon.any():
+                self.soon.append(ev.take(np.flatnonzero(soon)))
+                ev = ev.take(np.flatnonzero(~soon))
+        self.calendar.add(kind, ev, k + 1)
 
     def woken(self, dst: np.ndarray, t: np.ndarray) -> None:
         """A node that handles an event runs its overdue timers then (the exact engine wakes
@@ -314,14 +330,20 @@ class _Loop:
         model; the view and books), so each kind is applied in its own per-node order."""
         m = self.reachable(_nothing(models), k)
         q = self.reachable(_nothing(requests), k)
+        if self.tokens is not None:  # forwards that arrive within this slice are merged in it
+            self.soon, self.busy[:] = [], False
         if m is not None:
             self.woken(m["dst"], m["t"])
-        self.merge(m)
-        if m is not None:
-            # delivered models are acknowledged, one round trip after they left
-            arrives, ok = self.answer(k, m["src"], m["dst"], m["sent_at"], m["t"])
-            if self.acks and ok.any():
-                self.outcome(k, m["src"][ok], m["dst"][ok], DELIVERED, arrives[ok], m["sent_at"][ok])
+        self.merge(m, k)
+        self.acknowledge(m, k)
+        while self.soon:
+            now = self.reachable(Events.concat(self.soon), k)
+            self.soon = []
+            if now is not None:
+                self.woken(now["dst"], now["t"])
+                self.merge_now(now, k)
+                self.acknowledge(now, k)
+        self.soon = None
         if q is not None:
             assert isinstance(self.peers, BatchedCyclon)
             self.woken(q["dst"], q["t"])
@@ -335,7 +357,36 @@ class _Loop:
                 rep["t"] = arrives[ok]
                 self.calendar.add(REPLY, rep, k + 1)
 
-    def merge(self, arrived: Events | None, flush: bool = False) -> None:
+    def acknowledge(self, m: Events | None, k: int) -> None:
+        """Delivered models are acknowledged, one round trip after they left."""
+        if m is None:
+            return
+        arrives, ok = self.answer(k, m["src"], m["dst"], m["sent_at"], m["t"])
+        if self.acks and ok.any():
+            self.outcome(k, m["src"][ok], m["dst"][ok], DELIVERED, arrives[ok], m["sent_at"][ok])
+
+    def merge_now(self, arrived: Events, k: int) -> None:
+        """Token accounts' forwards that arrived within the slice they were sent in (the exact
+        engine passes a fresh model on several hops in one slice, and so must we, or forwarding
+        loses about half its speed): a node that has not merged in this slice merges its earliest
+        one now, and forwards it in turn; the others wait in the inbox, as a second model does."""
+        arrived["waited"] = np.zeros(len(arrived), dtype=np.int64)
+        first = subrounds(arrived["dst"], arrived["t"])[0]
+        go = first[~self.busy[arrived["dst"][first]]]
+        self.deliver(arrived, go, k)
+        rest = np.setdiff1d(np.arange(len(arrived)), go)
+        if rest.size:
+            self.inbox = Events.concat([e for e in (self.inbox, arrived.take(rest)) if e is not None])
+
+    def deliver(self, ev: Events, idx: np.ndarray, k: int) -> None:
+        """The models ``ev[idx]`` (distinct receivers) merged, and the useful ones forwarded."""
+        msg = Snapshot(*(ev[f][idx] if f in ev else None for f in _SNAPSHOT))
+        useful = self.models.deliver(ev["dst"][idx], msg, self.rng, self.counters)
+        if self.tokens is not None:
+            self.busy[ev["dst"][idx]] = True
+            self.react(ev["dst"][idx[useful]], ev["t"][idx[useful]], k)
+
+    def merge(self, arrived: Events | None, k: int, flush: bool = False) -> None:
         """The models in the nodes' inboxes (oldest first), then those that arrived in this
         slice, are merged in sub-rounds: each node merges its oldest model, and every model
         that has already waited ``INBOX_SLICES`` slices; the others wait one slice more, in
@@ -357,8 +408,7 @@ class _Loop:
                     idx = idx[~wait]
                     if idx.size == 0:
                         continue
-            msg = Snapshot(*(ev[f][idx] if f in ev else None for f in _SNAPSHOT))
-            self.models.deliver(ev["dst"][idx], msg, self.rng, self.counters)
+            self.deliver(ev, idx, k)
         if later:
             self.inbox = ev.take(np.concatenate(later))
             self.inbox["waited"] += 1
@@ -439,16 +489,35 @@ class _Loop:
             self.shuffle(cyclon.tick_reseed(rows, reseed_at[rows], partner[rows], self.rng), k)
 
     def push(self, rows: np.ndarray, at: np.ndarray, k: int) -> None:
-        """``GossipNode.push`` for ``rows``: the model as it is now, to a random peer."""
+        """``on_tick``'s push for ``rows``, whose timers fell due at ``at[rows]``: the next one
+        is set, and each pushes unless its token account keeps the opportunity (a token)."""
         if rows.size == 0:
             return
         now = at[rows]
         j = self.cfg.jitter
         self.next_gossip[rows] = now + (1.0 + self.rng.uniform(-j, j, len(rows)))
+        if self.tokens is not None:
+            go = self.tokens.proactive(rows, self.rng)
+            rows, now = rows[go], now[go]
+        self.send_models(rows, now, k)
+
+    def react(self, rows: np.ndarray, now: np.ndarray, k: int) -> None:
+        """``GossipNode.react``: nodes that just merged a useful model forward it at once, as
+        many times as their token accounts say (plain push never does)."""
+        if self.tokens is None or rows.size == 0:
+            return
+        sends = self.tokens.reactive(rows, self.rng)
+        if sends.any():
+            self.send_models(np.repeat(rows, sends), np.repeat(now, sends), k)
+
+    def send_models(self, rows: np.ndarray, now: np.ndarray, k: int) -> None:
+        """``GossipNode.push`` for ``rows`` at ``now``: the model as it is, to a random peer."""
+        if rows.size == 0:
+            return
         peer = self.peers.select_peer(rows, self.rng)
         has = peer >= 0
         rows, now, peer = rows[has], now[has], peer[has]
-        self.counters["sent"][rows] += 1
+        np.add.at(self.counters["sent"], rows, 1)  # a node forwarding twice appears twice
         self.traffic["messages"] += len(rows)
         snap = self.models.snapshot(rows, self.rng)
         if snap.parts is None:

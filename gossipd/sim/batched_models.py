@@ -137,8 +137,9 @@ class NodeModels:
         return Snapshot(params, self.age[rows], self.count[rows], mean, var, parts, part_ages, parts[:, 0] == 0)
 
     def deliver(self, rows: np.ndarray, msg: Snapshot, rng: np.random.Generator,
-                counters: dict[str, np.ndarray]) -> None:
-        """``on_model`` at the nodes ``rows`` (each at most once) for the messages ``msg``."""
+                counters: dict[str, np.ndarray]) -> np.ndarray:
+        """``on_model`` at the nodes ``rows`` (each at most once) for the messages ``msg``.
+        Returns the positions in ``rows`` whose merge was committed (the useful messages)."""
         counters["received"][rows] += 1
         count = mean = var = None
         if self.learned:
@@ -189,6 +190,7 @@ class NodeModels:
             committed = np.zeros(len(rows), dtype=bool)
             committed[idx] = True
             counters["discarded"][rows[~committed]] += 1
+        return idx
 
     def _robust(self, rows: np.ndarray, local: np.ndarray, a_l: np.ndarray,
                 msg: Snapshot) -> tuple[np.ndarray, np.ndarray]:

@@ -125,8 +125,8 @@ GOLF_VS_FEDAVG = Experiment(
     ),
     pairs=(("gossip", "fedavg"), ("gossip", "fedavg-1pass"), ("gossip-tokens", "fedavg"),
            ("gossip-subsampled", "fedavg-subsampled")),
-    # The exact engine for every method: the reference, and the one that simulates token
-    # accounts and churn (the batched engine would take plain and subsampled gossip only).
+    # The exact engine for every method: the reference, and the one that simulates churn
+    # traces (the batched engine would take the runs without churn only).
     base={"model": "logreg", "engine": "exact"},
 )
 

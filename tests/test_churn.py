@@ -95,6 +95,46 @@ def test_offline_nodes_neither_send_nor_receive_and_senders_see_refusals(tmp_pat
     assert result["final"]["mean_accuracy"] > result["series"][0]["mean_accuracy"]
 
 
+def test_the_batched_engine_replays_a_trace_too(tmp_path: Path) -> None:
+    """The same 12-node trace as above, on the batched engine (auto picks it): node 0 never
+    sends nor merges, node 1 only once its session starts at cycle 10, and pushes to them are
+    refused; FedAvg sees the same trace and data as under the exact engine, so its series is
+    the exact engine's."""
+    rows = "".join(f"{i},0,1000\n" for i in range(2, 12))
+    path = write(tmp_path, f"node,online_from,online_to\n1,10,1000\n{rows}")
+    cfg = dict(nodes=12, cycles=20, eval_every=10, sampler="full", churn=str(path), seed=5, baselines=("fedavg",))
+    result = simulate(SimulationConfig(**cfg))
+    assert result["engine"]["name"] == "batched"
+    from gossipd.sim.batched import BatchedSimulation
+
+    sim = BatchedSimulation.create(SimulationConfig(**cfg))
+    sim.run()
+    sent, merged, failures = sim.counters["sent"], sim.counters["merged"], sim.counters["send_failures"]
+    assert sent[0] == 0 and merged[0] == 0 and sim.models.age[0] == 0
+    assert 0 < sent[1] <= 12 and merged[1] > 0  # about one push a cycle once it is up
+    assert failures[2:].sum() >= 10
+    exact = simulate(SimulationConfig(**dict(cfg, engine="exact")))
+    assert result["baselines"]["fedavg"]["series"] == exact["baselines"]["fedavg"]["series"]
+
+
+def test_trace_arrays_answer_as_the_trace_does(tmp_path: Path) -> None:
+    """TraceArrays (the batched engine's form) against Trace's bisects, node by node: online at
+    a time, and when a node next comes online (inf: never), for a file with gaps, a node
+    without sessions and times past the last end, and for a diurnal trace."""
+    path = write(tmp_path, "node,online_from,online_to\n0,0,5\n0,4,12\n0,20,30\n2,1.5,2\n3,0,100\n")
+    rng = np.random.default_rng(3)
+    for trace in (load_trace(path, nodes=5), make_trace("diurnal", 40, 200.0, 9)):
+        arrays = trace.arrays()
+        nodes = rng.integers(0, trace.nodes, 3000)
+        t = np.concatenate([rng.uniform(0, 220, 2990), [0.0, 1.5, 2.0, 4.0, 12.0, 20.0, 30.0, 100.0, 5.0, 0.0]])
+        nodes[-10:] = [0, 2, 2, 0, 0, 0, 0, 3, 1, 4]
+        want_online = [trace.online(int(i), float(x)) for i, x in zip(nodes, t)]
+        want_next = [min((a for a in trace.starts[int(i)] if a > x), default=np.inf) for i, x in zip(nodes, t)]
+        assert arrays.online(nodes, t).tolist() == want_online
+        assert arrays.next_start(nodes, t).tolist() == want_next
+    assert not Trace(((), ()), ((), ())).arrays().online(np.array([0, 1]), 3.0).any()
+
+
 def test_fedavg_takes_only_clients_online_for_the_whole_round(tmp_path: Path) -> None:
     # 10 clients; 0-4 online throughout, 5-9 only for [0, 2.5): they take part in rounds 1 and 2 only.
     rows = "".join(f"{i},0,100\n" for i in range(5)) + "".join(f"{i},0,2.5\n" for i in range(5, 10))

@@ -50,6 +50,7 @@ from gossipd.sim.batched_events import MODEL, OUTCOME, REPLY, REQUEST, Calendar,
 from gossipd.sim.batched_flow import TokenAccounts
 from gossipd.sim.batched_models import NodeModels, Snapshot
 from gossipd.sim.batched_scope import batched_unsupported
+from gossipd.sim.churn import ChurnError, Trace, make_trace
 from gossipd.sim.config import ConfigError, SimulationConfig, parse_cut, parse_kill
 from gossipd.sim.experiment import (churn_rng, cut_sides, cyclon_config, gossip_config, indegree_entry, network_rng,
                                     overlay_entry, overlay_error, prepare, run_description)
@@ -77,6 +78,7 @@ class BatchedSimulation:
     models: NodeModels
     peers: BatchedCyclon | StaticPeers
     rng: np.random.Generator  # the nodes' draws: timers, peers, training order, shuffle samples
+    trace: Trace | None = None  # --churn: when each node is online
     progress: Callable[[int], None] | None = None
     #: After :meth:`run`: every node's counters (``Counters`` fields), one array each.
     counters: dict[str, np.ndarray] = field(default_factory=dict)
@@ -101,7 +103,13 @@ class BatchedSimulation:
             except ValueError as exc:
                 raise overlay_error(config, exc) from None
             peers = StaticPeers(overlay, {a: i for i, a in enumerate(addresses)})
-        return cls(config, dataset, learner, models, peers, rng)
+        trace = None
+        if config.churn is not None:
+            try:
+                trace = make_trace(config.churn, config.nodes, float(config.cycles), config.seed)
+            except ChurnError as exc:
+                raise ConfigError("churn", f"--churn: {exc}") from None
+        return cls(config, dataset, learner, models, peers, rng, trace)
 
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -135,7 +143,11 @@ class _Loop:
         self.net = network_rng(cfg)
         self.churn = churn_rng(cfg)
         self.alive = np.ones(n, dtype=bool)
-        self.online = self.churn.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
+        self.trace = sim.trace.arrays() if sim.trace is not None else None
+        if self.trace is not None:
+            self.online = self.trace.online(np.arange(n), 0.0)
+        else:
+            self.online = self.churn.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
         self.kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
         _, self.cut_start, self.cut_end = parse_cut(cfg.cut) if cfg.cut else (0.0, math.inf, math.inf)
         self.side = cut_sides(cfg, n)
@@ -165,6 +177,8 @@ class _Loop:
         for k in range(cfg.cycles * self.per_cycle):
             if k % self.per_cycle == 0:
                 self.cycle(k // self.per_cycle)
+            if self.trace is not None and k:  # the trace's sessions, as they stand at the slice's start
+                self.online = self.trace.online(np.arange(cfg.nodes), k / self.per_cycle)
             events = self.calendar.pop(k)
             self.answers(events.get(REPLY), events.get(OUTCOME), k)
             self.deliveries(events.get(MODEL), events.get(REQUEST), k)
@@ -211,7 +225,11 @@ class _Loop:
     def crosses_cut(self, a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
         return (self.cut_start <= t) & (t < self.cut_end) & (self.side[a] != self.side[b])
 
-    def up(self, nodes: np.ndarray) -> np.ndarray:
+    def up(self, nodes: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Alive and online at the events' times (a trace's sessions to the instant; otherwise
+        the slice's churn state, re-drawn at cycle boundaries as the exact engine does)."""
+        if self.trace is not None:
+            return self.alive[nodes] & self.trace.online(nodes, t)
         return self.alive[nodes] & self.online[nodes]
 
     def outcome(self, k: int, dst: np.ndarray, peer: np.ndarray, code: int, t: np.ndarray,
@@ -261,7 +279,7 @@ class _Loop:
         timeout = self.cfg.timeout
         o = _nothing(outcomes)
         if o is not None:
-            o = o.take(np.flatnonzero(self.up(o["dst"])))  # the sender's process is gone: nobody to tell
+            o = o.take(np.flatnonzero(self.up(o["dst"], o["t"])))  # the sender's process is gone: nobody to tell
             cut = o["travels"] & self.crosses_cut(o["peer"], o["dst"], o["t"])
             if cut.any():
                 self.outcome(k, o["dst"][cut], o["peer"][cut], TIMEOUT, o["sent_at"][cut] + timeout)
@@ -272,7 +290,7 @@ class _Loop:
                 np.add.at(self.counters[name], o["dst"][hit], 1)
         r = _nothing(replies)
         if r is not None:
-            r = r.take(np.flatnonzero(self.up(r["dst"])))
+            r = r.take(np.flatnonzero(self.up(r["dst"], r["t"])))
             cut = self.crosses_cut(r["src"], r["dst"], r["t"])
             if cut.any():
                 self.outcome(k, r["dst"][cut], r["src"][cut], TIMEOUT, r["sent_at"][cut] + timeout)
@@ -450,7 +468,7 @@ class _Loop:
         cut = self.crosses_cut(src, dst, t)
         if cut.any():
             self.outcome(k, src[cut], dst[cut], TIMEOUT, ev["sent_at"][cut] + self.cfg.timeout)
-        down = ~cut & ~self.up(dst)
+        down = ~cut & ~self.up(dst, t)
         if down.any():
             self.outcome(k, src[down], dst[down], UNREACHABLE, t[down] + self.delays(int(down.sum())))
         keep = np.flatnonzero(~cut & ~down)
@@ -475,17 +493,27 @@ class _Loop:
             anything = due | due_shuffle | due_reseed
         else:
             wake, anything = gossip_at, due
-        off = anything & ~self.online
-        if off.any():  # look again one cycle later
-            retry[off] = wake[off] + 1.0
-        self.push(np.flatnonzero(due & self.online), gossip_at, k)
+        online = self.online
+        if self.trace is not None:  # a timer fires if its node is online when it falls due (in this slice)
+            rows = np.flatnonzero(anything)
+            at = np.maximum(wake[rows], end - 1.0 / self.per_cycle)
+            online = online.copy()
+            online[rows] = self.trace.online(rows, at)
+        off = anything & ~online
+        if off.any():
+            if self.trace is None:  # look again one cycle later
+                retry[off] = wake[off] + 1.0
+            else:  # the timers wait for the node's next session (overdue ones fire as it starts)
+                rows = np.flatnonzero(off)
+                retry[rows] = self.trace.next_start(rows, np.maximum(wake[rows], end - 1.0 / self.per_cycle))
+        self.push(np.flatnonzero(due & online), gossip_at, k)
         if cyclon is not None:
-            rows = np.flatnonzero(due_shuffle & self.online)
+            rows = np.flatnonzero(due_shuffle & online)
             req = cyclon.tick_shuffle(rows, shuffle_at[rows], self.rng)
             self.shuffle(req, k)
             partner = np.full(self.cfg.nodes, -1, dtype=np.int64)
             partner[req.src] = req.target
-            rows = np.flatnonzero(due_reseed & self.online)
+            rows = np.flatnonzero(due_reseed & online)
             self.shuffle(cyclon.tick_reseed(rows, reseed_at[rows], partner[rows], self.rng), k)
 
     def push(self, rows: np.ndarray, at: np.ndarray, k: int) -> None:

@@ -6,7 +6,7 @@ option it does not simulate before anything is loaded.
 
 Options are listed by what the engine does support: a configuration field
 that is not in :data:`KNOWN_FIELDS` (one added to the exact engine since, e.g.
-churn traces) sends a run to the exact engine as soon as it is set
+a new attack) sends a run to the exact engine as soon as it is set
 away from its default, so a new option is never silently ignored.
 """
 
@@ -25,7 +25,7 @@ KNOWN_FIELDS = frozenset({
     "dataset", "label_column", "model", "task", "input_shape", "scaling", "nodes", "cycles", "split", "merge",
     "sampler", "drop", "online", "session", "delay", "jitter", "kill", "cut", "timeout", "reseed_interval",
     "view_size", "shuffle_length", "shuffle_interval", "seeds", "eval_every", "baselines", "lr", "lr_decay",
-    "batch_size", "optimizer", "seed", "engine", "codec", "partitions", "subsample", "flow",
+    "batch_size", "optimizer", "seed", "engine", "codec", "partitions", "subsample", "flow", "churn",
 })
 
 

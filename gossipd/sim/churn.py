@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DIURNAL_DEFAULTS", "ChurnError", "Diurnal", "Trace", "diurnal_trace", "load_trace", "make_trace",
-           "parse_churn"]
+__all__ = ["DIURNAL_DEFAULTS", "ChurnError", "Diurnal", "Trace", "TraceArrays", "diurnal_trace", "load_trace",
+           "make_trace", "parse_churn"]
 
 DIURNAL_DEFAULTS = {"day": 100.0, "online": 0.4, "swing": 0.8, "session": 10.0, "spread": 0.1}
 P_MIN, P_MAX = 0.01, 0.99
@@ -107,6 +107,49 @@ class Trace:
 
     def fraction_online(self, t: float) -> float:
         return sum(self.online(i, t) for i in range(self.nodes)) / max(self.nodes, 1)
+
+    def arrays(self) -> TraceArrays:
+        """This trace as flat arrays, for questions about many nodes at once."""
+        return TraceArrays(self)
+
+
+class TraceArrays:
+    """A :class:`Trace` as flat arrays: :meth:`online` and :meth:`next_start` for many nodes at
+    once (the batched simulator). Every interval is keyed ``node * width + (start - low)``, a
+    node's keys in a range of their own, so one sorted array answers every node's bisect."""
+
+    def __init__(self, trace: Trace) -> None:
+        counts = np.array([len(s) for s in trace.starts], dtype=np.int64)
+        self.node = np.repeat(np.arange(trace.nodes), counts)
+        self.starts = np.array([a for s in trace.starts for a in s], dtype=np.float64)
+        self.ends = np.array([b for e in trace.ends for b in e], dtype=np.float64)
+        self.low = min(0.0, float(self.starts.min(initial=0.0)))
+        self.width = float(self.ends.max(initial=0.0)) - self.low + 1.0
+        self.keys = self.node * self.width + (self.starts - self.low)
+
+    def _after(self, nodes: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Per query, the index of the first interval keyed after (node, t): the node's next one
+        if it has one, else another node's or the end. Times past the last end count as there."""
+        at = np.clip(t - self.low, 0.0, self.width - 0.5)
+        return np.searchsorted(self.keys, nodes * self.width + at, side="right")
+
+    def _mine(self, j: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+        return (j >= 0) & (j < len(self.node)) & (self.node[np.clip(j, 0, max(len(self.node) - 1, 0))] == nodes)
+
+    def online(self, nodes: np.ndarray, t: np.ndarray | float) -> np.ndarray:
+        """:meth:`Trace.online` of each node at its time (or all of them at one time)."""
+        t = np.broadcast_to(np.asarray(t, dtype=np.float64), nodes.shape)
+        if not len(self.keys):
+            return np.zeros(nodes.shape, dtype=bool)
+        j = self._after(nodes, t) - 1  # the last interval starting at or before t
+        return self._mine(j, nodes) & (t < self.ends[np.maximum(j, 0)])
+
+    def next_start(self, nodes: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """When each node next comes online after ``t`` (inf: never again)."""
+        if not len(self.keys):
+            return np.full(nodes.shape, np.inf)
+        j = self._after(nodes, np.asarray(t, dtype=np.float64))
+        return np.where(self._mine(j, nodes), self.starts[np.minimum(j, len(self.starts) - 1)], np.inf)
 
 
 # -- the trace file ---------------------------------------------------------------------------

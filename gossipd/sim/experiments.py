@@ -125,8 +125,8 @@ GOLF_VS_FEDAVG = Experiment(
     ),
     pairs=(("gossip", "fedavg"), ("gossip", "fedavg-1pass"), ("gossip-tokens", "fedavg"),
            ("gossip-subsampled", "fedavg-subsampled")),
-    # The exact engine for every method: the reference, and the one that simulates churn
-    # traces (the batched engine would take the runs without churn only).
+    # The exact engine for every method: the reference (the batched engine simulates every
+    # option here too, as the same experiment statistically: tests/test_batched_engine.py).
     base={"model": "logreg", "engine": "exact"},
 )
 

@@ -402,8 +402,7 @@ def simulate(config: SimulationConfig, progress: Callable[[int], None] | None = 
             result["engine"]["why"] = why
         # The nodes' own data, so that baselines train on exactly the gossip split.
         datas = [node.data for node in sim.nodes]
-    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, datas,
-                                        sim.trace if isinstance(sim, Simulation) else None)
+    result["baselines"] = run_baselines(config, sim.dataset, sim.learner, datas, sim.trace)
     result["wall_seconds"] = time.perf_counter() - started
     return result
 

@@ -85,6 +85,22 @@ def test_golf_vs_fedavg_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     assert again.sweep.ran == 0 and again.table == result.table
 
 
+def test_engine_auto_runs_the_gossip_cells_batched_and_fedavg_as_before(tmp_path: Path) -> None:
+    """--engine auto (for thousands of nodes): gossip runs on the batched engine, the FedAvg-only
+    cells where they always ran; the default keeps the exact engine everywhere."""
+    exp = EXPERIMENTS["golf-vs-fedavg"]
+    engines = {}
+    for engine in (None, "auto"):
+        out = tmp_path / str(engine)
+        options = ExperimentOptions(nodes=8, cycles=4, eval_every=2, datasets=("wine",), splits=("iid",),
+                                    churn=("diurnal",), methods=("gossip-tokens", "fedavg"), engine=engine)
+        run_experiment(exp, options, out, lambda: LocalRunner(1), plot=False)
+        runs = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+        engines[engine] = sorted((r["config"]["gossip"], r["result"]["engine"]["name"]) for r in runs)
+    assert engines[None] == [(False, "exact"), (True, "exact")]
+    assert engines["auto"] == [(False, "exact"), (True, "batched")]
+
+
 @pytest.mark.parametrize("args, words", [
     (["experiment", "no-such"], "unknown experiment 'no-such'"),
     (["experiment", "golf-vs-fedavg", "--methods", "gossip,bogus"], "unknown method bogus"),

@@ -79,6 +79,7 @@ class ExperimentOptions:
     churn: tuple[str, ...] = ("none", "diurnal")
     methods: tuple[str, ...] = ()  # () = all of the experiment's
     eval_every: int = 5
+    engine: str | None = None  # None: the experiment's own (exact); auto: gossip runs batched
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,8 @@ class Experiment:
             raise ValueError(f"unknown method {', '.join(unknown)}; {self.name} has {', '.join(self.method_names())}")
         methods = [{"name": m.name, **m.settings} for m in self.methods if m.name in chosen]
         base = {**self.base, "nodes": options.nodes, "cycles": options.cycles, "eval_every": options.eval_every}
+        if options.engine is not None:
+            base["engine"] = options.engine
         grid = {"dataset": list(options.datasets), "split": list(options.splits), "churn": list(options.churn),
                 "method": methods}
         return SweepSpec.from_mapping({"sweep": {"name": self.name, "seeds": list(options.seeds)}, "base": base,

@@ -143,11 +143,10 @@ class _Loop:
         self.net = network_rng(cfg)
         self.churn = churn_rng(cfg)
         self.alive = np.ones(n, dtype=bool)
+        # A trace is asked at each event's time (``up``, ``timers``); otherwise the churn state is
+        # drawn here and re-drawn at cycle boundaries.
         self.trace = sim.trace.arrays() if sim.trace is not None else None
-        if self.trace is not None:
-            self.online = self.trace.online(np.arange(n), 0.0)
-        else:
-            self.online = self.churn.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
+        self.online = self.churn.random(n) < cfg.online if cfg.online < 1.0 else np.ones(n, dtype=bool)
         self.kill = parse_kill(cfg.kill, cfg.cycles) if cfg.kill else None
         _, self.cut_start, self.cut_end = parse_cut(cfg.cut) if cfg.cut else (0.0, math.inf, math.inf)
         self.side = cut_sides(cfg, n)
@@ -177,8 +176,6 @@ class _Loop:
         for k in range(cfg.cycles * self.per_cycle):
             if k % self.per_cycle == 0:
                 self.cycle(k // self.per_cycle)
-            if self.trace is not None and k:  # the trace's sessions, as they stand at the slice's start
-                self.online = self.trace.online(np.arange(cfg.nodes), k / self.per_cycle)
             events = self.calendar.pop(k)
             self.answers(events.get(REPLY), events.get(OUTCOME), k)
             self.deliveries(events.get(MODEL), events.get(REQUEST), k)

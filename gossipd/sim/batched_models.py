@@ -267,7 +267,7 @@ class NodeModels:
         nonzero ones), then ``clip_scale`` times the first quartile of it (inf while it is empty)."""
         width = self.window.shape[1]
         seen = np.isfinite(dist) & (dist > 0.0)
-        at = rows[seen]
+        at = rows if seen.all() else rows[seen]
         self.window[at, self.filled[at] % width] = dist[seen]
         self.filled[at] += 1
         filled = np.minimum(self.filled[rows], width)

@@ -173,3 +173,13 @@ def test_a_whole_model_merges_into_every_partition_and_another_cut_is_refused(le
     with pytest.raises(RejectedMessage, match="5 partitions"):
         node("d", "b", learner, data, seed=4).on_model(0.0, other)
     assert b.counters.rejected == 1
+
+
+@pytest.mark.parametrize("engine", ["exact", "batched"])
+def test_more_partitions_than_parameters_is_a_config_error_on_both_engines(engine: str) -> None:
+    from gossipd.sim.config import ConfigError
+    from gossipd.sim.simulation import SimulationConfig, simulate
+
+    with pytest.raises(ConfigError) as exc:  # wine / logreg: 42 parameters
+        simulate(SimulationConfig(dataset="wine", nodes=10, cycles=2, partitions=100, subsample=0.1, engine=engine))
+    assert exc.value.field == "partitions" and "only 42 parameters" in str(exc.value)

@@ -50,10 +50,10 @@ from gossipd.sim.batched_events import MODEL, OUTCOME, REPLY, REQUEST, Calendar,
 from gossipd.sim.batched_flow import TokenAccounts
 from gossipd.sim.batched_models import NodeModels, Snapshot
 from gossipd.sim.batched_scope import batched_unsupported
-from gossipd.sim.churn import ChurnError, Trace, make_trace
+from gossipd.sim.churn import Trace
 from gossipd.sim.config import ConfigError, SimulationConfig, parse_cut, parse_kill
-from gossipd.sim.experiment import (churn_rng, cut_sides, cyclon_config, gossip_config, indegree_entry, network_rng,
-                                    overlay_entry, overlay_error, prepare, run_description)
+from gossipd.sim.experiment import (churn_rng, churn_trace, cut_sides, cyclon_config, gossip_config, indegree_entry,
+                                    network_rng, overlay_entry, overlay_error, prepare, run_description)
 from gossipd.sim.sizes import MessageSizes
 from peer_sampling.outcome import Outcome
 from peer_sampling.topology import build_overlay
@@ -103,13 +103,7 @@ class BatchedSimulation:
             except ValueError as exc:
                 raise overlay_error(config, exc) from None
             peers = StaticPeers(overlay, {a: i for i, a in enumerate(addresses)})
-        trace = None
-        if config.churn is not None:
-            try:
-                trace = make_trace(config.churn, config.nodes, float(config.cycles), config.seed)
-            except ChurnError as exc:
-                raise ConfigError("churn", f"--churn: {exc}") from None
-        return cls(config, dataset, learner, models, peers, rng, trace)
+        return cls(config, dataset, learner, models, peers, rng, churn_trace(config))
 
     def run(self) -> dict[str, Any]:
         started = time.perf_counter()

@@ -18,6 +18,7 @@ from gossipd.core.node import GossipConfig
 from gossipd.core.spec import parse_input_shape, parse_task
 from gossipd.data import Dataset, DataError, load_dataset, make_scaling, split_indices
 from gossipd.overlay import Edges, edge_array, indegree_stats, overlay_metrics
+from gossipd.sim.churn import ChurnError, Trace, make_trace
 from gossipd.sim.config import ConfigError, SimulationConfig, parse_cut
 from peer_sampling.cyclon import CyclonConfig
 
@@ -54,14 +55,27 @@ def seed_streams(config: SimulationConfig) -> tuple[np.random.SeedSequence, np.r
 def prepare(config: SimulationConfig, dataset: Dataset | None = None) -> tuple[
         Dataset, Learner, list[np.ndarray], np.random.SeedSequence, np.random.SeedSequence]:
     """What both engines build first, in this order: the data set (unless given), the
-    learner and the split of the training data over the nodes; then the seed streams
+    learner (checked against ``--partitions``) and the split of the training data over the nodes; then the seed streams
     left for the nodes and the overlay."""
     if dataset is None:
         dataset = load_config_dataset(config)
     part_ss, node_ss, overlay_ss = seed_streams(config)
     learner = build_learner(config, dataset)
+    if config.partitions > learner.n_params:
+        raise ConfigError("partitions", f"--partitions {config.partitions}: the model has only "
+                                        f"{learner.n_params} parameters")
     parts = split_indices(dataset.y_train, config.nodes, config.split, np.random.default_rng(part_ss))
     return dataset, learner, parts, node_ss, overlay_ss
+
+
+def churn_trace(config: SimulationConfig) -> Trace | None:
+    """When each node is online under ``--churn`` (None without it; a ConfigError naming --churn)."""
+    if config.churn is None:
+        return None
+    try:
+        return make_trace(config.churn, config.nodes, float(config.cycles), config.seed)
+    except ChurnError as exc:
+        raise ConfigError("churn", f"--churn: {exc}") from None
 
 
 def overlay_error(config: SimulationConfig, exc: ValueError) -> ConfigError:

@@ -37,10 +37,10 @@ from gossipd.sim.attackers import AttackingNode, parse_attackers
 from gossipd.sim.baselines import run_baselines, summarise
 from gossipd.sim.batched import BatchedSimulation
 from gossipd.sim.batched_scope import batched_unsupported
-from gossipd.sim.churn import ChurnError, Trace, make_trace
+from gossipd.sim.churn import Trace
 from gossipd.sim.config import BASELINES, ConfigError, SimulationConfig, parse_cut, parse_kill
-from gossipd.sim.experiment import (churn_rng, cut_sides, cyclon_config, gossip_config, indegree_entry, network_rng,
-                                    overlay_entry, overlay_error, prepare, run_description)
+from gossipd.sim.experiment import (churn_rng, churn_trace, cut_sides, cyclon_config, gossip_config, indegree_entry,
+                                    network_rng, overlay_entry, overlay_error, prepare, run_description)
 from gossipd.sim.sizes import MessageSizes
 from peer_sampling.cyclon import Cyclon
 from peer_sampling.topology import StaticSampler, build_overlay
@@ -89,15 +89,7 @@ class Simulation:
         except ValueError as exc:
             raise overlay_error(config, exc) from None
         gossip = gossip_config(config)
-        if config.partitions > learner.n_params:
-            raise ConfigError("partitions", f"--partitions {config.partitions}: the model has only "
-                                            f"{learner.n_params} parameters")
-        trace = None
-        if config.churn is not None:
-            try:
-                trace = make_trace(config.churn, config.nodes, float(config.cycles), config.seed)
-            except ChurnError as exc:
-                raise ConfigError("churn", f"--churn: {exc}") from None
+        trace = churn_trace(config)
         initial = learner.initial_state()
         attack = parse_attackers(config.attackers) if config.attackers is not None else None
         attacking = np.zeros(config.nodes, dtype=bool)
